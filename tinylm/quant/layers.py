@@ -1,0 +1,259 @@
+"""Quantized weights and the layers that use them: fp16 and int8 stand-ins for Linear and Embedding.
+
+A trained GPT keeps every weight in float32: 4 bytes a number. Two smaller formats, and where the
+rounding happens (always inside `tinylm.kernels`, one contract written once):
+
+- **fp16** (IEEE binary16, 2 bytes): the weight is rounded to the nearest half-precision number
+  (round half to even) once, when the model is quantized. At run time the activations are rounded to
+  fp16 too and `matmul_f16` multiplies them with fp32 accumulation.
+- **int8** (1 byte + a float32 scale per row and group of `group_size` columns): each group of a
+  weight row is mapped to integers in [-127, 127] by `q = round(w / scale)`, `scale = max|w| / 127`.
+  At run time `linear_s8` quantizes the activations the same way (per row and group), takes int32
+  dot products inside a group and adds the groups in float.
+
+A weight is held by a *storage* object (`Fp16Weight`, `Int8Weight`) that knows its bytes and how to
+multiply with it; the layers (`Fp16Linear`, `Int8Linear`, `QuantizedEmbedding`) wrap a storage. The
+tied token embedding and output head of a GPT share ONE storage, exactly as they share one fp32 matrix.
+
+    >>> lin = Linear(64, 32)                    # weight (32, 64) float32: 8192 bytes
+    >>> q = Int8Linear.from_linear(lin, group_size=32)
+    >>> q.weight.nbytes                         # 2048 int8 values + 32 * 2 float32 scales
+    2304
+    >>> y = q(Tensor(np.ones((5, 64), np.float32)))   # (5, 32), like lin(...)
+
+The layers are for inference only: their output is a fresh Tensor with no gradient history.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinylm import kernels
+from tinylm.autograd import Tensor
+from tinylm.nn import Module
+
+
+# ----------------------------------------------------------------------------------------------
+# weight storage: the bytes that replace one float32 matrix
+
+
+class Fp16Weight:
+    """A (N, K) weight stored as IEEE half precision."""
+
+    precision = "fp16"
+
+    def __init__(self, data):
+        data = np.asarray(data)
+        if data.dtype != np.float16 or data.ndim != 2:
+            raise TypeError(f"Fp16Weight: data has dtype {data.dtype} and shape {data.shape}; "
+                            "expected a 2-D float16 array (out_features, in_features)")
+        self.data = np.ascontiguousarray(data)  # (N, K) float16
+
+    @classmethod
+    def from_float(cls, w):
+        """Round a float32 (N, K) matrix to fp16 (nearest, ties to even; large values become inf)."""
+        return cls(kernels.f32_to_f16(_as_f32_matrix(w, "Fp16Weight.from_float: w")))
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def nbytes(self):
+        return self.data.nbytes
+
+    @property
+    def label(self):
+        return "fp16"
+
+    def dequantize(self):
+        """The float32 matrix this storage stands for."""
+        return kernels.f16_to_f32(self.data)  # (N, K) float32
+
+    def rows(self, idx):
+        """float32 rows `idx` (any integer shape) -> idx.shape + (K,): an embedding lookup."""
+        picked = self.data[idx.reshape(-1)]  # (n, K) float16
+        return kernels.f16_to_f32(picked).reshape(idx.shape + (self.shape[1],))
+
+    def linear(self, x, bias=None):
+        """x (M, K) float32 -> x @ W.T + bias (M, N) float32, activations rounded to fp16."""
+        return kernels.matmul_f16(kernels.f32_to_f16(x), self.data, bias)
+
+    def arrays(self, prefix):
+        return {prefix + ".f16": self.data}
+
+
+class Int8Weight:
+    """A (N, K) weight stored as int8 values with a float32 scale per row and group of columns.
+
+    `q` is (N, K) int8 in [-127, 127]; `scale` is (N, K // group_size) float32, and the weight it stands
+    for is `q * scale` (each scale repeated over its group). group_size == K is one scale per output
+    row ("per channel").
+    """
+
+    precision = "int8"
+
+    def __init__(self, q, scale):
+        q, scale = np.asarray(q), np.asarray(scale)
+        if q.dtype != np.int8 or q.ndim != 2:
+            raise TypeError(f"Int8Weight: q has dtype {q.dtype} and shape {q.shape}; "
+                            "expected a 2-D int8 array (out_features, in_features)")
+        if scale.dtype != np.float32 or scale.ndim != 2:
+            raise TypeError(f"Int8Weight: scale has dtype {scale.dtype} and shape {scale.shape}; "
+                            "expected a 2-D float32 array (out_features, n_groups)")
+        n, k = q.shape
+        if scale.shape[0] != n or scale.shape[1] < 1 or k % scale.shape[1]:
+            raise ValueError(f"Int8Weight: scale shape {scale.shape} does not fit q shape {q.shape}; "
+                             f"expected ({n}, G) with G dividing {k}")
+        if q.min(initial=0) < -127:
+            raise ValueError("Int8Weight: q holds -128; symmetric int8 uses [-127, 127]")
+        if not np.all(np.isfinite(scale)) or scale.min(initial=0) < 0:
+            raise ValueError("Int8Weight: scale must be finite and >= 0")
+        self.q = np.ascontiguousarray(q)  # (N, K) int8
+        self.scale = np.ascontiguousarray(scale)  # (N, K // group_size) float32
+
+    @classmethod
+    def from_float(cls, w, group_size=32):
+        """Quantize a float32 (N, K) matrix; group_size must divide K (None or K: per channel)."""
+        w = _as_f32_matrix(w, "Int8Weight.from_float: w")
+        k = w.shape[1]
+        group_size = k if group_size is None else int(group_size)
+        if group_size < 1 or k % group_size:
+            raise ValueError(f"int8 group_size {group_size} does not divide in_features {k}; "
+                             f"choose a divisor of {k} (or 'channel' for one group per row)")
+        return cls(*kernels.quantize_s8(w, group_size))
+
+    @property
+    def shape(self):
+        return self.q.shape
+
+    @property
+    def group_size(self):
+        return self.q.shape[1] // self.scale.shape[1]
+
+    @property
+    def nbytes(self):
+        return self.q.nbytes + self.scale.nbytes
+
+    @property
+    def label(self):
+        gs = self.group_size
+        return "int8:channel" if gs == self.q.shape[1] else f"int8:g{gs}"
+
+    def dequantize(self):
+        return kernels.dequantize_s8(self.q, self.scale)  # (N, K) float32
+
+    def rows(self, idx):
+        flat = idx.reshape(-1)
+        picked = kernels.dequantize_s8(self.q[flat], self.scale[flat])  # (n, K) float32
+        return picked.reshape(idx.shape + (self.shape[1],))
+
+    def linear(self, x, bias=None):
+        """x (M, K) float32 -> (M, N) float32; x is quantized per row and group at run time."""
+        return kernels.linear_s8(x, self.q, self.scale, bias)
+
+    def arrays(self, prefix):
+        return {prefix + ".q": self.q, prefix + ".scale": self.scale}
+
+
+def _as_f32_matrix(w, what):
+    w = w.data if isinstance(w, Tensor) else np.asarray(w)
+    if w.ndim != 2 or w.dtype != np.float32:
+        raise TypeError(f"{what} has dtype {w.dtype} and shape {w.shape}; expected a 2-D float32 matrix")
+    return np.ascontiguousarray(w)
+
+
+# ----------------------------------------------------------------------------------------------
+# layers
+
+
+class QuantizedLinear(Module):
+    """y = x @ W.T + b with W held by a quantized storage; called like Linear: (..., in) -> (..., out)."""
+
+    storage_type = None  # set by the subclasses
+
+    def __init__(self, weight, bias=None):
+        super().__init__()
+        if self.storage_type is not None and not isinstance(weight, self.storage_type):
+            raise TypeError(f"{type(self).__name__}: weight is a {type(weight).__name__}; "
+                            f"expected {self.storage_type.__name__}")
+        n, k = weight.shape
+        if bias is not None:
+            bias = np.ascontiguousarray(bias.data if isinstance(bias, Tensor) else bias, dtype=np.float32)
+            if bias.shape != (n,):
+                raise ValueError(f"{type(self).__name__}: bias has shape {bias.shape}; expected ({n},)")
+        self.weight = weight  # the storage (Fp16Weight or Int8Weight), not a trainable Tensor
+        self.bias = bias  # (out_features,) float32 or None
+        self.in_features, self.out_features = k, n
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):
+        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if data.shape[-1] != self.in_features:
+            raise ValueError(f"{type(self).__name__}: input has {data.shape[-1]} features; "
+                             f"expected {self.in_features}")
+        lead = data.shape[:-1]
+        x2 = np.ascontiguousarray(data.reshape(-1, self.in_features), dtype=np.float32)  # (M, K)
+        y = self.weight.linear(x2, self.bias)  # (M, N) float32
+        return Tensor(y.reshape(lead + (self.out_features,)))  # (..., N)
+
+    def dequantized_weight(self):
+        return self.weight.dequantize()  # (N, K) float32
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(in_features={self.in_features}, out_features={self.out_features}, "
+                f"weight={self.weight.label}, bias={self.bias is not None})")
+
+
+class Fp16Linear(QuantizedLinear):
+    """A Linear layer whose weight is stored in fp16 (fp32 accumulation: the `matmul_f16` kernel)."""
+
+    storage_type = Fp16Weight
+
+    @classmethod
+    def from_linear(cls, linear):
+        bias = None if linear.bias is None else linear.bias.data
+        return cls(Fp16Weight.from_float(linear.weight.data), bias)
+
+
+class Int8Linear(QuantizedLinear):
+    """A Linear layer with int8 weights (per row and group scales) and run-time int8 activations."""
+
+    storage_type = Int8Weight
+
+    @classmethod
+    def from_linear(cls, linear, group_size=32):
+        bias = None if linear.bias is None else linear.bias.data
+        return cls(Int8Weight.from_float(linear.weight.data, group_size), bias)
+
+    @property
+    def group_size(self):
+        return self.weight.group_size
+
+
+class QuantizedEmbedding(Module):
+    """An embedding table (num_embeddings, embedding_dim) held by a quantized storage.
+
+    A lookup dequantizes only the rows it needs: idx (B, T) -> (B, T, C) float32. The tied token
+    embedding of a GPT is a QuantizedEmbedding sharing its storage with the output head.
+    """
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = weight
+        self.num_embeddings, self.embedding_dim = weight.shape
+
+    def __call__(self, idx):
+        return self.forward(idx)
+
+    def forward(self, idx):
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"QuantizedEmbedding: idx has dtype {idx.dtype}; expected integers")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
+            raise ValueError(f"QuantizedEmbedding: idx out of range [0, {self.num_embeddings})")
+        return Tensor(self.weight.rows(idx))  # idx.shape + (C,)
+
+    def __repr__(self):
+        return f"QuantizedEmbedding({self.num_embeddings}, {self.embedding_dim}, weight={self.weight.label})"

@@ -1,0 +1,353 @@
+"""Precision plans: which precision each layer of a model runs in, and applying one to a model.
+
+A plan is a dict from a layer's dotted name to a precision string:
+
+    {"transformer.h.0.attn.c_attn": "fp16", "transformer.h.0.mlp.c_fc": "int8:g32", "lm_head": "int8"}
+
+| precision      | weight storage                                       | bytes per weight          |
+|----------------|------------------------------------------------------|---------------------------|
+| `fp32`         | float32 (the trained model, unchanged)               | 4                         |
+| `fp16`         | IEEE half precision, fp32 accumulation               | 2                         |
+| `int8:gN`      | int8 + a float32 scale per row and group of N inputs | 1 + 4/N (1.125 for N=32)  |
+| `int8:channel` | int8 + one float32 scale per output row              | 1 + 4/in_features         |
+| `int8`         | short for `int8:g32`                                 |                           |
+
+Layers a plan does not name stay fp32. The names are those of `quantizable_layers(model)`: every
+Linear (attention `c_attn`/`c_proj`, MLP `c_fc`/`c_proj`, the output head `lm_head`) and the
+embedding tables. A GPT ties its token embedding to `lm_head` (one matrix, used twice), so the name
+`lm_head` sets the precision of that shared matrix and `transformer.wte` is not a separate entry.
+LayerNorm, softmax and GELU always stay fp32.
+
+    >>> plan = uniform_plan(model, "int8:g32")        # every layer int8
+    >>> small = apply_plan(model, plan)                 # a new model; `model` is untouched
+    >>> weight_bytes(small)["total"] < weight_bytes(model)["total"] / 3
+    True
+    >>> save_plan("plan.json", plan); load_plan("plan.json") == plan
+    True
+"""
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+
+from tinylm.autograd import Tensor
+from tinylm.fileio import load_json, save_json
+from tinylm.nn import Module
+from tinylm.quant.layers import (Fp16Linear, Fp16Weight, Int8Linear, Int8Weight, QuantizedEmbedding,
+                                 QuantizedLinear)
+
+PLAN_FORMAT = "tinylm-precision-plan"
+PLAN_VERSION = 1
+DEFAULT_GROUP_SIZE = 32
+PRECISIONS_HELP = "fp32, fp16, int8 (= int8:g32), int8:gN (N divides the layer's inputs), int8:channel"
+
+_PRECISION = re.compile(r"^(fp32|fp16|int8)(?::(?:g(\d+)|(channel)))?$")
+
+
+# ----------------------------------------------------------------------------------------------
+# precision strings
+
+
+def parse_precision(text):
+    """'int8:g64' -> ('int8', 64); 'int8:channel' -> ('int8', None); 'fp16' -> ('fp16', None).
+
+    The group size None means one group per row (per channel).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"precision {text!r} is a {type(text).__name__}; expected a string ({PRECISIONS_HELP})")
+    m = _PRECISION.match(text.strip().lower())
+    if not m or (m.group(1) != "int8" and (m.group(2) or m.group(3))):
+        raise ValueError(f"unknown precision {text!r}; expected one of {PRECISIONS_HELP}")
+    kind = m.group(1)
+    if kind != "int8":
+        return kind, None
+    if m.group(3):
+        return "int8", None
+    group_size = int(m.group(2)) if m.group(2) else DEFAULT_GROUP_SIZE
+    if group_size < 1:
+        raise ValueError(f"precision {text!r}: group size must be >= 1")
+    return "int8", group_size
+
+
+def format_precision(kind, group_size=None):
+    """('int8', 32) -> 'int8:g32', ('int8', None) -> 'int8:channel', ('fp16', None) -> 'fp16'."""
+    if kind != "int8":
+        return kind
+    return "int8:channel" if group_size is None else f"int8:g{group_size}"
+
+
+def canonical_precision(text):
+    """'INT8' -> 'int8:g32': the one spelling used in saved plans and tables."""
+    return format_precision(*parse_precision(text))
+
+
+# ----------------------------------------------------------------------------------------------
+# finding the layers of a model
+
+
+def named_modules(module, prefix=""):
+    """Yield (dotted name, module) for `module` and every module below it, depth first.
+
+    Children are a module's attributes that are Modules, lists of Modules (`h.0`, `h.1`) or dicts
+    of Modules (also a PyTorch-style `_modules` dict).
+    """
+    yield prefix, module
+    attrs = dict(vars(module).get("_modules") or {})
+    attrs.update((k, v) for k, v in vars(module).items() if not k.startswith("_"))
+    for key, value in attrs.items():
+        if isinstance(value, Module):
+            items = [(key, value)]
+        elif isinstance(value, (list, tuple)):
+            items = [(f"{key}.{i}", v) for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            items = [(f"{key}.{k}", v) for k, v in value.items() if isinstance(k, str)]
+        else:
+            continue
+        for name, child in items:
+            if isinstance(child, Module):
+                yield from named_modules(child, f"{prefix}.{name}" if prefix else name)
+
+
+def get_module(model, name):
+    """The module at dotted path `name` ('transformer.h.0.attn.c_attn')."""
+    parent, key = _parent_of(model, name)
+    return _get_child(parent, key, name)
+
+
+def _parent_of(model, name):
+    parts = name.split(".")
+    obj = model
+    for i, part in enumerate(parts[:-1]):
+        obj = _get_child(obj, part, ".".join(parts[: i + 1]))
+    return obj, parts[-1]
+
+
+def _get_child(obj, key, full):
+    if isinstance(obj, (list, tuple)) and key.isdigit() and int(key) < len(obj):
+        return obj[int(key)]
+    if isinstance(obj, dict) and key in obj:
+        return obj[key]
+    if not key.startswith("_") and key in vars(obj):
+        return getattr(obj, key)
+    container = vars(obj).get("_modules") if hasattr(obj, "__dict__") else None
+    if isinstance(container, dict) and key in container:
+        return container[key]
+    raise ValueError(f"model has no layer {full!r}")
+
+
+def _set_module(model, name, new):
+    parent, key = _parent_of(model, name)
+    if isinstance(parent, list) and key.isdigit():
+        parent[int(key)] = new
+    elif isinstance(parent, dict):
+        parent[key] = new
+    elif key in vars(parent):
+        setattr(parent, key, new)
+    else:
+        vars(parent)["_modules"][key] = new
+
+
+def _is_linear(m):
+    if isinstance(m, QuantizedLinear):
+        return True
+    w = getattr(m, "weight", None)
+    return type(m).__name__ == "Linear" and isinstance(w, Tensor) and w.data.ndim == 2
+
+
+def _is_embedding(m):
+    if isinstance(m, QuantizedEmbedding):
+        return True
+    w = getattr(m, "weight", None)
+    return type(m).__name__ == "Embedding" and isinstance(w, Tensor) and w.data.ndim == 2
+
+
+def _storage_key(m):
+    """What identifies a layer's weight matrix (the tied embedding and head share one)."""
+    w = m.weight
+    return id(w)
+
+
+def quantizable_layers(model):
+    """{name: (out_features, in_features)} of every layer a plan may name, in model order.
+
+    Linear layers and embedding tables; an embedding tied to a Linear (GPT's `transformer.wte` and
+    `lm_head`) is listed once, under the Linear's name.
+    """
+    modules = [(n, m) for n, m in named_modules(model) if n]
+    seen, layers = {}, {}
+    linears = [(n, m) for n, m in modules if _is_linear(m)]
+    embeddings = [(n, m) for n, m in modules if _is_embedding(m)]
+    for n, m in linears + embeddings:
+        key = _storage_key(m)
+        if key in seen:
+            continue
+        seen[key] = n
+        layers[n] = tuple(m.weight.shape if isinstance(m, (QuantizedLinear, QuantizedEmbedding))
+                          else m.weight.data.shape)
+    order = [n for n, _ in modules]
+    return {n: layers[n] for n in sorted(layers, key=order.index)}
+
+
+def tied_layers(model):
+    """{linear name: embedding name} for embeddings that share their weight with a Linear."""
+    modules = [(n, m) for n, m in named_modules(model) if n]
+    linear_keys = {_storage_key(m): n for n, m in modules if _is_linear(m)}
+    return {linear_keys[_storage_key(m)]: n for n, m in modules
+            if _is_embedding(m) and _storage_key(m) in linear_keys}
+
+
+# ----------------------------------------------------------------------------------------------
+# plans
+
+
+def validate_plan(model, plan):
+    """Check `plan` against `model`; return it in canonical form ({name: 'int8:g32', ...}).
+
+    Errors name the layer: an unknown layer (with the valid names), a bad precision, a group size that
+    does not divide the layer's in_features.
+    """
+    if not isinstance(plan, dict):
+        raise TypeError(f"plan is a {type(plan).__name__}; expected a dict {{layer name: precision}}")
+    layers = quantizable_layers(model)
+    tied = tied_layers(model)
+    tied_embeddings = {e: lin for lin, e in tied.items()}
+    out = {}
+    for name, precision in plan.items():
+        if name in tied_embeddings:
+            raise ValueError(f"plan names {name!r}, which is tied to {tied_embeddings[name]!r} (one shared "
+                             f"matrix); set the precision of {tied_embeddings[name]!r} instead")
+        if name not in layers:
+            raise ValueError(f"plan names an unknown layer {name!r}; this model's layers are: "
+                             + ", ".join(layers))
+        try:
+            kind, group_size = parse_precision(precision)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"layer {name!r}: {exc}") from None
+        in_features = layers[name][1]
+        if kind == "int8" and group_size is not None and in_features % group_size:
+            raise ValueError(f"layer {name!r}: int8 group size {group_size} does not divide its "
+                             f"in_features {in_features}; use a divisor of {in_features} or int8:channel")
+        out[name] = format_precision(kind, group_size)
+    return out
+
+
+def uniform_plan(model, precision):
+    """Every quantizable layer in `precision`: uniform_plan(model, 'fp16') -> {name: 'fp16', ...}."""
+    precision = canonical_precision(precision)
+    return validate_plan(model, {name: precision for name in quantizable_layers(model)})
+
+
+def plan_of(model):
+    """The plan a (possibly quantized) model runs: {name: precision} for every quantizable layer."""
+    out = {}
+    for name in quantizable_layers(model):
+        m = get_module(model, name)
+        out[name] = m.weight.label if isinstance(m, (QuantizedLinear, QuantizedEmbedding)) else "fp32"
+    return out
+
+
+def _make_storage(w, precision):
+    kind, group_size = parse_precision(precision)
+    if kind == "fp16":
+        return Fp16Weight.from_float(w)
+    return Int8Weight.from_float(w, group_size)
+
+
+def apply_plan(model, plan):
+    """A new model whose layers run in the plan's precisions; `model` itself is not changed.
+
+    Layers the plan does not name (or names 'fp32') keep their float32 weights. A tied embedding
+    follows its Linear and shares its quantized storage, so the matrix is stored once.
+    """
+    plan = validate_plan(model, plan)
+    new = copy.deepcopy(model)
+    tied = tied_layers(new)
+    for name, precision in plan.items():
+        module = get_module(new, name)
+        if isinstance(module, (QuantizedLinear, QuantizedEmbedding)):
+            if module.weight.label != precision:
+                raise ValueError(f"layer {name!r} is already quantized ({module.weight.label}); "
+                                 "apply plans to the fp32 model")
+            continue
+        if precision == "fp32":
+            continue
+        storage = _make_storage(module.weight.data, precision)
+        if _is_linear(module):
+            bias = None if getattr(module, "bias", None) is None else module.bias.data
+            layer_type = Fp16Linear if storage.precision == "fp16" else Int8Linear
+            _set_module(new, name, layer_type(storage, bias))
+            if name in tied:
+                _set_module(new, tied[name], QuantizedEmbedding(storage))
+        else:
+            _set_module(new, name, QuantizedEmbedding(storage))
+    return new
+
+
+def save_plan(path, plan, **extra):
+    """Write a plan as versioned JSON; `extra` (e.g. metrics=..., note=...) is saved beside it."""
+    if not isinstance(plan, dict):
+        raise TypeError(f"save_plan: plan is a {type(plan).__name__}; expected a dict")
+    layers = {}
+    for name, precision in plan.items():
+        try:
+            layers[str(name)] = canonical_precision(precision)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"layer {name!r}: {exc}") from None
+    save_json(path, {"format": PLAN_FORMAT, "version": PLAN_VERSION, "layers": layers, **extra})
+
+
+def load_plan(path):
+    """Read a plan written by save_plan (or by `tinylm quantize`): {name: precision}."""
+    obj = load_json(path, what="precision plan")
+    if not isinstance(obj, dict) or obj.get("format") != PLAN_FORMAT:
+        raise ValueError(f"{path} is not a tinylm precision plan (expected \"format\": \"{PLAN_FORMAT}\")")
+    if obj.get("version") != PLAN_VERSION:
+        raise ValueError(f"{path}: precision plan version {obj.get('version')!r} is not supported "
+                         f"(this tinylm reads version {PLAN_VERSION})")
+    layers = obj.get("layers")
+    if not isinstance(layers, dict):
+        raise ValueError(f"{path}: \"layers\" must be an object {{layer name: precision}}")
+    out = {}
+    for name, precision in layers.items():
+        try:
+            out[name] = canonical_precision(precision)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: layer {name!r}: {exc}") from None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# memory footprint
+
+
+def weight_bytes(model):
+    """Bytes of weights per storage precision: {'fp32': ..., 'fp16': ..., 'int8': ..., 'total': ...}.
+
+    int8 counts the int8 values and their float32 scales; a quantized layer's bias counts as fp32.
+    A matrix shared by two layers (the tied embedding and head) is counted once.
+    """
+    counts = {"fp32": 0, "fp16": 0, "int8": 0}
+    seen = set()
+    for _, m in named_modules(model):
+        if isinstance(m, (QuantizedLinear, QuantizedEmbedding)):
+            if id(m.weight) not in seen:
+                seen.add(id(m.weight))
+                counts[m.weight.precision] += m.weight.nbytes
+            bias = getattr(m, "bias", None)
+            if bias is not None and id(bias) not in seen:
+                seen.add(id(bias))
+                counts["fp32"] += bias.nbytes
+            continue
+        for value in vars(m).values():
+            if isinstance(value, Tensor) and id(value) not in seen:
+                seen.add(id(value))
+                counts[_dtype_name(value.data)] = counts.get(_dtype_name(value.data), 0) + value.data.nbytes
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def _dtype_name(a):
+    return {np.dtype(np.float32): "fp32", np.dtype(np.float16): "fp16", np.dtype(np.int8): "int8"}.get(
+        a.dtype, str(a.dtype))
