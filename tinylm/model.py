@@ -1,0 +1,377 @@
+"""The GPT model: GPT-2's architecture, built from tinylm.nn modules on the tinylm.autograd engine.
+
+    token ids idx (B, T)
+      -> token embedding wte + position embedding wpe          (B, T, C)
+      -> n_layer blocks, each:  x = x + attn(ln_1(x))            causal multi-head self-attention
+                                x = x + mlp(ln_2(x))             Linear(C, 4C), GELU, Linear(4C, C)
+      -> final LayerNorm ln_f                                    (B, T, C)
+      -> lm_head, whose weight IS wte's weight (tied)           (B, T, vocab_size) logits
+
+B is the batch size, T the number of tokens, C = n_embd the width, nh = n_head the number of heads
+and hs = C // nh the size of one head. Parameter names are exactly GPT-2's (`transformer.h.0.attn.
+c_attn.weight`, ...), so a Hugging Face GPT-2 checkpoint maps onto them one to one (tinylm.hf).
+
+Generation feeds one new token at a time. Without help that costs a full forward pass over the whole
+context for every token; the KV cache (`KVCache`, at the end of this file) keeps the keys and values of
+the tokens already seen, so each step only computes the new token's. See tutorials 05 and 07.
+
+    >>> model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    >>> logits, loss = model(np.array([[1, 2, 3]]), targets=np.array([[2, 3, 4]]))
+    >>> logits.shape, round(float(loss.data), 1)     # ~ ln(256) = 5.5 at initialisation
+    ((1, 3, 256), 5.5)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from tinylm import nn
+from tinylm.autograd import Tensor, cross_entropy, scaled_dot_product_attention, split
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class GPTConfig:
+    """The sizes that define a GPT. The defaults are a small model that trains on a laptop CPU.
+
+    vocab_size  number of token ids (256 = bytes with no merges; GPT-2 uses 50257)
+    block_size  the longest context the model sees; position embeddings exist for 0 .. block_size-1
+    n_layer     number of transformer blocks
+    n_head      attention heads per block; n_embd must be a multiple of n_head
+    n_embd      width C of every token vector
+    dropout     probability of zeroing an activation while training (0 <= dropout < 1)
+    bias        whether Linear and LayerNorm layers have a bias (GPT-2: True)
+
+    >>> GPTConfig(n_embd=100, n_head=3)
+    Traceback (most recent call last):
+    ValueError: GPTConfig: n_embd (100) must be a multiple of n_head (3)
+    """
+
+    vocab_size: int = 256
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"GPTConfig: {name} must be an integer, got {value!r}")
+            if value < 1:
+                raise ValueError(f"GPTConfig: {name} must be positive, got {value}")
+            setattr(self, name, int(value))
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float, np.floating, np.integer)):
+            raise ValueError(f"GPTConfig: dropout must be a number, got {self.dropout!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
+        self.dropout = float(self.dropout)
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise ValueError(f"GPTConfig: bias must be true or false, got {self.bias!r}")
+        self.bias = bool(self.bias)
+
+    def to_dict(self):
+        """A plain dict, ready for JSON: {'vocab_size': 256, 'block_size': 64, ...}."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """The inverse of to_dict. Every field must be present and no other key: a config read from a
+        file that does not say exactly what it means is an error, not a guess."""
+        if not isinstance(d, dict):
+            raise ValueError(f"GPTConfig.from_dict: expected a dict, got {type(d).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        missing = [n for n in names if n not in d]
+        if unknown or missing:
+            parts = []
+            if unknown:
+                parts.append(f"unknown key(s) {', '.join(map(str, unknown))}")
+            if missing:
+                parts.append(f"missing key(s) {', '.join(missing)}")
+            raise ValueError(f"GPTConfig.from_dict: {'; '.join(parts)} (expected exactly: {', '.join(names)})")
+        return cls(**{n: d[n] for n in names})
+
+
+# ----------------------------------------------------------------------------------------------
+# the pieces of a block
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where a token looks only at itself and the tokens before it.
+
+    One Linear makes a query, a key and a value for every token (c_attn, C -> 3C); each of the nh heads
+    compares its queries with its keys (scaled dot products, softmax over the allowed positions) and
+    takes that mixture of values; the heads are concatenated and projected back (c_proj, C -> C).
+    """
+
+    def __init__(self, config, rng, dropout_rng):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.dropout_rng = dropout_rng
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias, rng=rng)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias, rng=rng)
+        self.resid_dropout = nn.Dropout(config.dropout, rng=dropout_rng)
+
+    def forward(self, x, kv_cache=None, layer=0):
+        B, T, C = x.shape
+        nh, hs = self.n_head, C // self.n_head
+        q, k, v = split(self.c_attn(x), [C, C, C], axis=-1)  # 3 x (B, T, C)
+        q = q.reshape(B, T, nh, hs).permute(0, 2, 1, 3)  # (B, nh, T, hs)
+        k = k.reshape(B, T, nh, hs).permute(0, 2, 1, 3)  # (B, nh, T, hs)
+        v = v.reshape(B, T, nh, hs).permute(0, 2, 1, 3)  # (B, nh, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.append(layer, k, v)  # (B, nh, Tk, hs): the past and the T new positions
+        p = self.dropout if self.training else 0.0
+        y = scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p, rng=self.dropout_rng)  # (B, nh, T, hs)
+        y = y.permute(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """The per-token feed-forward network: widen to 4C, GELU (tanh approximation, as GPT-2), narrow."""
+
+    def __init__(self, config, rng, dropout_rng):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias, rng=rng)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias, rng=rng)
+        self.dropout = nn.Dropout(config.dropout, rng=dropout_rng)
+
+    def forward(self, x):
+        h = self.c_fc(x).gelu()  # (B, T, 4C)
+        return self.dropout(self.c_proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: the residual stream x is read through a LayerNorm by each branch
+    and each branch's output is added back, so the stream itself is never normalised away."""
+
+    def __init__(self, config, rng, dropout_rng):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, rng, dropout_rng)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config, rng, dropout_rng)
+
+    def forward(self, x, kv_cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class Transformer(nn.Module):
+    """The body of the GPT: embeddings, blocks and final norm (named `transformer` like GPT-2's)."""
+
+    def __init__(self, config, rng, dropout_rng):
+        super().__init__()
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, rng=rng)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd, rng=rng)
+        self.drop = nn.Dropout(config.dropout, rng=dropout_rng)
+        self.h = nn.ModuleList([Block(config, rng, dropout_rng) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+
+class GPT(nn.Module):
+    """A GPT-2 style language model: `model(idx, targets)` -> (logits, loss).
+
+    `seed` fixes the initial weights and the dropout masks: GPT(config, seed=0) is the same model on
+    every machine. The dropout generator is `model.dropout_rng` (a np.random.Generator shared by every
+    dropout in the model); a training loop that resumes exactly saves and restores its
+    `bit_generator.state`.
+    """
+
+    def __init__(self, config, seed=0):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT: config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        rng = np.random.default_rng(seed)  # initial weights
+        self.dropout_rng = np.random.default_rng([seed, 1])  # dropout masks, independent of the weights
+        self.transformer = Transformer(config, rng, self.dropout_rng)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, rng=rng)
+        self.lm_head.weight = self.transformer.wte.weight  # tied: one (vocab_size, C) matrix, two uses
+        self._init_weights(rng)
+
+    def _init_weights(self, rng):
+        """GPT-2's initialisation: every matrix N(0, 0.02), zero biases, LayerNorm weight 1, and the
+        projections that write into the residual stream (c_proj) scaled down by 1/sqrt(2 n_layer),
+        since 2 n_layer of them are added up along the stream."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if ".ln_" in name or name.startswith("transformer.ln_f"):
+                p.data[...] = 1.0 if name.endswith(".weight") else 0.0
+            elif name.endswith(".bias"):
+                p.data[...] = 0.0
+            else:
+                std = residual_std if name.endswith("c_proj.weight") else 0.02
+                p.data[...] = rng.normal(0.0, std, size=p.data.shape).astype(p.data.dtype)
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(self, idx, targets=None, kv_cache=None):
+        """idx (B, T) integer token ids -> logits (B, T, vocab_size) and the mean cross-entropy loss
+        against `targets` (B, T) (ids; -1 = ignore) or None. With a `kv_cache`, idx holds only the new
+        tokens: their positions continue after the kv_cache.length tokens already cached."""
+        cfg = self.config
+        idx = self._check_idx(idx, "idx")
+        B, T = idx.shape
+        start = 0
+        if kv_cache is not None:
+            if kv_cache.batch_size != B:
+                raise ValueError(f"GPT: idx has batch size {B} but the kv_cache was made for {kv_cache.batch_size}")
+            start = kv_cache.length
+            if start + T > cfg.block_size:
+                raise ValueError(f"GPT: the kv_cache holds {start} positions and idx adds {T}, more than "
+                                 f"block_size {cfg.block_size}; start a new cache with the last tokens")
+        elif T > cfg.block_size:
+            raise ValueError(f"GPT: idx has {T} tokens, more than block_size {cfg.block_size}; "
+                             f"crop the context to the last {cfg.block_size} tokens")
+        pos = np.arange(start, start + T)[None, :]  # (1, T)
+
+        t = self.transformer
+        x = t.wte(idx) + t.wpe(pos)  # (B, T, C) + (1, T, C) -> (B, T, C)
+        x = t.drop(x)  # (B, T, C)
+        for layer, block in enumerate(t.h):
+            x = block(x, kv_cache, layer)  # (B, T, C)
+        x = t.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
+        if kv_cache is not None:
+            kv_cache.length += T
+
+        loss = None
+        if targets is not None:
+            targets = self._check_idx(targets, "targets", allow_ignore=True)
+            if targets.shape != (B, T):
+                raise ValueError(f"GPT: targets has shape {targets.shape}; expected {(B, T)} like idx")
+            loss = cross_entropy(logits.reshape(B * T, cfg.vocab_size), targets.reshape(B * T), ignore_index=-1)
+        return logits, loss
+
+    def _check_idx(self, idx, what, allow_ignore=False):
+        """Token ids as an int64 (B, T) array, or a clear error saying what is wrong with them."""
+        if isinstance(idx, Tensor):
+            idx = idx.data
+        idx = np.asarray(idx)
+        if idx.dtype == bool or not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"GPT: {what} has dtype {idx.dtype}; expected integer token ids")
+        if idx.ndim != 2 or idx.shape[1] == 0 or idx.shape[0] == 0:
+            raise ValueError(f"GPT: {what} has shape {idx.shape}; expected (batch, tokens) with both > 0")
+        low = -1 if allow_ignore else 0
+        if idx.min() < low or idx.max() >= self.config.vocab_size:
+            bad = idx[(idx < low) | (idx >= self.config.vocab_size)].flat[0]
+            raise ValueError(f"GPT: {what} contains id {bad}, outside 0 .. {self.config.vocab_size - 1} (vocab_size)"
+                             + (" (-1 marks an ignored target)" if allow_ignore else ""))
+        return idx.astype(np.int64, copy=False)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def num_params(self, non_embedding=False):
+        """Number of parameters, the tied embedding counted once. non_embedding=True leaves out the
+        position embedding, the convention GPT papers use for "model size"."""
+        n = sum(p.data.size for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.data.size
+        return n
+
+    def optim_groups(self, weight_decay):
+        """Parameter groups for AdamW: weight decay on the 2-D weights of Linear layers only; none on
+        biases, LayerNorm weights and embeddings (shrinking those towards 0 does not regularise).
+
+        >>> [len(g["params"]) for g in GPT(GPTConfig(n_layer=1)).optim_groups(0.1)]   # 4 matrices
+        [4, 12]
+        """
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            is_embedding = name.startswith(("transformer.wte.", "transformer.wpe."))
+            (decay if p.data.ndim == 2 and not is_embedding else no_decay).append(p)
+        return [{"params": decay, "weight_decay": float(weight_decay)},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def new_kv_cache(self, batch_size=1):
+        """An empty KVCache for `batch_size` sequences, sized for this model's block_size."""
+        c = self.config
+        return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+
+    # -- Hugging Face GPT-2 files (tinylm.hf does the work) ---------------------------------------
+
+    @classmethod
+    def from_hf(cls, path):
+        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors) as a tinylm GPT."""
+        from tinylm.hf import load_hf_gpt2
+        return load_hf_gpt2(path)
+
+    def save_hf(self, path, tokenizer=None):
+        """Write this model (and its tokenizer) as a Hugging Face GPT-2 folder."""
+        from tinylm.hf import save_hf_gpt2
+        return save_hf_gpt2(self, path, tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------
+# the KV cache
+
+
+class KVCache:
+    """The keys and values of every layer for the tokens already seen, so that generation feeds only
+    the new token at each step instead of the whole context again.
+
+    Why that is exact: in a causal model the key and value of token j depend only on tokens 0 .. j, so
+    they never change once computed. A new token needs them all (its query is compared with every key)
+    but only its own query, key and value are new.
+
+    Layout: per layer one preallocated float32 array for keys and one for values, each
+    (B, nh, block_size, hs); `length` positions are filled. A forward pass with T new tokens writes their
+    keys and values at positions length .. length+T-1 and attends over 0 .. length+T-1; the model then
+    advances `length` by T. Learned position embeddings stop at block_size - 1, so a full cache cannot
+    take another token: the caller starts a new cache from the most recent tokens (tinylm.generate
+    re-fills it with the last block_size // 2 tokens; see its docstring).
+
+    The cache holds plain arrays, not autograd history: it is for inference (under no_grad).
+
+    >>> model = GPT(GPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=16))
+    >>> cache = model.new_kv_cache(batch_size=1)
+    >>> _ = model(np.array([[5, 6, 7]]), kv_cache=cache)    # the prompt: positions 0, 1, 2
+    >>> _ = model(np.array([[8]]), kv_cache=cache)          # one new token: position 3
+    >>> cache.length
+    4
+    """
+
+    def __init__(self, n_layer, batch_size, n_head, block_size, head_size):
+        if batch_size < 1:
+            raise ValueError(f"KVCache: batch_size must be positive, got {batch_size}")
+        self.batch_size = batch_size
+        self.block_size = block_size
+        shape = (n_layer, batch_size, n_head, block_size, head_size)  # (L, B, nh, block_size, hs)
+        self.k = np.zeros(shape, np.float32)
+        self.v = np.zeros(shape, np.float32)
+        self.length = 0  # positions filled so far
+
+    def append(self, layer, k, v):
+        """Store the new keys/values k, v (B, nh, T, hs) of `layer` after the `length` cached ones and
+        return every key and value so far, each (B, nh, length + T, hs)."""
+        T = k.shape[2]
+        end = self.length + T
+        self.k[layer, :, :, self.length:end] = k.data  # (B, nh, T, hs)
+        self.v[layer, :, :, self.length:end] = v.data  # (B, nh, T, hs)
+        return Tensor(self.k[layer, :, :, :end]), Tensor(self.v[layer, :, :, :end])  # (B, nh, end, hs)
+
+    def reset(self):
+        """Forget every cached position (the arrays are reused)."""
+        self.length = 0
+
+    @property
+    def nbytes(self):
+        """Memory held by the cache: 2 (k, v) x n_layer x B x nh x block_size x hs x 4 bytes."""
+        return self.k.nbytes + self.v.nbytes
