@@ -15,6 +15,7 @@ import sys
 # the subcommands, in the order `tinylm --help` lists them
 COMMANDS = [
     "tinylm.commands.info",
+    "tinylm.commands.generate",
 ]
 
 
