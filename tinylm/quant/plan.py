@@ -225,12 +225,19 @@ def validate_plan(model, plan):
             kind, group_size = parse_precision(precision)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {name!r}: {exc}") from None
-        in_features = layers[name][1]
-        if kind == "int8" and group_size is not None and in_features % group_size:
+        out[name] = layer_precision(name, layers[name][1], kind, group_size)
+    return out
+
+
+def layer_precision(name, in_features, kind, group_size):
+    """The canonical precision of one layer; a group as wide as the row is called 'int8:channel'."""
+    if kind == "int8" and group_size is not None:
+        if in_features % group_size:
             raise ValueError(f"layer {name!r}: int8 group size {group_size} does not divide its "
                              f"in_features {in_features}; use a divisor of {in_features} or int8:channel")
-        out[name] = format_precision(kind, group_size)
-    return out
+        if group_size == in_features:
+            group_size = None
+    return format_precision(kind, group_size)
 
 
 def uniform_plan(model, precision):

@@ -26,7 +26,8 @@ import math
 import numpy as np
 
 from tinylm.progress import Progress
-from tinylm.quant.plan import apply_plan, canonical_precision, parse_precision, quantizable_layers, weight_bytes
+from tinylm.quant.plan import (apply_plan, format_precision, layer_precision, parse_precision, quantizable_layers,
+                               weight_bytes)
 
 DEFAULT_CANDIDATES = ("fp16", "int8:g32", "int8:channel")
 
@@ -53,9 +54,13 @@ def sensitivity(model, evaluator, precisions=DEFAULT_CANDIDATES, show_progress=T
 
     A precision a layer cannot take (a group size that does not divide its inputs) is left out.
     """
-    precisions = [canonical_precision(p) for p in precisions]
+    precisions = [parse_precision(p) for p in precisions]
     layers = quantizable_layers(model)
-    jobs = [(name, p) for name in layers for p in precisions if p != "fp32" and _usable(layers[name], p)]
+    jobs = []
+    for name, shape in layers.items():
+        usable = {layer_precision(name, shape[1], kind, group_size) for kind, group_size in precisions
+                  if kind != "fp32" and _usable(shape, format_precision(kind, group_size))}
+        jobs += [(name, p) for p in sorted(usable)]  # int8:g32 is int8:channel when in_features is 32
     progress = Progress(len(jobs), what="layers", enabled=show_progress)
     out = {name: {} for name in layers}
     for i, (name, precision) in enumerate(jobs):

@@ -1,0 +1,205 @@
+"""`tinylm quantize`: compare precisions, plan a mixed-precision model, save a quantized checkpoint.
+
+    tinylm quantize --run runs/demo --report                    # fp32 / fp16 / int8 side by side
+    tinylm quantize --run runs/demo --max-ppl-increase 0.5%     # smallest plan within +0.5% perplexity
+    tinylm quantize --run runs/demo --max-bytes 300k            # best plan within 300 KB of weights
+    tinylm quantize --run runs/demo --plan plan.json --out runs/demo-q   # apply a plan, save it
+    tinylm quantize --run runs/demo --plan int8 --out runs/demo-int8     # a precision = uniform plan
+
+Every mode prints the comparison table (Markdown) on stdout; progress goes to stderr.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from tinylm.progress import Progress
+
+UNIFORM = ("fp32", "fp16", "int8:g32", "int8:g64", "int8:channel")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "quantize", help="fp16/int8 precision plans: compare, plan per layer, save quantized models",
+        description="Measure fp32, fp16 and int8 versions of a trained model (weight bytes, validation "
+                    "perplexity, greedy agreement with fp32, generation speed), choose a precision per "
+                    "layer under a perplexity or byte budget, and save quantized checkpoints.")
+    p.add_argument("--run", required=True, help="the training run folder to quantize (from `tinylm train`)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--report", action="store_true",
+                      help="print the comparison table for uniform fp32, fp16, int8:g32, int8:g64 and "
+                           "int8:channel plans (the default when no other mode is given)")
+    mode.add_argument("--max-ppl-increase", metavar="PCT",
+                      help="plan the fewest weight bytes whose validation perplexity rises by at most PCT "
+                           "(e.g. 0.5%% or 0.005)")
+    mode.add_argument("--max-bytes", metavar="N",
+                      help="plan the lowest perplexity within N bytes of weights (e.g. 250000, 250k, 1.5M)")
+    p.add_argument("--plan", metavar="PLAN",
+                   help="a plan JSON file (from `tinylm quantize` or save_plan) or one precision for every "
+                        "layer (fp16, int8, int8:g64, int8:channel); with --report it adds a row")
+    p.add_argument("--out", metavar="DIR",
+                   help="save the quantized model (plus its tokenizer) in DIR: the --plan, or the plan "
+                        "the planner chose")
+    p.add_argument("--save-plan", metavar="PATH",
+                   help="where the planner writes its plan JSON (default: RUN/quant/plan.json)")
+    p.add_argument("--figure", metavar="PATH",
+                   help="where the planner saves its bytes-vs-perplexity figure "
+                        "(default: beside the plan, tradeoff.png; needs matplotlib)")
+    p.add_argument("--candidates", default="fp16,int8:g32,int8:channel",
+                   help="precisions the planner may choose from besides fp32, comma separated "
+                        "(default: fp16,int8:g32,int8:channel)")
+    p.add_argument("--data", help="corpus for the validation set (default: the corpus the run trained on)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per evaluation batch (default 8)")
+    p.add_argument("--eval-batches", type=int, default=8,
+                   help="fixed validation batches every plan is measured on (default 8)")
+    p.add_argument("--block-size", type=int, help="tokens per evaluation sequence (default: the model's)")
+    p.add_argument("--gen-tokens", type=int, default=32,
+                   help="tokens generated (batch 1, greedy, KV cache) to measure speed; 0 skips it (default 32)")
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats; the median is reported (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the evaluation batches (default 0)")
+    p.set_defaults(func=run)
+
+
+def parse_percent(text):
+    """'0.5%' -> 0.005, '0.005' -> 0.005."""
+    s = str(text).strip()
+    try:
+        value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError:
+        raise ValueError(f"--max-ppl-increase {text!r} is not a number or a percentage like 0.5%") from None
+    if not value >= 0:
+        raise ValueError(f"--max-ppl-increase must be >= 0, got {text!r}")
+    return value
+
+
+def parse_bytes(text):
+    """'250000' -> 250000, '250k' -> 250000, '1.5M' -> 1500000 (decimal units)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)[bB]?\s*", str(text))
+    if not m:
+        raise ValueError(f"--max-bytes {text!r} is not a byte count like 250000, 250k or 1.5M")
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    if value <= 0:
+        raise ValueError(f"--max-bytes must be positive, got {text!r}")
+    return int(value)
+
+
+def _load_plan_arg(model, text):
+    from tinylm.quant import load_plan, uniform_plan
+    if os.path.exists(text) or text.endswith(".json"):
+        return os.path.splitext(os.path.basename(text))[0], load_plan(text)
+    return text, uniform_plan(model, text)
+
+
+def _validation_ids(run_dir, tokenizer, data):
+    """The run's validation token ids (the same split as training)."""
+    from tinylm import data as tdata
+    from tinylm.fileio import load_json
+    import numpy as np
+
+    if data is None:
+        data = _run_corpus(run_dir, load_json)
+    text = tdata.load_corpus(data)
+    ids = tdata.encode_corpus(text, tokenizer)
+    _, val = tdata.train_val_split(ids)
+    return np.asarray(val)
+
+
+def _run_corpus(run_dir, load_json):
+    for name in ("config.json", "train.json", "run.json"):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            cfg = load_json(path, what="run configuration")
+            for section in (cfg, cfg.get("train", {}) if isinstance(cfg, dict) else {}):
+                if isinstance(section, dict):
+                    for key in ("data", "corpus"):
+                        if isinstance(section.get(key), str):
+                            return section[key]
+    raise ValueError(f"cannot tell which corpus run {run_dir} trained on; pass --data")
+
+
+def run(args):
+    from tinylm.checkpoint import load_model
+    from tinylm.quant import apply_plan, canonical_precision, save_plan, save_quantized, uniform_plan
+    from tinylm.quant.evaluate import Evaluator, compare, format_table
+    from tinylm.quant.planner import (plan_for_byte_budget, plan_for_ppl_budget, plot_tradeoff, sensitivity,
+                                      tradeoff_curve)
+
+    for name in ("batch_size", "eval_batches", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.gen_tokens < 0:
+        raise ValueError(f"--gen-tokens must be >= 0, got {args.gen_tokens}")
+    max_ppl = parse_percent(args.max_ppl_increase) if args.max_ppl_increase is not None else None
+    max_bytes = parse_bytes(args.max_bytes) if args.max_bytes is not None else None
+    candidates = [canonical_precision(c) for c in args.candidates.split(",") if c.strip()]
+
+    model, tokenizer = load_model(args.run)
+    val_ids = _validation_ids(args.run, tokenizer, args.data)
+    evaluator = Evaluator(model, val_ids, block_size=args.block_size, batch_size=args.batch_size,
+                          n_batches=args.eval_batches, seed=args.seed)
+    timing = dict(gen_tokens=args.gen_tokens, repeats=args.repeats, seed=args.seed)
+
+    if max_ppl is None and max_bytes is None:  # --report, or --plan [--out]
+        plans = {}
+        if args.plan is None or args.report:
+            plans = {p: uniform_plan(model, p) for p in UNIFORM}
+        else:
+            plans["fp32"] = {}
+        if args.plan is not None:
+            label, plan = _load_plan_arg(model, args.plan)
+            plans[label if label not in plans else f"{label} (plan)"] = plan
+        progress = Progress(len(plans), what="plans")
+        rows = compare(model, evaluator, plans, progress=progress, **timing)
+        progress.done()
+        print(format_table(rows))
+        if args.out:
+            if args.plan is None:
+                raise ValueError("--out needs a --plan (or a planner budget) to know what to save")
+            qmodel = save_quantized(args.out, model, plans[list(plans)[-1]], tokenizer=tokenizer)
+            print(f"\nsaved {args.out} ({_disk_bytes(args.out):,} bytes on disk)", file=sys.stderr)
+            del qmodel
+        return 0
+
+    # the planner: sensitivity per layer, then a plan under the budget
+    sens = sensitivity(model, evaluator, candidates)
+    print("per-layer loss increase when only that layer is lowered (fp32 loss "
+          f"{evaluator.ref_loss:.4f}):\n")
+    print("| layer | " + " | ".join(candidates) + " |")
+    print("|---|" + "---:|" * len(candidates))
+    for name, row in sens.items():
+        print(f"| {name} | " + " | ".join(f"{row[c]:+.5f}" if c in row else "-" for c in candidates) + " |")
+    if max_ppl is not None:
+        plan, metrics = plan_for_ppl_budget(model, evaluator, sens, max_ppl)
+        label = f"planned (ppl +{100 * max_ppl:g}%)"
+    else:
+        plan, metrics = plan_for_byte_budget(model, evaluator, sens, max_bytes)
+        label = f"planned (<= {max_bytes:,} B)"
+
+    plan_path = args.save_plan or os.path.join(args.run, "quant", "plan.json")
+    budget = {"max_ppl_increase": max_ppl} if max_ppl is not None else {"max_bytes": max_bytes}
+    save_plan(plan_path, plan, budget=budget, seed=args.seed,
+              measured={k: metrics[k] for k in ("loss", "ppl", "ppl_change", "agreement", "bytes")})
+    plans = {p: uniform_plan(model, p) for p in ("fp32", "fp16", "int8:g32", "int8:channel")}
+    plans[label] = plan
+    rows = compare(model, evaluator, plans, **timing)
+    print("\n" + format_table(rows))
+    print(f"\nplan written to {plan_path} (apply it with --plan {plan_path})")
+
+    figure = args.figure or os.path.join(os.path.dirname(plan_path), "tradeoff.png")
+    try:
+        curve = tradeoff_curve(model, evaluator, sens)
+        points = {r["plan"]: (r["bytes"]["total"], r["ppl"]) for r in rows[:-1]}
+        plot_tradeoff(figure, points, chosen=(label, rows[-1]["bytes"]["total"], rows[-1]["ppl"]),
+                      frontier=[(m["bytes"], m["ppl"]) for _, _, m in curve])
+        print(f"figure written to {figure}")
+    except ImportError:
+        print("matplotlib is not installed: no figure (pip install matplotlib)", file=sys.stderr)
+    if args.out:
+        save_quantized(args.out, model, plan, tokenizer=tokenizer)
+        print(f"saved {args.out} ({_disk_bytes(args.out):,} bytes on disk)", file=sys.stderr)
+    return 0
+
+
+def _disk_bytes(folder):
+    return sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
