@@ -16,6 +16,7 @@ import sys
 COMMANDS = [
     "tinylm.commands.info",
     "tinylm.commands.generate",
+    "tinylm.commands.quantize",
 ]
 
 
