@@ -1,0 +1,85 @@
+"""`python -m tinylm.bench quant`: fp32 / fp16 / int8 models side by side: size, speed, perplexity.
+
+    python -m tinylm.bench quant                      # a GPT of the demo's size, random weights: bytes, speed
+    python -m tinylm.bench quant --run runs/demo      # a trained run: + perplexity and greedy agreement
+
+Two measurements, each as ratios to fp32 taken in the same run (absolute times are noisy):
+1. one Linear layer at batch 1 (the shape generation uses): fp32 NumPy `x @ W.T + b`, Fp16Linear,
+   Int8Linear, for the model's layer shapes;
+2. whole-model generation (batch 1, greedy, KV cache) in tokens/s per precision plan.
+Run it single-threaded for stable numbers: OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def _median_time(fn, repeats, inner):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t0) / inner)
+    return float(np.median(times))
+
+
+def bench_linear(shapes, repeats=5, inner=200, seed=0):
+    """[(shape, fp32 s, fp16 s, int8 s)] for one (1, K) @ (N, K).T layer call per shape."""
+    from tinylm.autograd import Tensor
+    from tinylm.nn import Linear
+    from tinylm.quant import Fp16Linear, Int8Linear
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n, k in shapes:
+        lin = Linear(k, n, rng=rng)
+        f16, i8 = Fp16Linear.from_linear(lin), Int8Linear.from_linear(lin, 32 if k % 32 == 0 else None)
+        x = Tensor(rng.standard_normal((1, k)).astype(np.float32))  # (1, K): one token
+        w, b = lin.weight.data, lin.bias.data
+
+        def numpy_fp32():
+            return x.data @ w.T + b  # (1, N)
+
+        rows.append(((n, k), _median_time(numpy_fp32, repeats, inner), _median_time(lambda: f16(x), repeats, inner),
+                     _median_time(lambda: i8(x), repeats, inner)))
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tinylm.bench quant", description=__doc__.split("\n")[0])
+    ap.add_argument("--run", help="a trained run folder (adds perplexity and agreement)")
+    ap.add_argument("--gen-tokens", type=int, default=64, help="tokens generated per timing (default 64)")
+    ap.add_argument("--repeats", type=int, default=5, help="timing repeats, median reported (default 5)")
+    ap.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
+    args = ap.parse_args(argv)
+
+    from tinylm import kernels
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.quant import uniform_plan
+    from tinylm.quant.evaluate import Evaluator, compare, format_table
+
+    print(f"kernel backend: {kernels.backend()}")
+    if args.run:
+        from tinylm.checkpoint import load_model
+        from tinylm.commands.quantize import _validation_ids
+        model, tokenizer = load_model(args.run)
+        evaluator = Evaluator(model, _validation_ids(args.run, tokenizer, None), seed=args.seed)
+    else:
+        model = GPT(GPTConfig(), seed=args.seed)  # the demo's default size, untrained
+        ids = np.random.default_rng(args.seed).integers(0, model.config.vocab_size, 4096)
+        evaluator = Evaluator(model, ids, seed=args.seed)
+    c = model.config.n_embd
+    print(f"\none Linear layer at batch 1 (median of {args.repeats}), time relative to NumPy fp32:\n")
+    print("| layer (N, K) | NumPy fp32 us | Fp16Linear | Int8Linear |")
+    print("|---|---:|---:|---:|")
+    for (n, k), t32, t16, t8 in bench_linear([(3 * c, c), (c, c), (4 * c, c), (c, 4 * c)], args.repeats):
+        print(f"| ({n}, {k}) | {t32 * 1e6:.1f} | {t16 / t32:.2f}x | {t8 / t32:.2f}x |")
+    plans = {p: uniform_plan(model, p) for p in ("fp32", "fp16", "int8:g32", "int8:g64", "int8:channel")}
+    rows = compare(model, evaluator, plans, gen_tokens=args.gen_tokens, repeats=args.repeats, seed=args.seed)
+    print(f"\nwhole model ({'trained: ' + args.run if args.run else 'untrained, random validation ids'}):\n")
+    print(format_table(rows))
+    return 0
