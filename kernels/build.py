@@ -1,22 +1,57 @@
-"""cffi build script: compiles kernels/*.c into the extension module tinylm._kernels.
+"""cffi build script: compiles the C kernels in kernels/*.c into the extension module tinylm._kernels.
 
-(Placeholder until the kernels land: declares nothing yet.)
+setup.py names it in `cffi_modules`, so `pip install .` runs it. It can also be run by hand:
+
+    python kernels/build.py             # builds tinylm/_kernels*.so in place
+
+The C declarations handed to cffi are read from kernels/tinylm_kernels.h (between the
+`cffi-begin` / `cffi-end` markers), so the header stays the one place where the API is written.
+
+Flags: the kernels are C99 and must compile cleanly with `-Wall -Wextra -Werror`. On the build
+machine they are optimised with `-O3 -march=native`, which turns on the AVX2 / FMA / F16C blocks when
+the CPU has them. Set TINYLM_PORTABLE=1 to build the portable C only (no -march=native, so no SIMD
+block is compiled in): the build a microcontroller gets, and the one the tests also check.
 """
 import glob
 import os
+import re
 
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+HEADER = os.path.join(HERE, "tinylm_kernels.h")
+
+
+def compile_flags():
+    """The compiler flags for the kernels: strict C99, optimised, SIMD unless TINYLM_PORTABLE=1."""
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O3", "-ffp-contract=off"]
+    if os.environ.get("TINYLM_PORTABLE", "") not in ("", "0"):
+        return flags
+    return flags + ["-march=native"]
+
+
+def cdef_source():
+    """The declarations between the cffi markers of tinylm_kernels.h, comments removed."""
+    with open(HEADER, encoding="utf-8") as f:
+        text = f.read()
+    body = text.split("/* cffi-begin", 1)[1].split("/* cffi-end */", 1)[0]
+    body = body.split("\n", 1)[1]                                # drop the rest of the marker line
+    return re.sub(r"/\*.*?\*/", "", body, flags=re.DOTALL)
+
+
+FLAGS = compile_flags()
 
 ffibuilder = FFI()
-ffibuilder.cdef("int tinylm_abi_version(void);")
+ffibuilder.cdef(cdef_source() + "\nconst char *tinylm_build_flags(void);\n")
 ffibuilder.set_source(
     "tinylm._kernels",
-    "static int tinylm_abi_version(void) { return 0; }",
+    '#include "tinylm_kernels.h"\n'
+    f'const char *tinylm_build_flags(void) {{ return "{" ".join(FLAGS)}"; }}\n',
     sources=sorted(glob.glob(os.path.join(HERE, "*.c"))),
     include_dirs=[HERE],
+    depends=sorted(glob.glob(os.path.join(HERE, "*.h"))),
+    extra_compile_args=FLAGS,
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=True)
+    ffibuilder.compile(tmpdir=os.path.join(HERE, "..", "build", "cffi"), target=None, verbose=True)

@@ -1,0 +1,20 @@
+/* matmul_f16.c -- y (M, N) fp32 = x (M, K) fp16 @ w (N, K).T fp16 (+ b fp32), fp32 math.
+ * Contract: tinylm_kernels.h. */
+#include "tinylm_kernels.h"
+#include "half.h"
+
+void tinylm_matmul_f16(const uint16_t *restrict x, const uint16_t *restrict w,
+                       const float *restrict b, float *restrict y, size_t M, size_t N, size_t K)
+{
+    size_t m, n, k;
+    for (m = 0; m < M; m++) {
+        const uint16_t *xm = x + m * K;              /* row m of x: (K,) */
+        for (n = 0; n < N; n++) {
+            const uint16_t *wn = w + n * K;          /* row n of w: (K,) */
+            float acc = 0.0f;
+            for (k = 0; k < K; k++)
+                acc += tl_f16_to_f32(xm[k]) * tl_f16_to_f32(wn[k]);
+            y[m * N + n] = b ? acc + b[n] : acc;
+        }
+    }
+}

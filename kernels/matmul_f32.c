@@ -1,0 +1,18 @@
+/* matmul_f32.c -- y (M, N) = x (M, K) @ w (N, K).T (+ b), fp32. Contract: tinylm_kernels.h. */
+#include "tinylm_kernels.h"
+
+void tinylm_matmul_f32(const float *restrict x, const float *restrict w, const float *restrict b,
+                       float *restrict y, size_t M, size_t N, size_t K)
+{
+    size_t m, n, k;
+    for (m = 0; m < M; m++) {
+        const float *xm = x + m * K;                 /* row m of x: (K,) */
+        for (n = 0; n < N; n++) {
+            const float *wn = w + n * K;             /* row n of w: (K,) */
+            float acc = 0.0f;
+            for (k = 0; k < K; k++)
+                acc += xm[k] * wn[k];
+            y[m * N + n] = b ? acc + b[n] : acc;
+        }
+    }
+}

@@ -1,0 +1,17 @@
+/* matmul_s8.c -- y (M, N) int32 = x (M, K) int8 @ w (N, K).T, exact. Contract: tinylm_kernels.h. */
+#include "tinylm_kernels.h"
+#include "dot_s8.h"
+
+void tinylm_matmul_s8(const int8_t *restrict x, const int8_t *restrict w, int32_t *restrict y,
+                      size_t M, size_t N, size_t K)
+{
+    size_t m, n0 = 0;
+    /* blocks of 8 output columns: 8 rows of w (8 * K bytes) stay in cache while every row of x
+     * passes by */
+    for (; n0 + 8 <= N; n0 += 8)
+        for (m = 0; m < M; m++)
+            tl_dot_s8_1x8(x + m * K, w + n0 * K, K, K, y + m * N + n0);
+    for (; n0 < N; n0++)                          /* the last N % 8 columns */
+        for (m = 0; m < M; m++)
+            y[m * N + n0] = tl_dot_s8(x + m * K, w + n0 * K, K);
+}

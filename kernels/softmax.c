@@ -1,0 +1,199 @@
+/* softmax.c -- softmax over the last axis: fp32 (optionally causal), fp16 storage, and an
+ * integer-only int8 version. Contract and error bounds: tinylm_kernels.h. */
+#include "tinylm_kernels.h"
+#include "half.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+/* ---- exp without libm -------------------------------------------------------------------------
+ * e^x = 2^n * e^r with n = round(x / ln2) and r = x - n*ln2 in [-ln2/2, ln2/2]. ln2 is split in a
+ * short high part (exact when multiplied by n) and a low part, so r keeps its precision (Cody-Waite).
+ * e^r is a degree-7 Taylor polynomial: the truncation error r^8/8! < 6e-9 is far below float
+ * rounding, so the error is the rounding of a dozen float operations (measured: tinylm_kernels.h).
+ * 2^n is built from its bits, in two halves so that n = 128 (x close to 88.7) still works. */
+#define TL_LOG2E 1.44269504f
+#define TL_LN2_HI 0.693359375f
+#define TL_LN2_LO -2.12194440e-4f
+#define TL_EXP_MIN -87.33f   /* below: e^x < 1.19e-38 would be subnormal; we return 0 */
+#define TL_EXP_MAX 88.72f    /* above: e^x overflows float; we return inf */
+
+static inline float tl_pow2i(int32_t n)            /* 2^n for -126 <= n <= 127 */
+{
+    return tl_bits_f32((uint32_t)(n + 127) << 23);
+}
+
+static inline float tl_exp(float x)
+{
+    float n, r, p;
+    int32_t ni;
+    if (x != x)
+        return x;                                   /* NaN */
+    if (x < TL_EXP_MIN)
+        return 0.0f;                                /* includes -inf */
+    if (x > TL_EXP_MAX)
+        return tl_bits_f32(0x7f800000u);            /* +inf */
+    n = tl_round_even(x * TL_LOG2E);                /* -126 .. 128 */
+    r = (x - n * TL_LN2_HI) - n * TL_LN2_LO;
+    p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    ni = (int32_t)n;
+    return (p * tl_pow2i(ni / 2)) * tl_pow2i(ni - ni / 2);
+}
+
+#if defined(__AVX2__)
+/* The same algorithm, 8 lanes at a time, the same operations in the same order (no FMA), so it
+ * returns the same bits as tl_exp. */
+static inline __m256 tl_exp8(__m256 x)
+{
+    const __m256 lo = _mm256_set1_ps(TL_EXP_MIN), hi = _mm256_set1_ps(TL_EXP_MAX);
+    __m256 nan_mask = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    __m256 zero_mask = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    __m256 inf_mask = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);     /* NaN lanes become lo; fixed below */
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(TL_LOG2E)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(_mm256_sub_ps(xc, _mm256_mul_ps(n, _mm256_set1_ps(TL_LN2_HI))),
+                             _mm256_mul_ps(n, _mm256_set1_ps(TL_LN2_LO)));
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    __m256i ni, n1, n2;
+    __m256 result;
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    ni = _mm256_cvtps_epi32(n);
+    /* n / 2 truncated toward zero, like C's integer division in tl_exp */
+    n1 = _mm256_srai_epi32(_mm256_add_epi32(ni, _mm256_srli_epi32(ni, 31)), 1);
+    n2 = _mm256_sub_epi32(ni, n1);
+    n1 = _mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23);
+    n2 = _mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23);
+    result = _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(n1)), _mm256_castsi256_ps(n2));
+    result = _mm256_andnot_ps(zero_mask, result);
+    result = _mm256_blendv_ps(result, _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)), inf_mask);
+    return _mm256_blendv_ps(result, x, nan_mask);
+}
+#endif
+
+void tinylm_exp_f32(const float *restrict x, float *restrict y, size_t n)
+{
+    size_t i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, tl_exp8(_mm256_loadu_ps(x + i)));
+#endif
+    for (; i < n; i++)
+        y[i] = tl_exp(x[i]);
+}
+
+/* ---- fp32 ----------------------------------------------------------------------------------- */
+
+/* softmax of the first `visible` values of one row; the rest of the row (a causal mask) gets 0. */
+static void softmax_row_f32(const float *restrict x, float *restrict y, size_t cols, size_t visible)
+{
+    float max = tl_bits_f32(0xff800000u);           /* -inf; NaNs are skipped here but reach e */
+    float sum = 0.0f;
+    size_t j = 0;
+    for (j = 0; j < visible; j++)
+        if (x[j] > max)
+            max = x[j];
+    j = 0;
+#if defined(__AVX2__)
+    {
+        __m256 vmax = _mm256_set1_ps(max), vsum = _mm256_setzero_ps();
+        float lanes[8];
+        for (; j + 8 <= visible; j += 8) {
+            __m256 e = tl_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vmax));
+            _mm256_storeu_ps(y + j, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        _mm256_storeu_ps(lanes, vsum);
+        sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+              ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    }
+#endif
+    for (; j < visible; j++) {
+        y[j] = tl_exp(x[j] - max);
+        sum += y[j];
+    }
+    j = 0;
+#if defined(__AVX2__)
+    {
+        __m256 vsum = _mm256_set1_ps(sum);
+        for (; j + 8 <= visible; j += 8)
+            _mm256_storeu_ps(y + j, _mm256_div_ps(_mm256_loadu_ps(y + j), vsum));
+    }
+#endif
+    for (; j < visible; j++)
+        y[j] = y[j] / sum;
+    for (j = visible; j < cols; j++)
+        y[j] = 0.0f;
+}
+
+void tinylm_softmax_f32(const float *restrict x, float *restrict y, size_t rows, size_t cols,
+                        size_t causal_tq)
+{
+    size_t r;
+    for (r = 0; r < rows; r++) {
+        /* query i of its (Tq, cols) matrix sees keys j <= i + (cols - Tq) */
+        size_t visible = causal_tq ? (r % causal_tq) + (cols - causal_tq) + 1 : cols;
+        softmax_row_f32(x + r * cols, y + r * cols, cols, visible);
+    }
+}
+
+/* ---- fp16 storage, fp32 math ------------------------------------------------------------------
+ * No buffer for the fp32 row (no malloc, and the row can be long): three passes, e^(x - max) is
+ * computed twice instead of being stored. */
+void tinylm_softmax_f16(const uint16_t *restrict x, uint16_t *restrict y, size_t rows, size_t cols)
+{
+    size_t r, j;
+    for (r = 0; r < rows; r++) {
+        const uint16_t *xr = x + r * cols;
+        uint16_t *yr = y + r * cols;
+        float max = tl_bits_f32(0xff800000u), sum = 0.0f;
+        for (j = 0; j < cols; j++) {
+            float v = tl_f16_to_f32(xr[j]);
+            if (v > max)
+                max = v;
+        }
+        for (j = 0; j < cols; j++)
+            sum += tl_exp(tl_f16_to_f32(xr[j]) - max);
+        for (j = 0; j < cols; j++)
+            yr[j] = tl_f32_to_f16(tl_exp(tl_f16_to_f32(xr[j]) - max) / sum);
+    }
+}
+
+/* ---- int8 in, Q0.8 out, integers only ---------------------------------------------------------
+ * The real logits are x * scale; e^(scale * (x_i - max)) only takes 256 values, one per difference
+ * d = max - x_i in 0..255, so the caller precomputes them once per scale in Q2.30 (exp_table). */
+void tinylm_softmax_s8(const int8_t *restrict x, uint8_t *restrict y, size_t rows, size_t cols,
+                       const uint32_t *restrict exp_table)
+{
+    size_t r, j;
+    for (r = 0; r < rows; r++) {
+        const int8_t *xr = x + r * cols;
+        uint8_t *yr = y + r * cols;
+        int32_t max = -128;
+        uint64_t sum = 0;
+        for (j = 0; j < cols; j++)
+            if (xr[j] > max)
+                max = xr[j];
+        for (j = 0; j < cols; j++)
+            sum += exp_table[max - xr[j]];
+        for (j = 0; j < cols; j++) {
+            /* round(e * 256 / sum), halves up; saturate 256 (p = 1.0) to 255 */
+            uint64_t p = ((uint64_t)exp_table[max - xr[j]] * 256u + sum / 2u) / sum;
+            yr[j] = (uint8_t)(p > 255u ? 255u : p);
+        }
+    }
+}

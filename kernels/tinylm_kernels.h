@@ -1,0 +1,129 @@
+/* tinylm_kernels.h -- the contract of every tinylm C kernel, written once.
+ *
+ * The NumPy references in tinylm/kernels/reference.py implement exactly these contracts and their
+ * docstrings repeat them; the tests compare the two (bit for bit where a contract says "exact").
+ *
+ * Rules every kernel follows, so the same files build for a PC and for a Cortex-M:
+ *   - C99, no malloc, no global or static mutable state, no I/O, no libm (own exp, own rounding).
+ *   - Row-major arrays. A matrix "x (M, K)" is M*K contiguous elements, x[m*K + k].
+ *   - Weights use nn.Linear's layout: w (N, K) = (out_features, in_features); y = x @ w.T + b.
+ *   - Outputs never alias inputs (`restrict`). Callers (tinylm/kernels/__init__.py) validate dtypes,
+ *     shapes and group sizes before calling: a kernel never checks its arguments.
+ *   - fp16 is IEEE binary16 stored in uint16_t; all fp16 math is done in fp32.
+ *   - Floating-point expressions are written in the order the references use. Build with
+ *     -ffp-contract=off (the default for -std=c99) so the compiler never fuses a*b+c on its own:
+ *     the kernels marked "exact" below depend on it. SIMD blocks (guarded by __AVX2__, __F16C__,
+ *     __FMA__, later __ARM_FEATURE_DSP) compute the same results as the portable C beside them.
+ *
+ * int8 format (DESIGN.md): symmetric, zero point 0, values in [-127, 127] (-128 is never produced
+ * and is rejected by the Python boundary), one float32 scale per row and per group of `group_size`
+ * consecutive columns: real value = q * scale.
+ */
+#ifndef TINYLM_KERNELS_H
+#define TINYLM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cffi-begin: the declarations between these markers are also read by kernels/build.py */
+
+/* ---- fp16 <-> fp32 (half.c) ----------------------------------------------------------------
+ * tinylm_f32_to_f16: h[i] = x[i] rounded to the nearest binary16, ties to even. Exact.
+ *   |x| >= 65520 (halfway above the largest half, 65504) -> +-inf; +-inf -> +-inf;
+ *   tiny values become fp16 subnormals (multiples of 2^-24) or +-0, rounded to nearest even.
+ *   NaN -> quiet NaN, same sign, payload = the top 10 payload bits with the quiet bit set:
+ *   h = sign | 0x7e00 | (bits >> 13 & 0x3ff).
+ * tinylm_f16_to_f32: x[i] = the exact float32 value of h[i] (every half is exactly representable);
+ *   subnormal halves are normalised; NaN -> quiet NaN, same sign: sign | 0x7fc00000 | (h & 0x3ff) << 13.
+ */
+void tinylm_f32_to_f16(const float *x, uint16_t *h, size_t n);
+void tinylm_f16_to_f32(const uint16_t *h, float *x, size_t n);
+
+/* ---- fp32 matmul (matmul_f32.c) ---------------------------------------------------------------
+ * y (M, N) = x (M, K) @ w (N, K).T (+ b (N,) when b is not NULL), fp32 throughout.
+ * Not bit-exact: the order of the K products differs between builds (SIMD keeps 8-16 partial sums
+ * and may fuse multiply-adds). Error bound used by the tests: |y - y_exact| <= K * 2^-23 * sum|x*w|.
+ * IEEE semantics otherwise: a NaN or inf in a row of x / w gives NaN or inf in its outputs.
+ */
+void tinylm_matmul_f32(const float *x, const float *w, const float *b, float *y,
+                       size_t M, size_t N, size_t K);
+
+/* ---- fp16 matmul (matmul_f16.c) ---------------------------------------------------------------
+ * Same as tinylm_matmul_f32 with x and w stored as binary16: every element is converted exactly to
+ * fp32, products and sums are fp32, b is fp32 (or NULL), y is fp32. Same error bound.
+ */
+void tinylm_matmul_f16(const uint16_t *x, const uint16_t *w, const float *b, float *y,
+                       size_t M, size_t N, size_t K);
+
+/* ---- int8 matmul (matmul_s8.c, inner loop in dot_s8.h) -----------------------------------------
+ * y (M, N) int32 = x (M, K) @ w (N, K).T with int32 accumulation. Exact, provided every value is in
+ * [-127, 127] and K <= 133152 (so |y| <= 127*127*K < 2^31 never overflows).
+ */
+void tinylm_matmul_s8(const int8_t *x, const int8_t *w, int32_t *y, size_t M, size_t N, size_t K);
+
+/* ---- int8 quantization (quant_s8.c) ---------------------------------------------------------
+ * tinylm_quantize_s8: for each row m and group g of group_size columns (group_size divides K,
+ *   G = K / group_size):
+ *     amax = max |x| over the group;  scale[m*G + g] = amax / 127.0f          (fp32 division)
+ *     q[m*K + k] = clamp(round_half_even(x / scale), -127, 127)              (fp32 division)
+ *   Exact. Special groups, where scale is not a positive finite number, get q = 0 for the group:
+ *     all zeros -> scale 0;  amax so small that amax/127 underflows to 0 -> scale 0;
+ *     any NaN in the group -> scale NaN;  otherwise any +-inf -> scale +inf.
+ *   (So dequantizing a group that held NaN/inf gives NaN: 0 * NaN, 0 * inf.)
+ * tinylm_dequantize_s8: y[m*K + k] = (float)q[m*K + k] * scale[m*G + k / group_size]. Exact.
+ */
+void tinylm_quantize_s8(const float *x, int8_t *q, float *scale, size_t M, size_t K, size_t group_size);
+void tinylm_dequantize_s8(const int8_t *q, const float *scale, float *y, size_t M, size_t K,
+                          size_t group_size);
+
+/* ---- int8 linear layer (linear_s8.c, inner loop in dot_s8.h) ---------------------------------
+ * The int8 path of a model's Linear layer. x (M, K) fp32 activations are first quantized with
+ * tinylm_quantize_s8's exact rule into the caller's workspace x_q (M, K) int8 and x_scale (M, G)
+ * fp32 (G = K / group_size). Weights: w_q (N, K) int8 in [-127, 127], w_scale (N, G) fp32. Then,
+ * for every output, in this order (fp32, no fused multiply-add):
+ *     acc = 0;  for g in 0..G-1:  acc = acc + (x_scale[m,g] * w_scale[n,g]) * (float)dot_g
+ *     y[m, n] = acc + b[n]            (or acc when b is NULL)
+ * where dot_g is the exact int32 dot product of the group (group_size <= 133152). Exact.
+ */
+void tinylm_linear_s8(const float *x, const int8_t *w_q, const float *w_scale, const float *b,
+                      float *y, int8_t *x_q, float *x_scale,
+                      size_t M, size_t N, size_t K, size_t group_size);
+
+/* ---- softmax (softmax.c) ----------------------------------------------------------------------
+ * tinylm_exp_f32: y[i] = tinylm's exp(x[i]) approximation, used by the float softmaxes:
+ *   Cody-Waite reduction x = n*ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial for e^r, times 2^n.
+ *   Max relative error 4e-7 (about 3 ulp) for x in [-87.3, 88.7] (measured by the tests over a
+ *   dense sweep); x < -87.33 -> 0 (no subnormal results), x > 88.72 -> +inf, -inf -> 0, +inf -> +inf,
+ *   NaN -> NaN.
+ * tinylm_softmax_f32: each of the `rows` rows of `cols` values:
+ *     y = e / sum(e),  e = exp(x - max(x))   (max subtracted, so exp never overflows)
+ *   causal_tq = 0: no mask. causal_tq = Tq > 0: the rows form matrices of Tq query rows, and row i of
+ *   each matrix only sees columns j <= i + (cols - Tq) (cols >= Tq); masked entries are exactly 0.
+ *   Not exact (own exp, summation order): within 1e-6 + 2e-6 * y of the exact softmax for rows up to
+ *   a few thousand values. A row holding a NaN or +inf, or whose visible values are all -inf, is NaN
+ *   (the formula's 0/0 or inf - inf); -inf entries elsewhere get probability 0.
+ * tinylm_softmax_f16: the same (no mask) on binary16 storage: converted exactly to fp32, fp32 math,
+ *   output rounded to nearest even binary16. Within 1 fp16 ulp of the exactly rounded result.
+ * tinylm_softmax_s8: integer-only softmax for targets without an FPU. Logits x int8 with real value
+ *   x * scale. exp_table[d] = round(exp(-d * scale) * 2^30) for d = 0..255 (built by the caller:
+ *   tinylm.kernels.reference.softmax_s8_table; the table is what carries `scale`). For each row:
+ *     m = max x;  e_i = exp_table[m - x_i];  S = sum e_i (uint64);
+ *     y_i = min(255, floor((e_i * 256 + floor(S / 2)) / S))     (uint64 integer math)
+ *   Output: uint8 in Q0.8, probability p_i ~ y_i / 256 (1.0 saturates to 255). Exact (integer
+ *   only). Within 1/256 (+ 2^-22) of the float softmax of x * scale.
+ */
+void tinylm_exp_f32(const float *x, float *y, size_t n);
+void tinylm_softmax_f32(const float *x, float *y, size_t rows, size_t cols, size_t causal_tq);
+void tinylm_softmax_f16(const uint16_t *x, uint16_t *y, size_t rows, size_t cols);
+void tinylm_softmax_s8(const int8_t *x, uint8_t *y, size_t rows, size_t cols,
+                       const uint32_t *exp_table);
+
+/* ---- build information (build_info.c) --------------------------------------------------------
+ * A constant string naming the SIMD paths compiled into this build, e.g. "avx2 fma f16c" or
+ * "portable". (A string literal: no mutable state.)
+ */
+const char *tinylm_build_info(void);
+
+/* cffi-end */
+
+#endif /* TINYLM_KERNELS_H */

@@ -1,0 +1,385 @@
+"""tinylm's kernels: one Python function per kernel, which checks its arguments and runs the C
+kernel (tinylm._kernels, built from kernels/*.c by cffi) or its NumPy reference.
+
+    >>> import numpy as np
+    >>> from tinylm import kernels
+    >>> x = np.ones((2, 3), np.float32); w = np.ones((4, 3), np.float32)
+    >>> kernels.matmul_f32(x, w)            # y = x @ w.T: (2, 3) @ (3, 4) -> (2, 4)
+    array([[3., 3., 3., 3.],
+           [3., 3., 3., 3.]], dtype=float32)
+    >>> kernels.backend()                   # "c", or "numpy" without the compiled extension
+    'c'
+
+The contracts (layout, rounding, saturation, NaN/inf) are written once, in kernels/tinylm_kernels.h,
+and repeated in the docstrings of tinylm.kernels.reference. This module adds the checks a C kernel
+cannot do, BEFORE any pointer reaches C:
+
+- wrong dtype -> TypeError; wrong rank, shape, mismatched K, a group size that does not divide K,
+  int8 values of -128 -> ValueError. Messages name the argument and what was expected, e.g.
+  `matmul_f32: w has shape (3, 5); expected (N, 4) to match x's K=4`.
+- Arrays are never converted between dtypes silently (pass float32 for fp32, float16 for fp16,
+  int8 for int8). A non-contiguous array (a slice, a transpose) is copied to a contiguous one first,
+  so any view works, at the cost of a copy.
+- Outputs are new arrays.
+
+Backend: the C extension when it was built, else NumPy. TINYLM_KERNELS=numpy in the environment
+forces NumPy (TINYLM_KERNELS=c or unset: C when available). When the extension is missing, tinylm
+warns once and uses NumPy, which gives the same results (bit for bit for the exact kernels).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from tinylm.kernels import reference
+
+__all__ = [
+    "backend", "build_info", "f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_f16", "matmul_s8",
+    "quantize_s8", "dequantize_s8", "linear_s8", "softmax_f32", "softmax_f16", "softmax_s8",
+]
+
+ENV_VAR = "TINYLM_KERNELS"
+# 127 * 127 * K must stay below 2**31: the int32 dot products of the int8 kernels cannot overflow
+MAX_S8_DOT = (2**31 - 1) // (127 * 127)
+
+# ---- finding the C extension ----------------------------------------------------------------------
+
+_extension_cache = []       # [] until looked up, then [module or None]
+_warned = []                # non-empty once the "no C kernels" warning was given
+
+
+def _load_extension():
+    from tinylm import _kernels  # built by setup.py from kernels/ (see kernels/build.py)
+    return _kernels
+
+
+def _extension():
+    """The compiled module tinylm._kernels, or None (warning once) when it cannot be imported."""
+    if not _extension_cache:
+        try:
+            ext = _load_extension()
+        except ImportError as exc:
+            ext = None
+            if not _warned:
+                _warned.append(True)
+                warnings.warn(f"tinylm's C kernels are not available ({exc}); using the NumPy "
+                              "reference kernels (slower, same results). Reinstall with a C "
+                              "compiler to build them.", RuntimeWarning, stacklevel=3)
+        _extension_cache.append(ext)
+    return _extension_cache[0]
+
+
+def backend() -> str:
+    """'c' when kernels run in C, 'numpy' when they run on the NumPy references.
+
+    TINYLM_KERNELS=numpy forces NumPy; otherwise C is used when the extension was built."""
+    choice = os.environ.get(ENV_VAR, "").strip().lower()
+    if choice not in ("", "c", "numpy"):
+        raise ValueError(f"{ENV_VAR}={choice!r}; expected 'c', 'numpy' or unset")
+    if choice == "numpy":
+        return "numpy"
+    return "c" if _extension() is not None else "numpy"
+
+
+def build_info() -> dict:
+    """What the C extension was built with: {'backend', 'flags', 'simd', 'env'}."""
+    ext = _extension()
+    info = {"backend": backend(), "flags": None, "simd": None,
+            "env": {ENV_VAR: os.environ.get(ENV_VAR, "(unset)")}}
+    if ext is not None:
+        info["flags"] = ext.ffi.string(ext.lib.tinylm_build_flags()).decode()
+        info["simd"] = ext.ffi.string(ext.lib.tinylm_build_info()).decode()
+    return info
+
+
+def _c():
+    """The cffi (ffi, lib) pair when the C backend is in use, else None."""
+    if backend() != "c":
+        return None
+    ext = _extension()
+    return ext.ffi, ext.lib
+
+
+def _ptr(ffi, ctype, a):
+    """A C pointer to the data of the contiguous array a."""
+    return ffi.cast(ctype, a.ctypes.data)
+
+
+# ---- argument checks ------------------------------------------------------------------------------
+
+_DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+                np.dtype(np.int8): "int8"}
+
+
+def _array(fn, name, a, dtype, ndim=None):
+    """a as a contiguous ndarray of `dtype` (never converted: a wrong dtype is a TypeError)."""
+    if not isinstance(a, np.ndarray):
+        a = np.asarray(a)
+    if a.dtype != dtype:
+        raise TypeError(f"{fn}: {name} has dtype {a.dtype}; expected {_DTYPE_NAMES[np.dtype(dtype)]}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {ndim} dimensions")
+    return np.ascontiguousarray(a)
+
+
+def _matmul_args(fn, x, w, b, dtype):
+    x = _array(fn, "x", x, dtype, 2)                          # (M, K)
+    w = _array(fn, "w", w, dtype, 2)                          # (N, K)
+    M, K = x.shape
+    if w.shape[1] != K:
+        raise ValueError(f"{fn}: w has shape {w.shape}; expected (N, {K}) to match x's K={K}")
+    if b is not None:
+        b = _array(fn, "b", b, np.float32, 1)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"{fn}: b has shape {b.shape}; expected ({w.shape[0]},) to match "
+                             f"w's N={w.shape[0]}")
+    return x, w, b
+
+
+def _check_s8_range(fn, name, a):
+    if a.size and a.min() < -127:
+        raise ValueError(f"{fn}: {name} contains -128; expected int8 values in [-127, 127] "
+                         "(symmetric int8, as quantize_s8 produces)")
+
+
+def _check_dot_length(fn, what, n):
+    if n > MAX_S8_DOT:
+        raise ValueError(f"{fn}: {what} is {n}; expected at most {MAX_S8_DOT} so that int32 "
+                         "dot products cannot overflow")
+
+
+# ---- fp16 <-> fp32 --------------------------------------------------------------------------------
+
+def f32_to_f16(x):
+    """float32 array (any shape) -> float16, round to nearest even (see reference.f32_to_f16)."""
+    x = _array("f32_to_f16", "x", x, np.float32)
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.f32_to_f16(x)
+    ffi, lib = c
+    h = np.empty(x.shape, np.float16)
+    lib.tinylm_f32_to_f16(_ptr(ffi, "float *", x), _ptr(ffi, "uint16_t *", h), x.size)
+    return h
+
+
+def f16_to_f32(h):
+    """float16 array (any shape) -> float32, exact (see reference.f16_to_f32)."""
+    h = _array("f16_to_f32", "h", h, np.float16)
+    c = _c()
+    if c is None or h.size == 0:
+        return reference.f16_to_f32(h)
+    ffi, lib = c
+    x = np.empty(h.shape, np.float32)
+    lib.tinylm_f16_to_f32(_ptr(ffi, "uint16_t *", h), _ptr(ffi, "float *", x), h.size)
+    return x
+
+
+# ---- matmul ---------------------------------------------------------------------------------------
+
+def matmul_f32(x, w, b=None):
+    """y (M, N) = x (M, K) @ w (N, K).T + b (N,), all float32 (see reference.matmul_f32)."""
+    x, w, b = _matmul_args("matmul_f32", x, w, b, np.float32)
+    c = _c()
+    if c is None or x.size == 0 or w.size == 0:
+        return reference.matmul_f32(x, w, b)
+    ffi, lib = c
+    (M, K), N = x.shape, w.shape[0]
+    y = np.empty((M, N), np.float32)
+    lib.tinylm_matmul_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", w),
+                          ffi.NULL if b is None else _ptr(ffi, "float *", b),
+                          _ptr(ffi, "float *", y), M, N, K)
+    return y
+
+
+def matmul_f16(x, w, b=None):
+    """y (M, N) float32 = x (M, K) float16 @ w (N, K).T float16 + b (N,) float32, fp32 math."""
+    x, w, b = _matmul_args("matmul_f16", x, w, b, np.float16)
+    c = _c()
+    if c is None or x.size == 0 or w.size == 0:
+        return reference.matmul_f16(x, w, b)
+    ffi, lib = c
+    (M, K), N = x.shape, w.shape[0]
+    y = np.empty((M, N), np.float32)
+    lib.tinylm_matmul_f16(_ptr(ffi, "uint16_t *", x), _ptr(ffi, "uint16_t *", w),
+                          ffi.NULL if b is None else _ptr(ffi, "float *", b),
+                          _ptr(ffi, "float *", y), M, N, K)
+    return y
+
+
+def matmul_s8(x, w):
+    """y (M, N) int32 = x (M, K) int8 @ w (N, K).T int8, exact; values in [-127, 127]."""
+    x, w, _ = _matmul_args("matmul_s8", x, w, None, np.int8)
+    _check_s8_range("matmul_s8", "x", x)
+    _check_s8_range("matmul_s8", "w", w)
+    _check_dot_length("matmul_s8", "K", x.shape[1])
+    c = _c()
+    if c is None or x.size == 0 or w.size == 0:
+        return reference.matmul_s8(x, w)
+    ffi, lib = c
+    (M, K), N = x.shape, w.shape[0]
+    y = np.empty((M, N), np.int32)
+    lib.tinylm_matmul_s8(_ptr(ffi, "int8_t *", x), _ptr(ffi, "int8_t *", w),
+                         _ptr(ffi, "int32_t *", y), M, N, K)
+    return y
+
+
+# ---- int8 quantization ----------------------------------------------------------------------------
+
+def _check_group_size(fn, group_size, K):
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)):
+        raise TypeError(f"{fn}: group_size is {group_size!r}; expected a positive int")
+    if group_size < 1 or K % group_size:
+        raise ValueError(f"{fn}: group_size={group_size} does not divide K={K}; expected a "
+                         f"divisor of K (K for one scale per row, or e.g. 32)")
+    return int(group_size)
+
+
+def quantize_s8(x, group_size):
+    """x (M, K) float32 -> (q (M, K) int8 in [-127, 127], scale (M, K // group_size) float32).
+
+    Symmetric, zero point 0, round half to even (see reference.quantize_s8)."""
+    x = _array("quantize_s8", "x", x, np.float32, 2)
+    M, K = x.shape
+    group_size = _check_group_size("quantize_s8", group_size, K)
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.quantize_s8(x, group_size)
+    ffi, lib = c
+    q = np.empty((M, K), np.int8)
+    scale = np.empty((M, K // group_size), np.float32)
+    lib.tinylm_quantize_s8(_ptr(ffi, "float *", x), _ptr(ffi, "int8_t *", q),
+                           _ptr(ffi, "float *", scale), M, K, group_size)
+    return q, scale
+
+
+def _check_scales(fn, name, scale, rows, K, rows_name):
+    if scale.shape[0] != rows or scale.shape[1] < 1 or K % scale.shape[1]:
+        raise ValueError(f"{fn}: {name} has shape {scale.shape}; expected ({rows}, G) with G "
+                         f"dividing K={K} (one scale per {rows_name} and group)")
+    return K // scale.shape[1]
+
+
+def dequantize_s8(q, scale):
+    """q (M, K) int8, scale (M, G) float32 -> float32 (M, K) = q * scale of its group."""
+    q = _array("dequantize_s8", "q", q, np.int8, 2)
+    scale = _array("dequantize_s8", "scale", scale, np.float32, 2)
+    M, K = q.shape
+    group_size = _check_scales("dequantize_s8", "scale", scale, M, K, "row")
+    c = _c()
+    if c is None or q.size == 0:
+        return reference.dequantize_s8(q, scale)
+    ffi, lib = c
+    y = np.empty((M, K), np.float32)
+    lib.tinylm_dequantize_s8(_ptr(ffi, "int8_t *", q), _ptr(ffi, "float *", scale),
+                             _ptr(ffi, "float *", y), M, K, group_size)
+    return y
+
+
+def linear_s8(x, w_q, w_scale, b=None):
+    """y (M, N) float32 = int8 Linear layer on x (M, K) float32 (see reference.linear_s8).
+
+    w_q (N, K) int8 in [-127, 127], w_scale (N, G) float32 with group_size = K // G, b (N,) float32.
+    The activations are quantized at run time with quantize_s8's rule, per row and group."""
+    fn = "linear_s8"
+    x = _array(fn, "x", x, np.float32, 2)                     # (M, K)
+    w_q = _array(fn, "w_q", w_q, np.int8, 2)                  # (N, K)
+    w_scale = _array(fn, "w_scale", w_scale, np.float32, 2)   # (N, G)
+    M, K = x.shape
+    N = w_q.shape[0]
+    if w_q.shape[1] != K:
+        raise ValueError(f"{fn}: w_q has shape {w_q.shape}; expected (N, {K}) to match x's K={K}")
+    group_size = _check_scales(fn, "w_scale", w_scale, N, K, "output row")
+    if b is not None:
+        b = _array(fn, "b", b, np.float32, 1)
+        if b.shape != (N,):
+            raise ValueError(f"{fn}: b has shape {b.shape}; expected ({N},) to match w_q's N={N}")
+    _check_s8_range(fn, "w_q", w_q)
+    _check_dot_length(fn, "group_size", group_size)
+    c = _c()
+    if c is None or x.size == 0 or w_q.size == 0:
+        return reference.linear_s8(x, w_q, w_scale, b)
+    ffi, lib = c
+    y = np.empty((M, N), np.float32)
+    x_q = np.empty((M, K), np.int8)                           # workspace: the kernel quantizes x
+    x_scale = np.empty((M, K // group_size), np.float32)      # into these (no malloc in C)
+    lib.tinylm_linear_s8(_ptr(ffi, "float *", x), _ptr(ffi, "int8_t *", w_q),
+                         _ptr(ffi, "float *", w_scale),
+                         ffi.NULL if b is None else _ptr(ffi, "float *", b),
+                         _ptr(ffi, "float *", y), _ptr(ffi, "int8_t *", x_q),
+                         _ptr(ffi, "float *", x_scale), M, N, K, group_size)
+    return y
+
+
+# ---- softmax --------------------------------------------------------------------------------------
+
+def _softmax_input(fn, x, dtype):
+    x = _array(fn, "x", x, dtype)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{fn}: x has shape {x.shape}; expected (..., T) with T >= 1")
+    return x
+
+
+def softmax_f32(x, causal=False):
+    """Softmax over the last axis of float32 x (..., T); causal=True masks score matrices
+    (..., Tq, Tk) so query i sees keys j <= i + (Tk - Tq) (see reference.softmax_f32)."""
+    fn = "softmax_f32"
+    x = _softmax_input(fn, x, np.float32)
+    causal_tq = 0
+    if causal:
+        if x.ndim < 2 or x.shape[-1] < x.shape[-2]:
+            raise ValueError(f"{fn}: x has shape {x.shape}; causal=True expects score matrices "
+                             "(..., Tq, Tk) with Tk >= Tq")
+        causal_tq = x.shape[-2]
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.softmax_f32(x, causal=causal)
+    ffi, lib = c
+    y = np.empty(x.shape, np.float32)
+    T = x.shape[-1]
+    lib.tinylm_softmax_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", y), x.size // T, T,
+                           causal_tq)
+    return y
+
+
+def softmax_f16(x):
+    """Softmax over the last axis of float16 x (..., T): fp32 math, float16 out."""
+    x = _softmax_input("softmax_f16", x, np.float16)
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.softmax_f16(x)
+    ffi, lib = c
+    y = np.empty(x.shape, np.float16)
+    T = x.shape[-1]
+    lib.tinylm_softmax_f16(_ptr(ffi, "uint16_t *", x), _ptr(ffi, "uint16_t *", y), x.size // T, T)
+    return y
+
+
+_S8_TABLES = {}             # scale -> its exp table (a model uses a handful of scales)
+
+
+def softmax_s8(x, scale):
+    """Integer softmax over the last axis: int8 logits (real value x * scale) -> uint8 Q0.8
+    probabilities, p ~ y / 256, 1.0 saturating to 255 (see reference.softmax_s8)."""
+    fn = "softmax_s8"
+    x = _softmax_input(fn, x, np.int8)
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{fn}: scale is {scale!r}; expected a positive float")
+    scale = float(scale)
+    if not (scale > 0 and np.isfinite(scale)):
+        raise ValueError(f"{fn}: scale is {scale}; expected a positive finite float")
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.softmax_s8(x, scale)
+    ffi, lib = c
+    table = _S8_TABLES.get(scale)
+    if table is None:
+        if len(_S8_TABLES) > 64:
+            _S8_TABLES.clear()
+        table = _S8_TABLES[scale] = reference.softmax_s8_table(scale)
+    y = np.empty(x.shape, np.uint8)
+    T = x.shape[-1]
+    lib.tinylm_softmax_s8(_ptr(ffi, "int8_t *", x), _ptr(ffi, "uint8_t *", y), x.size // T, T,
+                          _ptr(ffi, "uint32_t *", table))
+    return y

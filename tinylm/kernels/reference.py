@@ -1,0 +1,232 @@
+"""The NumPy reference of every tinylm kernel: what the C in kernels/ must compute.
+
+Each function is pure NumPy, reads like the math, and has exactly the contract written in
+kernels/tinylm_kernels.h (its docstring repeats it). The tests compare the C kernels with these
+functions bit for bit where the contract says "exact", within a stated tolerance elsewhere.
+
+These functions expect arguments that tinylm.kernels has already validated (dtypes, shapes,
+contiguity); call those, not these, from model code.
+
+Layout everywhere: row-major, weights like nn.Linear, `(out_features, in_features) = (N, K)`:
+
+    >>> x = np.ones((2, 3), np.float32); w = np.ones((4, 3), np.float32)
+    >>> matmul_f32(x, w).shape              # y = x @ w.T: (M, K) @ (K, N) -> (M, N)
+    (2, 4)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# int8 values stay in [-127, 127]: symmetric around 0, so -x is always representable
+QMAX = 127
+
+
+# ---- fp16 <-> fp32 -------------------------------------------------------------------------------
+
+def f32_to_f16(x):
+    """float32 -> float16, rounded to nearest, ties to even. Exact.
+
+    |x| >= 65520 (halfway past the largest half, 65504) becomes +-inf; tiny values become fp16
+    subnormals (multiples of 2**-24) or +-0. NaN becomes a quiet NaN with the same sign and the top
+    10 payload bits: bits = sign | 0x7e00 | (x_bits >> 13 & 0x3ff).
+
+    >>> f32_to_f16(np.array([1.0, 65519.0, 65520.0, 2.0**-25], np.float32))
+    array([1.00e+00, 6.55e+04,      inf, 0.00e+00], dtype=float16)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):             # overflowing to inf is part of the contract
+        h = x.astype(np.float16)                 # IEEE conversion: round half to even
+    nan = np.isnan(x)
+    if nan.any():                                # pin down the NaN bits the contract promises
+        bits = x.view(np.uint32)[nan]
+        nan_bits = ((bits >> 16) & 0x8000) | 0x7E00 | ((bits >> 13) & 0x3FF)
+        h.view(np.uint16)[nan] = nan_bits.astype(np.uint16)
+    return h
+
+
+def f16_to_f32(h):
+    """float16 -> float32, exact (every half is a float). NaN -> quiet NaN, same sign and payload:
+    bits = sign | 0x7fc00000 | (h_bits & 0x3ff) << 13.
+
+    >>> f16_to_f32(np.array([2.0**-24, 65504.0], np.float16))   # smallest subnormal, largest half
+    array([5.9604645e-08, 6.5504000e+04], dtype=float32)
+    """
+    h = np.asarray(h, dtype=np.float16)
+    x = h.astype(np.float32)
+    nan = np.isnan(h)
+    if nan.any():
+        bits = h.view(np.uint16)[nan].astype(np.uint32)
+        nan_bits = ((bits & 0x8000) << 16) | 0x7FC00000 | ((bits & 0x3FF) << 13)
+        x.view(np.uint32)[nan] = nan_bits
+    return x
+
+
+# ---- matmul --------------------------------------------------------------------------------------
+
+def matmul_f32(x, w, b=None):
+    """y (M, N) = x (M, K) @ w (N, K).T + b (N,), float32 in and out.
+
+    Not bit-exact across implementations: sums of K products depend on their order. The reference
+    sums in float64 and rounds once, so it is the most accurate answer; the C kernel must be within
+    K * 2**-23 * sum_k |x[m, k] * w[n, k]| of it. NaN and inf propagate as IEEE arithmetic says.
+    """
+    y = x.astype(np.float64) @ w.astype(np.float64).T      # (M, K) @ (K, N) -> (M, N)
+    if b is not None:
+        y = y + b
+    return y.astype(np.float32)
+
+
+def matmul_f16(x, w, b=None):
+    """y (M, N) float32 = x (M, K) float16 @ w (N, K).T float16 + b (N,) float32.
+
+    fp16 is storage only: each element is converted exactly to float32, the math is fp32 (the
+    reference: float64, rounded once). Same tolerance as matmul_f32.
+    """
+    return matmul_f32(f16_to_f32(x), f16_to_f32(w), b)
+
+
+def matmul_s8(x, w):
+    """y (M, N) int32 = x (M, K) int8 @ w (N, K).T int8, exact.
+
+    Values are in [-127, 127] and K <= 133152, so |y| <= 127 * 127 * K never overflows int32.
+
+    >>> matmul_s8(np.array([[127, -127]], np.int8), np.array([[127, 127]], np.int8))
+    array([[0]], dtype=int32)
+    """
+    return x.astype(np.int32) @ w.astype(np.int32).T          # (M, K) @ (K, N) -> (M, N)
+
+
+# ---- int8 quantization ---------------------------------------------------------------------------
+
+def quantize_s8(x, group_size):
+    """Symmetric int8 quantization of x (M, K) float32 per row and group of `group_size` columns.
+
+    For each row and group (G = K // group_size groups; group_size divides K):
+        scale = max|x| / 127                       (float32 division)
+        q = clip(round_half_even(x / scale), -127, 127)
+    Returns q (M, K) int8 and scale (M, G) float32; x ~ q * scale. Exact. Zero point is 0.
+    A group whose scale is not a positive finite number gets q = 0: all zeros (scale 0), values so
+    tiny that max|x| / 127 underflows (scale 0), any NaN (scale NaN), else any +-inf (scale inf).
+
+    >>> q, scale = quantize_s8(np.array([[0.5, -1.0, 0.25, 0.0]], np.float32), group_size=2)
+    >>> q, scale                                # groups [0.5, -1.0] and [0.25, 0.0]
+    (array([[  64, -127,  127,    0]], dtype=int8), array([[0.00787402, 0.0019685 ]], dtype=float32))
+    """
+    M, K = x.shape
+    xg = x.reshape(M, K // group_size, group_size)            # (M, G, group_size)
+    amax = np.abs(xg).max(axis=-1)                            # (M, G), NaN if the group has one
+    scale = (amax / np.float32(QMAX)).astype(np.float32)      # (M, G)
+    ok = (scale > 0) & np.isfinite(scale)                     # groups we can divide by
+    safe = np.where(ok, scale, np.float32(1))[..., None]      # (M, G, 1)
+    with np.errstate(invalid="ignore"):
+        q = np.clip(np.rint(xg / safe), -QMAX, QMAX)          # (M, G, group_size), half to even
+    q = np.where(ok[..., None], q, 0)
+    return q.astype(np.int8).reshape(M, K), scale
+
+
+def dequantize_s8(q, scale):
+    """x (M, K) float32 = q (M, K) int8 * scale (M, G) float32, each scale used for its group of
+    K // G columns. Exact (one float32 multiply per element)."""
+    M, K = q.shape
+    group_size = K // scale.shape[1]
+    x = q.reshape(M, -1, group_size).astype(np.float32) * scale[..., None]   # (M, G, group_size)
+    return x.reshape(M, K)
+
+
+def linear_s8(x, w_q, w_scale, b=None):
+    """The int8 Linear layer: y (M, N) float32 from x (M, K) float32 and int8 weights.
+
+    w_q (N, K) int8 in [-127, 127], w_scale (N, G) float32 (group_size = K // G), b (N,) or None.
+    1. x is quantized per row and group with quantize_s8's exact rule -> x_q (M, K), x_scale (M, G).
+    2. Per group g, dot_g = x_q[:, group] @ w_q[:, group].T, exact int32 (group_size <= 133152).
+    3. Groups are added in float32, in order, without fused multiply-add:
+           acc = 0;  acc = acc + (x_scale[:, g] * w_scale[:, g]) * float32(dot_g)  for g = 0..G-1
+           y = acc + b
+    Exact: the C kernel gives the same bits.
+    """
+    M, K = x.shape
+    N, G = w_scale.shape
+    group_size = K // G
+    x_q, x_scale = quantize_s8(x, group_size)                 # (M, K) int8, (M, G) float32
+    xg = x_q.reshape(M, G, group_size).astype(np.int32)       # (M, G, group_size)
+    wg = w_q.reshape(N, G, group_size).astype(np.int32)       # (N, G, group_size)
+    acc = np.zeros((M, N), np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for g in range(G):
+            dot = (xg[:, g] @ wg[:, g].T).astype(np.float32)             # (M, N), exact int32
+            acc = acc + (x_scale[:, g, None] * w_scale[None, :, g]) * dot  # (M, 1) * (1, N) * (M, N)
+        if b is not None:
+            acc = acc + b
+    return acc
+
+
+# ---- softmax -------------------------------------------------------------------------------------
+
+def _causal_visible(shape):
+    """Boolean mask (Tq, Tk): query i sees key j when j <= i + (Tk - Tq)."""
+    Tq, Tk = shape[-2], shape[-1]
+    return np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
+
+
+def softmax_f32(x, causal=False):
+    """Softmax over the last axis of x (..., T), float32: e / e.sum(), e = exp(x - max(x)).
+
+    Subtracting the row max keeps exp from overflowing. causal=True takes x as score matrices
+    (..., Tq, Tk), Tk >= Tq, where query i only sees keys j <= i + (Tk - Tq); masked entries get
+    exactly 0. A row holding a NaN or +inf, or with every visible entry -inf, is all NaN (0/0,
+    inf - inf); other -inf entries get 0. The C kernel uses its own exp (relative error < 4e-7) and
+    another summation order: within 1e-6 + 2e-6 * y of this reference.
+
+    >>> softmax_f32(np.array([[0.0, 0.0], [1.0, 2.0]], np.float32), causal=True)
+    array([[1.       , 0.       ],
+           [0.2689414, 0.7310586]], dtype=float32)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if causal:
+        x = np.where(_causal_visible(x.shape), x, np.float32(-np.inf))
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))          # (..., T), each in [0, 1]
+        y = e / e.sum(axis=-1, keepdims=True)
+    if causal:                                                 # masked stays 0 even in a NaN row
+        y = np.where(_causal_visible(x.shape), y, np.float32(0))
+    return y.astype(np.float32)
+
+
+def softmax_f16(x):
+    """Softmax over the last axis with float16 storage: converted exactly to float32, float32 math,
+    rounded to nearest even float16. The C kernel is within 1 fp16 ulp of this."""
+    return f32_to_f16(softmax_f32(f16_to_f32(x)))
+
+
+def softmax_s8_table(scale):
+    """The 256 exp values an integer softmax needs: table[d] = round(exp(-d * scale) * 2**30).
+
+    The logits are int8 with real value x * scale, so exp(scale * (x_i - max)) depends only on
+    d = max - x_i in 0..255. Q2.30 fixed point (table[0] = 2**30 is 1.0), uint32.
+
+    >>> softmax_s8_table(0.5)[:3]                 # 2**30 * [1, e**-0.5, e**-1]
+    array([1073741824,  651257337,  395007542], dtype=uint32)
+    """
+    d = np.arange(256, dtype=np.float64)
+    return np.rint(np.exp(-d * float(scale)) * 2.0**30).astype(np.uint32)
+
+
+def softmax_s8(x, scale):
+    """Integer softmax over the last axis: int8 logits (real value x * scale) -> uint8 Q0.8.
+
+    Output y is uint8 with probability p ~ y / 256; a probability of 1.0 saturates to 255. With
+    table = softmax_s8_table(scale), per row, in integers only:
+        m = max(x);  e_i = table[m - x_i];  S = sum(e_i)
+        y_i = min(255, (e_i * 256 + S // 2) // S)           (round half up)
+    Exact (the C kernel gives the same bits). Within 1/256 (+ 2**-22) of the float softmax.
+
+    >>> softmax_s8(np.array([[0, 0, 0, 0]], np.int8), scale=0.1)     # four times 1/4 = 64/256
+    array([[64, 64, 64, 64]], dtype=uint8)
+    """
+    table = softmax_s8_table(scale).astype(np.uint64)
+    x = np.asarray(x).astype(np.int64)
+    d = x.max(axis=-1, keepdims=True) - x                      # (..., T) in 0..255
+    e = table[d]                                               # (..., T) uint64
+    S = e.sum(axis=-1, keepdims=True, dtype=np.uint64)
+    y = (e * np.uint64(256) + S // np.uint64(2)) // S
+    return np.minimum(y, 255).astype(np.uint8)
