@@ -47,3 +47,164 @@ def test_knapsack_rounds_costs_up_so_it_never_exceeds_the_capacity():
     assert sorted(solve(1000)) == [0, 0, 0, 1]  # three 0.3-cost options fit in 1.0, a fourth does not
     coarse = solve(7)  # bins of 1/7: 0.3 counts as 3/7, so only two fit -- less, never more
     assert sorted(coarse) == [0, 0, 1, 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# on a small trained model
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A 2-layer GPT trained for a few seconds on bytes of the built-in corpus, and its val ids."""
+    from tinylm.data import get_batch, load_corpus, train_val_split
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.optim import AdamW
+
+    ids = np.frombuffer(load_corpus("builtin")[:60_000].encode("utf-8"), np.uint8).astype(np.uint16)
+    train_ids, val_ids = train_val_split(ids)
+    model = GPT(GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=64), seed=0)
+    opt = AdamW(model.optim_groups(0.1), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        x, y = get_batch(train_ids, 16, 32, rng)
+        _, loss = model(x, y)
+        model.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model, train_ids, val_ids
+
+
+@pytest.fixture(scope="module")
+def planned(trained):
+    from tinylm.quant.evaluate import Evaluator
+    from tinylm.quant.planner import sensitivity
+
+    model, _, val_ids = trained
+    evaluator = Evaluator(model, val_ids, batch_size=8, n_batches=2, seed=0)
+    return model, evaluator, sensitivity(model, evaluator, show_progress=False)
+
+
+@pytest.mark.slow
+def test_sensitivity_measures_every_layer_and_is_deterministic(trained, planned):
+    from tinylm.quant import quantizable_layers
+    from tinylm.quant.evaluate import Evaluator
+    from tinylm.quant.planner import sensitivity
+
+    model, evaluator, sens = planned
+    assert list(sens) == list(quantizable_layers(model))
+    assert all(set(row) == {"fp16", "int8:g32", "int8:channel"} for row in sens.values())
+    # fp16 barely moves the loss; int8 moves it more, in total
+    total = {p: sum(abs(row[p]) for row in sens.values()) for p in ("fp16", "int8:g32")}
+    assert total["fp16"] < total["int8:g32"]
+    # the same seed gives the same batches, so the same measurements, bit for bit
+    again = Evaluator(model, trained[2], batch_size=8, n_batches=2, seed=0)
+    assert sensitivity(model, again, ["fp16"], show_progress=False) == {
+        name: {"fp16": row["fp16"]} for name, row in sens.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("budget", [0.001, 0.01])
+def test_planner_respects_its_perplexity_budget_and_saves_bytes(planned, budget):
+    from tinylm.quant import apply_plan, weight_bytes
+    from tinylm.quant.planner import plan_for_ppl_budget
+
+    model, evaluator, sens = planned
+    plan, metrics = plan_for_ppl_budget(model, evaluator, sens, budget)
+    measured = evaluator.measure(apply_plan(model, plan))
+    assert measured["ppl_change"] <= budget
+    assert measured == {k: metrics[k] for k in measured}
+    assert metrics["bytes"] == weight_bytes(apply_plan(model, plan))["total"] < weight_bytes(model)["total"] / 1.9
+
+
+@pytest.mark.slow
+def test_byte_budget_plan_fits_and_beats_uniform_int8_per_channel_at_equal_bytes(planned):
+    from tinylm.quant import apply_plan, uniform_plan, weight_bytes
+    from tinylm.quant.planner import plan_for_byte_budget, predicted_loss_increase
+
+    model, evaluator, sens = planned
+    g32 = apply_plan(model, uniform_plan(model, "int8:g32"))
+    budget = weight_bytes(g32)["total"]
+    plan, metrics = plan_for_byte_budget(model, evaluator, sens, budget)
+    assert metrics["bytes"] <= budget
+    # by its own (additive) estimate, no uniform plan that fits does better
+    for precision in ["int8:g32", "int8:channel"]:
+        uniform = uniform_plan(model, precision)
+        assert predicted_loss_increase(plan, sens) <= predicted_loss_increase(uniform, sens) + 1e-12
+    with pytest.raises(ValueError, match="below the smallest plan"):
+        plan_for_byte_budget(model, evaluator, sens, 1000)
+
+
+# ----------------------------------------------------------------------------------------------
+# the command
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained, tmp_path_factory):
+    from tinylm.checkpoint import save_checkpoint, save_tokens
+    from tinylm.tokenizer import Tokenizer
+
+    model, train_ids, val_ids = trained
+    folder = tmp_path_factory.mktemp("run")
+    save_checkpoint(folder, model, Tokenizer())
+    save_tokens(folder, train_ids, val_ids)
+    return folder
+
+
+FAST = ["--eval-batches", "2", "--batch-size", "4", "--gen-tokens", "4", "--repeats", "1"]
+
+
+def _table_rows(out):
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| ") and "weight bytes" not in line}
+
+
+@pytest.mark.slow
+def test_quantize_report_prints_the_comparison_table(run_dir, capsys):
+    from tinylm import cli
+
+    assert cli.main(["quantize", "--run", str(run_dir), "--report", *FAST]) == 0
+    rows = _table_rows(capsys.readouterr().out)
+    assert list(rows) == ["fp32", "fp16", "int8:g32", "int8:g64", "int8:channel"]
+    assert rows["fp32"][1:5] == ["1.00x", rows["fp32"][2], "+0.000%", "100.00%"]
+    assert float(rows["fp16"][1].rstrip("x")) > 1.9 and float(rows["int8:g32"][1].rstrip("x")) > 3.0
+    assert abs(float(rows["fp16"][3].rstrip("%"))) < 0.1
+
+
+@pytest.mark.slow
+def test_quantize_plans_saves_and_applies_a_plan(run_dir, tmp_path, capsys):
+    from tinylm import cli
+    from tinylm.quant import load_plan, load_quantized, plan_of
+
+    plan_path, figure = tmp_path / "plan.json", tmp_path / "tradeoff.png"
+    assert cli.main(["quantize", "--run", str(run_dir), "--max-ppl-increase", "1%", "--save-plan",
+                     str(plan_path), "--figure", str(figure), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "planned (ppl +1%)" in out and plan_path.exists()
+    plan = load_plan(plan_path)
+    assert cli.main(["quantize", "--run", str(run_dir), "--plan", str(plan_path), "--out",
+                     str(tmp_path / "q"), *FAST]) == 0
+    assert set(_table_rows(capsys.readouterr().out)) == {"fp32", "plan"}
+    assert plan_of(load_quantized(tmp_path / "q")) == {**plan_of(load_quantized(tmp_path / "q")), **plan}
+    assert (tmp_path / "q" / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-ppl-increase", "lots"], "not a number or a percentage"),
+    (["--max-bytes", "12 parsecs"], "not a byte count"),
+    (["--plan", "int4"], "unknown precision 'int4'"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+])
+def test_quantize_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
+    from tinylm import cli
+
+    assert cli.main(["quantize", "--run", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_quantize_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    from tinylm import cli
+
+    assert cli.main(["quantize", "--run", str(tmp_path / "nope")]) == 2
+    assert "run folder not found" in capsys.readouterr().err

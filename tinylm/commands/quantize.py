@@ -84,43 +84,48 @@ def parse_bytes(text):
     return int(value)
 
 
+def _is_plan_file(text):
+    return os.path.exists(text) or text.endswith(".json")
+
+
 def _load_plan_arg(model, text):
     from tinylm.quant import load_plan, uniform_plan
-    if os.path.exists(text) or text.endswith(".json"):
+    if _is_plan_file(text):
         return os.path.splitext(os.path.basename(text))[0], load_plan(text)
     return text, uniform_plan(model, text)
 
 
 def _validation_ids(run_dir, tokenizer, data):
-    """The run's validation token ids (the same split as training)."""
-    from tinylm import data as tdata
-    from tinylm.fileio import load_json
+    """The run's validation token ids: its saved split (tokens.npz), or the split of `data` re-encoded."""
     import numpy as np
 
+    from tinylm import checkpoint
+    from tinylm import data as tdata
+
     if data is None:
-        data = _run_corpus(run_dir, load_json)
-    text = tdata.load_corpus(data)
-    ids = tdata.encode_corpus(text, tokenizer)
-    _, val = tdata.train_val_split(ids)
-    return np.asarray(val)
+        if os.path.isfile(os.path.join(run_dir, "tokens.npz")):
+            return np.asarray(checkpoint.load_tokens(run_dir)[1])
+        data = _run_corpus(run_dir)
+    ids = tdata.encode_corpus(tdata.load_corpus(data), tokenizer)
+    return np.asarray(tdata.train_val_split(ids)[1])
 
 
-def _run_corpus(run_dir, load_json):
-    for name in ("config.json", "train.json", "run.json"):
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            cfg = load_json(path, what="run configuration")
-            for section in (cfg, cfg.get("train", {}) if isinstance(cfg, dict) else {}):
-                if isinstance(section, dict):
-                    for key in ("data", "corpus"):
-                        if isinstance(section.get(key), str):
-                            return section[key]
-    raise ValueError(f"cannot tell which corpus run {run_dir} trained on; pass --data")
+def _run_corpus(run_dir):
+    """The corpus a run trained on, as recorded in its config.json ("train": {"data": ...})."""
+    from tinylm.fileio import load_json
+
+    path = os.path.join(run_dir, "config.json")
+    cfg = load_json(path, what="run configuration") if os.path.isfile(path) else {}
+    train = cfg.get("train") if isinstance(cfg, dict) else None
+    for key in ("data", "corpus"):
+        if isinstance(train, dict) and isinstance(train.get(key), str):
+            return train[key]
+    raise ValueError(f"run {run_dir} has no tokens.npz and its config.json names no corpus; pass --data")
 
 
 def run(args):
     from tinylm.checkpoint import load_model
-    from tinylm.quant import apply_plan, canonical_precision, save_plan, save_quantized, uniform_plan
+    from tinylm.quant import canonical_precision, save_plan, save_quantized, uniform_plan
     from tinylm.quant.evaluate import Evaluator, compare, format_table
     from tinylm.quant.planner import (plan_for_byte_budget, plan_for_ppl_budget, plot_tradeoff, sensitivity,
                                       tradeoff_curve)
@@ -133,6 +138,9 @@ def run(args):
     max_ppl = parse_percent(args.max_ppl_increase) if args.max_ppl_increase is not None else None
     max_bytes = parse_bytes(args.max_bytes) if args.max_bytes is not None else None
     candidates = [canonical_precision(c) for c in args.candidates.split(",") if c.strip()]
+
+    if args.plan is not None and not _is_plan_file(args.plan):
+        canonical_precision(args.plan)  # a bad precision fails before the model is loaded
 
     model, tokenizer = load_model(args.run)
     val_ids = _validation_ids(args.run, tokenizer, args.data)
