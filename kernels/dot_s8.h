@@ -1,6 +1,6 @@
 /* dot_s8.h -- the int8 dot-product inner loops, shared by matmul_s8.c and linear_s8.c.
  *
- * Values are int8 in [-127, 127] (never -128); sums are exact int32 (n <= 133152).
+ * Values are int8 in [-127, 127] (never -128); sums are exact int32 (n <= 133144).
  * One portable C version, plus blocks for instruction sets that have a faster way:
  *   __AVX2__: _mm256_maddubs_epi16 multiplies unsigned by signed bytes, so we feed it |a| and
  *             b * sign(a) (_mm256_sign_epi8). Each pair sum of products is at most 2 * 127 * 127 =

@@ -88,7 +88,7 @@ def matmul_f16(x, w, b=None):
 def matmul_s8(x, w):
     """y (M, N) int32 = x (M, K) int8 @ w (N, K).T int8, exact.
 
-    Values are in [-127, 127] and K <= 133152, so |y| <= 127 * 127 * K never overflows int32.
+    Values are in [-127, 127] and K <= 133144, so |y| <= 127 * 127 * K never overflows int32.
 
     >>> matmul_s8(np.array([[127, -127]], np.int8), np.array([[127, 127]], np.int8))
     array([[0]], dtype=int32)
@@ -138,7 +138,7 @@ def linear_s8(x, w_q, w_scale, b=None):
 
     w_q (N, K) int8 in [-127, 127], w_scale (N, G) float32 (group_size = K // G), b (N,) or None.
     1. x is quantized per row and group with quantize_s8's exact rule -> x_q (M, K), x_scale (M, G).
-    2. Per group g, dot_g = x_q[:, group] @ w_q[:, group].T, exact int32 (group_size <= 133152).
+    2. Per group g, dot_g = x_q[:, group] @ w_q[:, group].T, exact int32 (group_size <= 133144).
     3. Groups are added in float32, in order, without fused multiply-add:
            acc = 0;  acc = acc + (x_scale[:, g] * w_scale[:, g]) * float32(dot_g)  for g = 0..G-1
            y = acc + b
@@ -174,7 +174,7 @@ def softmax_f32(x, causal=False):
     Subtracting the row max keeps exp from overflowing. causal=True takes x as score matrices
     (..., Tq, Tk), Tk >= Tq, where query i only sees keys j <= i + (Tk - Tq); masked entries get
     exactly 0. A row holding a NaN or +inf, or with every visible entry -inf, is all NaN (0/0,
-    inf - inf); other -inf entries get 0. The C kernel uses its own exp (relative error < 4e-7) and
+    inf - inf); other -inf entries get 0. The C kernel uses its own exp (relative error < 1.5e-7) and
     another summation order: within 1e-6 + 2e-6 * y of this reference.
 
     >>> softmax_f32(np.array([[0.0, 0.0], [1.0, 2.0]], np.float32), causal=True)

@@ -1,0 +1,289 @@
+"""The C kernels against their NumPy references (tinylm.kernels vs tinylm.kernels.reference).
+
+Exact kernels (fp16 conversions, int8 matmul, quantization, linear_s8, softmax_s8) are compared bit
+for bit; fp32 sums within a bound that grows with K (see `assert_matmul_close`).
+Bad input, backend forcing and the missing-extension warning are in tests/test_kernels_api.py.
+"""
+import doctest
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tinylm import kernels
+from tinylm.kernels import reference as ref
+
+needs_c = pytest.mark.skipif(kernels.backend() != "c", reason="C kernels not built")
+pytestmark = needs_c
+
+FEW = settings(max_examples=25, deadline=None)
+dims = st.integers(1, 300)                # M, N, K: odd sizes, 1, not multiples of SIMD widths
+
+
+def bits32(a):
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def rand_f32(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+# ---- fp16 <-> fp32: exact -------------------------------------------------------------------------
+
+def test_f16_to_f32_is_bit_exact_for_all_65536_halves():
+    h = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    assert np.array_equal(bits32(kernels.f16_to_f32(h)), bits32(ref.f16_to_f32(h)))
+
+
+def test_f32_to_f16_is_bit_exact_on_random_bit_patterns_and_every_half_boundary():
+    rng = np.random.default_rng(0)
+    random_bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    # every half, and the floats just around every halfway point between neighbouring halves
+    halves = np.arange(0x7C00, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    mid = bits32(halves) + (1 << 12)                            # halfway to the next half (exact tie)
+    edges = np.concatenate([bits32(halves), mid - 1, mid, mid + 1])
+    x = np.concatenate([random_bits, edges, edges | 0x80000000]).view(np.float32)
+    assert np.array_equal(kernels.f32_to_f16(x).view(np.uint16), ref.f32_to_f16(x).view(np.uint16))
+
+
+def test_f32_to_f16_rounds_half_to_even_saturates_to_inf_and_keeps_subnormals():
+    x = np.array([1 + 2**-11, 1 + 3 * 2**-11, 65504, 65519.99, 65520, -1e9, 2**-24, 2**-25,
+                  1.5 * 2**-24, np.inf, -0.0], np.float32)
+    want = np.array([1, 1 + 2**-9, 65504, 65504, np.inf, -np.inf, 2**-24, 0, 2**-23, np.inf, -0.0],
+                    np.float16)
+    got = kernels.f32_to_f16(x)
+    assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+def test_nan_converts_to_a_quiet_nan_with_sign_and_payload_kept():
+    x = np.array([0x7F800001, 0xFFC12345, 0x7FA00000], np.uint32).view(np.float32)
+    h = kernels.f32_to_f16(x).view(np.uint16)
+    assert [hex(v) for v in h] == ["0x7e00", "0xfe09", "0x7f00"]
+    back = kernels.f16_to_f32(h.view(np.float16))
+    assert [hex(v) for v in bits32(back)] == ["0x7fc00000", "0xffc12000", "0x7fe00000"]
+
+
+# ---- fp32 / fp16 matmul: within a K-scaled bound -------------------------------------------------
+
+def assert_matmul_close(y, x, w, b):
+    """|y - y_exact| <= K * 2**-23 * (|x| @ |w|.T) + |y_exact| * 2**-23.
+
+    A float32 sum of K products has |error| <= K * u * sum|x_k w_k| with u = 2**-24 whatever the
+    order of the additions (the classic gamma_K bound; fused multiply-adds only make it smaller).
+    We allow twice that, plus one ulp for the reference's own rounding to float32."""
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    exact = x64 @ w64.T + (0 if b is None else b)
+    K = x.shape[1]
+    bound = K * 2.0**-23 * (np.abs(x64) @ np.abs(w64).T) + np.abs(exact) * 2.0**-23 + 1e-30
+    err = np.abs(y.astype(np.float64) - exact)
+    assert (err <= bound).all(), f"max error {err.max()} exceeds bound at {np.argmax(err - bound)}"
+
+
+@FEW
+@given(M=dims, N=dims, K=dims, with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmul_f32_matches_reference_within_k_scaled_tolerance(M, N, K, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rand_f32(rng, (M, K)), rand_f32(rng, (N, K))
+    b = rand_f32(rng, (N,)) if with_bias else None
+    y = kernels.matmul_f32(x, w, b)
+    assert y.shape == (M, N) and y.dtype == np.float32
+    assert_matmul_close(y, x, w, b)
+
+
+@FEW
+@given(M=dims, N=dims, K=dims, with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmul_f16_matches_reference_within_k_scaled_tolerance(M, N, K, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rand_f32(rng, (M, K)).astype(np.float16), rand_f32(rng, (N, K)).astype(np.float16)
+    b = rand_f32(rng, (N,)) if with_bias else None
+    y = kernels.matmul_f16(x, w, b)
+    assert y.dtype == np.float32
+    assert_matmul_close(y, x.astype(np.float32), w.astype(np.float32), b)
+
+
+def test_matmul_f16_handles_subnormal_and_largest_halves():
+    x = np.array([[2**-24, 2**-20, 1.0], [65504, -65504, 65504]], np.float16)   # 2**-24: subnormal
+    w = np.array([[2**10, 2**4, -0.5], [1.0, 1.0, 0.5]], np.float16)
+    y = kernels.matmul_f16(x, w)            # every product and partial sum is exact in float32
+    np.testing.assert_array_equal(y, [[2**-14 + 2**-16 - 0.5, 2**-24 + 2**-20 + 0.5],
+                                      [65504 * 1007.5, 32752]])
+    assert_matmul_close(y, x.astype(np.float32), w.astype(np.float32), None)
+
+
+def test_matmul_f32_propagates_nan_and_inf_like_ieee():
+    x = np.array([[1.0, np.nan], [np.inf, 1.0], [1.0, 1.0]], np.float32)
+    w = np.ones((9, 2), np.float32)
+    y = kernels.matmul_f32(x, w)
+    assert np.isnan(y[0]).all() and np.isposinf(y[1]).all() and (y[2] == 2).all()
+
+
+# ---- int8: exact ---------------------------------------------------------------------------------
+
+@FEW
+@given(M=dims, N=dims, K=dims, seed=st.integers(0, 2**16))
+def test_matmul_s8_is_exact(M, N, K, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-127, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-127, 128, (N, K)).astype(np.int8)
+    y = kernels.matmul_s8(x, w)
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y, ref.matmul_s8(x, w))
+
+
+def test_matmul_s8_at_saturation_reaches_the_largest_sums_exactly():
+    K = 1000
+    x = np.full((3, K), 127, np.int8)
+    x[1] = -127
+    w = np.full((9, K), 127, np.int8)
+    w[4] = -127
+    y = kernels.matmul_s8(x, w)
+    assert y[0, 0] == 127 * 127 * K and y[1, 0] == -127 * 127 * K and y[1, 4] == 127 * 127 * K
+    np.testing.assert_array_equal(y, ref.matmul_s8(x, w))
+
+
+group_sizes = st.sampled_from([1, 2, 3, 7, 8, 16, 31, 32, 33, 64, 96])
+
+
+@FEW
+@given(M=st.integers(1, 40), G=st.integers(1, 8), group_size=group_sizes, seed=st.integers(0, 2**16))
+def test_quantize_and_dequantize_s8_are_bit_exact(M, G, group_size, seed):
+    rng = np.random.default_rng(seed)
+    K = G * group_size
+    x = rand_f32(rng, (M, K), scale=10.0 ** rng.integers(-6, 6))
+    q, scale = kernels.quantize_s8(x, group_size)
+    q_ref, scale_ref = ref.quantize_s8(x, group_size)
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(bits32(scale), bits32(scale_ref))
+    assert q.min() >= -127 and scale.shape == (M, G)
+    np.testing.assert_array_equal(bits32(kernels.dequantize_s8(q, scale)),
+                                  bits32(ref.dequantize_s8(q, scale)))
+
+
+def test_quantize_s8_rounds_half_to_even_and_maps_the_max_to_127():
+    x = np.array([[127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -127.0, 3.49]], np.float32)  # scale = 1.0
+    q, scale = kernels.quantize_s8(x, group_size=8)
+    assert scale[0, 0] == 1.0
+    assert q.tolist() == [[127, 0, 2, 2, 0, -2, -127, 3]]
+
+
+def test_quantize_s8_special_groups_zero_tiny_nan_inf():
+    x = np.array([[0, 0, 0, 0,  1e-45, 0, 0, 0,  1, np.nan, 2, 3,  1, -np.inf, 2, 3,  1, 2, 4, -8]],
+                 np.float32)
+    q, scale = kernels.quantize_s8(x, group_size=4)
+    s = scale[0]
+    assert s[0] == 0 and s[1] == 0 and np.isnan(s[2]) and np.isposinf(s[3]) and s[4] == np.float32(8) / 127
+    assert (q[0, :16] == 0).all() and q[0, 16:].tolist() == [16, 32, 64, -127]
+    q_ref, scale_ref = ref.quantize_s8(x, group_size=4)
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(bits32(scale), bits32(scale_ref))
+    deq = kernels.dequantize_s8(q, scale)[0]
+    assert (deq[:8] == 0).all() and np.isnan(deq[8:16]).all()
+
+
+@FEW
+@given(M=st.integers(1, 40), N=st.integers(1, 70), G=st.integers(1, 6), group_size=group_sizes,
+       with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_linear_s8_is_bit_exact_against_reference(M, N, G, group_size, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    K = G * group_size
+    x = rand_f32(rng, (M, K))
+    w_q, w_scale = ref.quantize_s8(rand_f32(rng, (N, K)), group_size)
+    b = rand_f32(rng, (N,)) if with_bias else None
+    y = kernels.linear_s8(x, w_q, w_scale, b)
+    np.testing.assert_array_equal(bits32(y), bits32(ref.linear_s8(x, w_q, w_scale, b)))
+
+
+def test_linear_s8_is_close_to_the_float_layer_it_approximates():
+    # an independent sanity check of the reference itself: int8 per-row/group quantization of
+    # x and w has relative error ~ 1/254 per value, so the output error is a small fraction of |y|
+    rng = np.random.default_rng(1)
+    x, w, b = rand_f32(rng, (16, 256)), rand_f32(rng, (48, 256)), rand_f32(rng, (48,))
+    w_q, w_scale = kernels.quantize_s8(w, 32)
+    y = kernels.linear_s8(x, w_q, w_scale, b)
+    exact = x @ w.T + b
+    assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
+
+
+# ---- softmax -------------------------------------------------------------------------------------
+
+def test_exp_approximation_max_relative_error_is_within_the_documented_bound():
+    from tinylm._kernels import ffi, lib
+    x = np.linspace(-87.3, 88.7, 2_000_003, dtype=np.float32)
+    y = np.empty_like(x)
+    lib.tinylm_exp_f32(ffi.cast("float *", x.ctypes.data), ffi.cast("float *", y.ctypes.data), x.size)
+    exact = np.exp(x.astype(np.float64))
+    assert (np.abs(y - exact) / exact).max() < 1.5e-7           # tinylm_kernels.h promises this
+    special = np.array([np.nan, -np.inf, np.inf, -100, 100, 0], np.float32)
+    out = np.empty_like(special)
+    lib.tinylm_exp_f32(ffi.cast("float *", special.ctypes.data), ffi.cast("float *", out.ctypes.data), 6)
+    assert np.isnan(out[0]) and out[1:].tolist() == [0, np.inf, 0, np.inf, 1]
+
+
+def assert_softmax_close(y, y_ref):
+    # own exp (< 1.5e-7 relative) + another summation order: 1e-6 + 2e-6 * y (tinylm_kernels.h)
+    assert np.all(np.abs(y - y_ref) <= 1e-6 + 2e-6 * np.abs(y_ref)), np.abs(y - y_ref).max()
+
+
+@FEW
+@given(rows=st.integers(1, 20), T=st.integers(1, 300), causal=st.booleans(),
+       spread=st.sampled_from([0.01, 1.0, 30.0, 1e4]), seed=st.integers(0, 2**16))
+def test_softmax_f32_matches_reference(rows, T, causal, spread, seed):
+    rng = np.random.default_rng(seed)
+    Tq = min(rows, T)
+    x = rand_f32(rng, (2, Tq, T) if causal else (rows, T), scale=spread)
+    y = kernels.softmax_f32(x, causal=causal)
+    assert_softmax_close(y, ref.softmax_f32(x, causal=causal))
+    np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+def test_causal_softmax_masks_future_keys_with_a_kv_cache_offset():
+    x = np.zeros((2, 5), np.float32)                   # 2 new queries, 5 keys (3 cached)
+    y = kernels.softmax_f32(x, causal=True)
+    np.testing.assert_allclose(y, [[0.25] * 4 + [0], [0.2] * 5], rtol=1e-6)
+    assert y[0, 4] == 0.0
+
+
+def test_softmax_f32_special_values_follow_the_contract():
+    x = np.array([[1, np.nan, 2, 3], [1, np.inf, 2, 3], [-np.inf] * 4, [0, -np.inf, 0, -np.inf],
+                  [1e30, -1e30, 1e30, 0]], np.float32)
+    y = kernels.softmax_f32(x)
+    assert np.isnan(y[:3]).all()
+    assert y[3].tolist() == [0.5, 0, 0.5, 0] and y[4].tolist() == [0.5, 0, 0.5, 0]
+    y_ref = ref.softmax_f32(x)
+    assert np.array_equal(np.isnan(y), np.isnan(y_ref))
+
+
+@FEW
+@given(rows=st.integers(1, 20), T=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_softmax_f16_is_within_one_fp16_ulp_of_reference(rows, T, seed):
+    rng = np.random.default_rng(seed)
+    x = rand_f32(rng, (rows, T), scale=4.0).astype(np.float16)
+    y, y_ref = kernels.softmax_f16(x), ref.softmax_f16(x)
+    assert y.dtype == np.float16
+    # both are non-negative halves, where adjacent bit patterns are adjacent values
+    assert np.abs(y.view(np.uint16).astype(np.int32) - y_ref.view(np.uint16).astype(np.int32)).max() <= 1
+
+
+@FEW
+@given(rows=st.integers(1, 20), T=st.integers(1, 400), scale=st.sampled_from([0.001, 0.03, 0.1, 1.0]),
+       seed=st.integers(0, 2**16))
+def test_softmax_s8_is_exact_and_within_1_over_256_of_float_softmax(rows, T, scale, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (rows, T)).astype(np.int8)
+    y = kernels.softmax_s8(x, scale)
+    assert y.dtype == np.uint8
+    np.testing.assert_array_equal(y, ref.softmax_s8(x, scale))
+    p = ref.softmax_f32(x.astype(np.float32) * np.float32(scale))
+    assert np.abs(y / 256.0 - p).max() <= 1 / 256 + 2**-22
+
+
+def test_softmax_s8_saturates_a_certain_token_to_255():
+    x = np.array([[127, -128, -128]], np.int8)
+    assert kernels.softmax_s8(x, 1.0).tolist() == [[255, 0, 0]]
+
+
+def test_reference_docstring_examples_hold():
+    failures, _ = doctest.testmod(ref)
+    assert failures == 0
+    failures, _ = doctest.testmod(kernels)
+    assert failures == 0
