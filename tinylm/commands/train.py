@@ -1,0 +1,161 @@
+"""`tinylm train`: corpus -> tokenizer -> token ids -> a trained GPT in a run folder.
+
+    tinylm train --data builtin --out runs/manual --vocab-size 512 --max-iters 1000
+    tinylm train --data ../shared/data/tinyshakespeare.txt --out runs/shakespeare --vocab-size 256
+    tinylm train --out runs/manual --resume --max-iters 2000      # continue (and extend) a run
+
+A folder that already holds a run is never overwritten by accident: pass --resume to continue it or
+--force to start again from scratch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+# options that shape the model or the data: fixed once a run has started
+MODEL_OPTIONS = ("vocab_size", "tokenizer", "n_layer", "n_head", "n_embd", "block_size", "dropout", "data",
+                 "val_fraction", "no_clean")
+# TrainConfig fields set from options of the same name
+TRAIN_OPTIONS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
+                 "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed", "val_fraction")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "train", help="train a tokenizer and a GPT on a corpus, saving a run folder",
+        description="Train a byte-level BPE tokenizer and a GPT on a corpus (a text file, a folder of .txt/.md "
+                    "files, or 'builtin': the Python reference manual every Python ships). The run folder gets "
+                    "config.json, model.npz, tokenizer.json, optimizer.npz, state.json, tokens.npz and the loss "
+                    "history (loss.json, loss.csv, loss.png). Unset options take the defaults of nanoGPT's small "
+                    "Shakespeare run (4 layers, 4 heads, 128 wide, 64 tokens of context, batch 12, lr 1e-3 -> 1e-4).")
+    p.add_argument("--data", help="corpus: a UTF-8 text file, a folder of .txt/.md files, or 'builtin' "
+                                  "(required for a new run; a resumed run uses the tokens saved in its folder)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write (or to resume from)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out exactly where it stopped (only --max-iters may change)")
+    p.add_argument("--force", action="store_true", help="start a new run even if --out already holds one "
+                                                        "(its checkpoint is replaced)")
+    g = p.add_argument_group("tokenizer and data")
+    g.add_argument("--vocab-size", type=int, help="tokenizer vocabulary: 256 = raw bytes, no merges; more = BPE "
+                                                  "merges learned from the corpus (default 512)")
+    g.add_argument("--tokenizer", metavar="FILE", help="use this tokenizer.json instead of training one")
+    g.add_argument("--val-fraction", type=float, help="fraction of the corpus, at its end, held out for "
+                                                      "validation (default 0.1)")
+    g.add_argument("--no-clean", action="store_true", help="train on the text exactly as read, without "
+                                                           "tinylm.data.clean_text")
+    g = p.add_argument_group("model (GPTConfig)")
+    g.add_argument("--n-layer", type=int, help="transformer blocks (default 4)")
+    g.add_argument("--n-head", type=int, help="attention heads per block (default 4)")
+    g.add_argument("--n-embd", type=int, help="width of the token vectors, a multiple of --n-head (default 128)")
+    g.add_argument("--block-size", type=int, help="context length in tokens (default 64)")
+    g.add_argument("--dropout", type=float, help="dropout probability while training (default 0)")
+    g = p.add_argument_group("training (TrainConfig)")
+    g.add_argument("--batch-size", type=int, help="sequences per micro-batch (default 12)")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default 1)")
+    g.add_argument("--max-iters", type=int, help="optimizer steps in the whole run (default 2000)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay (default 1e-4)")
+    g.add_argument("--warmup-iters", type=int, help="steps of linear warmup (default 100)")
+    g.add_argument("--lr-decay-iters", type=int, help="step where the decay reaches --min-lr (default --max-iters)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay on weight matrices (default 0.1)")
+    g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this; 0 = off (default 1.0)")
+    g.add_argument("--eval-interval", type=int, help="evaluate and save a checkpoint every N steps (default 250)")
+    g.add_argument("--eval-iters", type=int, help="batches per evaluation of each split (default 20)")
+    g.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (default 1337)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    if args.resume:
+        return resume_run(args)
+    if args.data is None:
+        raise ValueError("--data is required to start a run (a file, a folder, or 'builtin')")
+    from tinylm.model import GPTConfig
+    from tinylm.train import TrainConfig
+
+    model_kw = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout")
+                if getattr(args, k) is not None}
+    train_kw = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    train_config = TrainConfig(data=args.data, clean=not args.no_clean, **train_kw)
+    GPTConfig(**model_kw)  # bad sizes fail now, before minutes of tokenizer training
+    result = start_run(args.out, train_config, model_kw, vocab_size=args.vocab_size or 512,
+                       tokenizer_path=args.tokenizer, force=args.force, verbose=not args.quiet)
+    report(args.out, result)
+    return 0
+
+
+def start_run(out, train_config, model_kw, vocab_size=512, tokenizer_path=None, force=False, verbose=True):
+    """Prepare the data and train a new run in folder `out`; returns (model, tokenizer, TrainResult)."""
+    from tinylm.checkpoint import has_checkpoint, save_tokens
+    from tinylm.data import clean_text, encode_corpus, load_corpus, train_val_split
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.tokenizer import Tokenizer
+    from tinylm.train import train
+
+    if has_checkpoint(out) and not force:
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or --force to replace it")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder")
+    text = load_corpus(train_config.data)
+    if train_config.clean:
+        text = clean_text(text)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
+    if tokenizer_path is not None:
+        tokenizer = Tokenizer.load(tokenizer_path)
+    elif vocab_size == 256:
+        tokenizer = Tokenizer()  # bytes, no merges
+    elif vocab_size < 256:
+        raise ValueError(f"--vocab-size is {vocab_size}; expected 256 (bytes) or more (bytes + BPE merges)")
+    else:
+        say(f"training a BPE tokenizer with {vocab_size} tokens on {len(text):,} characters ...")
+        tokenizer = Tokenizer().train(text, vocab_size)
+    ids = encode_corpus(text, tokenizer)
+    train_ids, val_ids = train_val_split(ids, train_config.val_fraction)
+    save_tokens(out, train_ids, val_ids)
+    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **model_kw)
+    model = GPT(model_config, seed=train_config.seed)
+    say(f"{len(train_ids):,} training and {len(val_ids):,} validation tokens ({len(text) / len(ids):.2f} "
+        f"characters per token); a GPT with {model.num_params():,} parameters")
+    result = train(model, train_ids, val_ids, train_config, tokenizer=tokenizer, run_dir=out,
+                   verbose=verbose)
+    return model, tokenizer, result
+
+
+def resume_run(args):
+    from tinylm.checkpoint import load_checkpoint, load_tokens
+    from tinylm.train import TrainConfig, train
+
+    fixed = [name for name in MODEL_OPTIONS + TRAIN_OPTIONS
+             if name != "max_iters" and getattr(args, name, None) not in (None, False)]
+    if fixed or args.force:
+        flags = ", ".join("--" + name.replace("_", "-") for name in (fixed or ["force"]))
+        raise ValueError(f"{flags} cannot be used with --resume: a resumed run keeps its data and settings "
+                         "(only --max-iters may change)")
+    checkpoint = load_checkpoint(args.out)
+    config = dict(checkpoint.train_config)
+    if args.max_iters is not None:
+        config["max_iters"] = args.max_iters
+    train_config = TrainConfig.from_dict(config)
+    if checkpoint.step >= train_config.max_iters:
+        print(f"{args.out} is already at step {checkpoint.step} of {train_config.max_iters}; pass a larger "
+              "--max-iters to train longer", file=sys.stderr)
+        return 0
+    train_ids, val_ids = load_tokens(args.out)
+    print(f"resuming {args.out} at step {checkpoint.step} of {train_config.max_iters}", file=sys.stderr)
+    result = train(checkpoint.model, train_ids, val_ids, train_config, tokenizer=checkpoint.tokenizer,
+                   run_dir=args.out, resume=checkpoint, verbose=not args.quiet)
+    report(args.out, (checkpoint.model, checkpoint.tokenizer, result))
+    return 0
+
+
+def report(out, run):
+    """The closing lines of a run, on stdout."""
+    _, _, result = run
+    print(f"step {result.step}: train loss {result.train_loss:.4f}, val loss {result.val_loss:.4f} "
+          f"(perplexity {math.exp(result.val_loss):.2f}), {result.seconds:.1f} s, "
+          f"{result.tokens_per_second:,.0f} tokens/s")
+    print(f"saved in {out}/ (model.npz, tokenizer.json, loss.csv"
+          + (", loss.png" if os.path.exists(os.path.join(out, "loss.png")) else "") + ")")
+

@@ -1,0 +1,312 @@
+"""The training loop: batches in, AdamW steps out, with evaluation, checkpoints and exact resume.
+
+One step of training, in the order the loop below does it:
+
+    lr = cosine_schedule(step)                   warm up, then decay from lr to min_lr
+    for each of grad_accum micro-batches:
+        x, y = get_batch(train_data)             (B, T) inputs and targets, shifted by one token
+        loss = model(x, y) / grad_accum          mean cross-entropy, in nats per token
+        loss.backward()                          gradients add up in p.grad across micro-batches
+    clip_grad_norm(params, grad_clip)            one huge gradient must not wreck the weights
+    optimizer.step(); optimizer.zero_grad()
+
+Every `eval_interval` steps the loss is measured on FIXED batches of the training and the validation
+data (the same batches each time, so the numbers are comparable and not just batch noise), and a
+checkpoint is written (tinylm.checkpoint). A run that is stopped and resumed from a checkpoint gives
+the same losses, bit for bit, as one that never stopped: the checkpoint holds the weights, AdamW's
+moments, the step, and the states of both random generators (batches and dropout).
+
+    >>> config = TrainConfig(batch_size=8, max_iters=100, eval_interval=50)
+    >>> result = train(model, train_ids, val_ids, config)          # doctest: +SKIP
+    >>> result.val_loss                                             # doctest: +SKIP
+    2.71
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from tinylm.autograd import no_grad
+from tinylm.data import get_batch
+from tinylm.optim import AdamW, clip_grad_norm, cosine_schedule
+from tinylm.progress import Progress
+
+# -----------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class TrainConfig:
+    """How to train (the model's own sizes are in GPTConfig). Defaults: nanoGPT's small Shakespeare run.
+
+    batch_size     sequences per micro-batch (B); each is block_size tokens long (T, from the model)
+    grad_accum     micro-batches per optimizer step: the step sees batch_size * grad_accum sequences
+    max_iters      optimizer steps in the whole run
+    lr, min_lr     peak learning rate, reached after warmup_iters; min_lr at lr_decay_iters and after
+    warmup_iters   steps of linear warmup from ~0 to lr
+    lr_decay_iters step at which the cosine decay reaches min_lr (None: max_iters)
+    weight_decay   AdamW's decoupled decay, on weight matrices only (GPT.optim_groups)
+    beta1, beta2   AdamW's averaging constants for the gradient and its square
+    grad_clip      clip the global gradient norm to this (0: no clipping)
+    eval_interval  evaluate (and checkpoint) every this many steps, and at the end
+    eval_iters     batches of the fixed evaluation set (per split)
+    seed           seeds the batch order (the model's weights and dropout have GPT's own seed)
+    data, val_fraction, clean   how the corpus was prepared (recorded in config.json by `tinylm train`)
+    """
+
+    batch_size: int = 12
+    grad_accum: int = 1
+    max_iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 20
+    seed: int = 1337
+    data: str | None = None
+    val_fraction: float = 0.1
+    clean: bool = True
+
+    def __post_init__(self):
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
+            _check_int(name, getattr(self, name), low=1)
+        _check_int("warmup_iters", self.warmup_iters, low=0)
+        _check_int("seed", self.seed, low=0)
+        if self.lr_decay_iters is not None:
+            _check_int("lr_decay_iters", self.lr_decay_iters, low=self.warmup_iters)
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"TrainConfig: {name} is {value!r}; expected a number >= 0")
+        if self.min_lr > self.lr:
+            raise ValueError(f"TrainConfig: min_lr ({self.min_lr}) is larger than lr ({self.lr})")
+        if self.lr_decay_iters is None and self.warmup_iters > self.max_iters:
+            raise ValueError(f"TrainConfig: warmup_iters ({self.warmup_iters}) is longer than max_iters "
+                             f"({self.max_iters})")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"TrainConfig: {name} is {getattr(self, name)}; expected 0 <= {name} < 1")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"TrainConfig: val_fraction is {self.val_fraction}; expected between 0 and 1")
+
+    @property
+    def decay_iters(self):
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+    def lr_at(self, step):
+        """The learning rate of step `step` (0-based): warmup, then cosine decay to min_lr."""
+        return cosine_schedule(step, self.lr, self.min_lr, self.warmup_iters, self.decay_iters)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """The inverse of to_dict; unknown keys are an error (a typo must not be silently ignored)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown setting(s) {', '.join(unknown)}")
+        return cls(**d)
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"TrainConfig: {name} is {value!r}; expected an integer >= {low}")
+
+
+# -----------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate(model, data, batch_size, block_size, iters=20, seed=0):
+    """Mean cross-entropy (nats per token) of `model` on `data`, without gradients and without dropout.
+
+    iters=N: N batches drawn with a generator seeded by `seed`, so the SAME batches every call: two
+    evaluations differ only because the model changed, not because the batches did.
+    iters=None: every non-overlapping window of `data`, in order (the whole text, for a final number).
+
+    The loss is averaged over tokens; exp(loss) is the perplexity.
+    """
+    data = np.asarray(data)
+    if iters is None:
+        n_windows = (len(data) - 1) // block_size
+        if n_windows < 1:
+            raise ValueError(f"evaluate: data has {len(data)} tokens; one window of block_size={block_size} "
+                             f"needs {block_size + 1}")
+        starts = np.arange(n_windows) * block_size
+        batches = [starts[i:i + batch_size] for i in range(0, n_windows, batch_size)]
+    else:
+        rng = np.random.default_rng(seed)
+        if len(data) <= block_size:
+            get_batch(data, batch_size, block_size, rng)  # raises the clear "too few tokens" error
+        batches = [rng.integers(0, len(data) - block_size, size=batch_size) for _ in range(iters)]
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with no_grad():
+            for starts in batches:
+                offsets = starts[:, None] + np.arange(block_size)  # (B, T)
+                x = data[offsets].astype(np.int64)  # (B, T)
+                y = data[offsets + 1].astype(np.int64)  # (B, T)
+                _, loss = model(x, y)
+                total += loss.item() * y.size
+                count += y.size
+    finally:
+        model.train(was_training)
+    return total / count
+
+
+# -----------------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class TrainResult:
+    """What a call of `train` returns: where it stopped, and the losses on the way."""
+    step: int
+    history: dict  # {"step": [...], "loss": [...], "lr": [...], "eval": [{"step", "train_loss", "val_loss"}]}
+    best_val_loss: float
+    seconds: float
+    tokens_per_second: float
+    optimizer: object = field(repr=False, default=None)
+
+    @property
+    def val_loss(self):
+        """The validation loss of the last evaluation (nan when there was none)."""
+        evals = self.history["eval"]
+        return evals[-1]["val_loss"] if evals else float("nan")
+
+    @property
+    def train_loss(self):
+        evals = self.history["eval"]
+        return evals[-1]["train_loss"] if evals else float("nan")
+
+
+def new_history():
+    return {"step": [], "loss": [], "lr": [], "eval": []}
+
+
+def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, resume=None, stop_at=None,
+          verbose=True):
+    """Train `model` on token ids `train_data`, evaluating on `val_data`; returns a TrainResult.
+
+    tokenizer, run_dir  when both are given, a checkpoint is saved in run_dir at every evaluation, at
+                        the end, and when the run is interrupted (Ctrl-C) between two steps
+    resume              a Checkpoint (tinylm.checkpoint.load_checkpoint) to continue from: its step,
+                        optimizer state, random generator states and history; `model` must be its model
+    stop_at             stop after this step instead of max_iters (the schedule still spans max_iters):
+                        a long run can be trained in pieces
+    verbose             a progress line and one line per evaluation on stderr
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
+    block_size = model.config.block_size
+    for name, data in (("train_data", train_data), ("val_data", val_data)):
+        if len(data) <= block_size:
+            raise ValueError(f"train: {name} has {len(data)} tokens; block_size={block_size} needs at least "
+                             f"{block_size + 1} (use a larger corpus or a smaller --block-size)")
+    end = config.max_iters if stop_at is None else int(stop_at)
+    if not 0 <= end <= config.max_iters:
+        raise ValueError(f"train: stop_at is {stop_at}; expected 0 .. max_iters ({config.max_iters})")
+    saving = run_dir is not None
+    if saving and tokenizer is None:
+        raise ValueError("train: saving checkpoints in run_dir needs the tokenizer too")
+
+    optimizer = AdamW(model.optim_groups(config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2))
+    params = model.parameters()
+    rng = np.random.default_rng(config.seed)  # the order of the training batches
+    step, history, best_val_loss = 0, new_history(), float("inf")
+    if resume is not None:
+        if resume.model is not model:
+            raise ValueError("train: resume is a checkpoint of another model; pass checkpoint.model as model")
+        if resume.optimizer_state is None:
+            raise ValueError("train: the checkpoint has no optimizer state, so training cannot resume exactly")
+        optimizer.load_state_dict(resume.optimizer_state)
+        rng.bit_generator.state = resume.state["rng"]
+        model.dropout_rng.bit_generator.state = resume.state["dropout_rng"]
+        step, best_val_loss = resume.step, resume.state.get("best_val_loss", float("inf"))
+        history = resume.history or new_history()
+
+    def measure():
+        """Loss on the fixed evaluation batches of both splits, recorded in the history."""
+        nonlocal best_val_loss
+        kw = dict(batch_size=config.batch_size, block_size=block_size, iters=config.eval_iters, seed=config.seed)
+        point = {"step": step, "train_loss": evaluate(model, train_data, **kw), "val_loss": evaluate(model, val_data, **kw)}
+        history["eval"].append(point)
+        best_val_loss = min(best_val_loss, point["val_loss"])
+        if verbose:
+            print(f"step {step}: train loss {point['train_loss']:.4f}, val loss {point['val_loss']:.4f}",
+                  file=sys.stderr, flush=True)
+
+    def save(rng_state, dropout_state):
+        train_state = {"config": config.to_dict(), "step": step, "rng": rng_state, "dropout_rng": dropout_state,
+                       "best_val_loss": best_val_loss, "history": history}
+        from tinylm.checkpoint import save_checkpoint
+        save_checkpoint(run_dir, model, tokenizer, optimizer, train_state)
+
+    model.train()
+    if step == 0 and not history["eval"]:
+        measure()  # the loss before any training: ~ln(vocab_size) for a fresh model
+    tokens_per_step = config.batch_size * config.grad_accum * block_size
+    progress = Progress(total=end - step, what="steps", enabled=verbose)
+    start_step, t0, updating = step, time.perf_counter(), False
+    generators = rng.bit_generator.state, model.dropout_rng.bit_generator.state  # as of the last whole step
+    try:
+        while step < end:
+            lr = config.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            optimizer.zero_grad()
+            step_loss = 0.0
+            for _ in range(config.grad_accum):
+                x, y = get_batch(train_data, config.batch_size, block_size, rng)  # (B, T), (B, T)
+                _, loss = model(x, y)
+                if config.grad_accum > 1:
+                    loss = loss * (1.0 / config.grad_accum)  # the mean over all micro-batches
+                loss.backward()
+                step_loss += loss.item()
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"train: the loss became {step_loss} at step {step}; try a lower lr")
+            if config.grad_clip > 0:
+                clip_grad_norm(params, config.grad_clip)
+            updating = True  # from here until the step is recorded, an interrupt must not save
+            optimizer.step()
+            step += 1
+            history["step"].append(step)
+            history["loss"].append(step_loss)
+            history["lr"].append(lr)
+            generators = rng.bit_generator.state, model.dropout_rng.bit_generator.state
+            updating = False
+
+            elapsed = time.perf_counter() - t0
+            progress.update(step - start_step, extra=f"step {step} | loss {step_loss:.4f} | lr {lr:.2e} | "
+                                                      f"{(step - start_step) * tokens_per_step / elapsed:,.0f} tok/s")
+            if step % config.eval_interval == 0 or step == end:
+                measure()
+                if saving:
+                    save(*generators)
+    except KeyboardInterrupt:
+        # save the last whole step, unless the interrupt came in the middle of an optimizer update
+        # (the weights would be half-changed; the previous checkpoint then stays the last good one)
+        if saving and not updating and step > start_step:
+            save(*generators)
+        raise
+    finally:
+        progress.done(step - start_step)
+    seconds = time.perf_counter() - t0
+    return TrainResult(step=step, history=history, best_val_loss=best_val_loss, seconds=seconds,
+                       tokens_per_second=(step - start_step) * tokens_per_step / max(seconds, 1e-9),
+                       optimizer=optimizer)
