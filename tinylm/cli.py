@@ -14,6 +14,7 @@ import sys
 
 # the subcommands, in the order `tinylm --help` lists them
 COMMANDS = [
+    "tinylm.commands.train",
     "tinylm.commands.info",
     "tinylm.commands.generate",
     "tinylm.commands.quantize",
