@@ -324,11 +324,17 @@ class Tokenizer:
         parts = files.tokenizer_from_json(fileio.load_json(path, "tokenizer file"), path)
         return cls._from_parts(*parts, where=path)
 
+    def vocab_listing(self):
+        """A human-readable listing: one line per id, its bytes, and the pair it was merged from.
+
+        256\t[ t]\t<- [ ] + [t]
+        """
+        return files.vocab_listing(self._id_to_bytes, self._merge_list(), self.special_tokens)
+
     def save_vocab(self, path):
-        """Write a human-readable listing: one line per id, its bytes, and the pair it was merged from."""
-        lines = files.vocab_listing(self._id_to_bytes, self._merge_list(), self.special_tokens)
+        """Write `vocab_listing()` to a text file."""
         with fileio.atomic_open(path, "w") as f:
-            f.write(lines)
+            f.write(self.vocab_listing())
 
     @classmethod
     def from_gpt2_files(cls, vocab_json, merges_txt, pattern="gpt2"):
