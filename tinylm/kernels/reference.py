@@ -129,7 +129,8 @@ def dequantize_s8(q, scale):
     K // G columns. Exact (one float32 multiply per element)."""
     M, K = q.shape
     group_size = K // scale.shape[1]
-    x = q.reshape(M, -1, group_size).astype(np.float32) * scale[..., None]   # (M, G, group_size)
+    with np.errstate(invalid="ignore"):                      # 0 * NaN, 0 * inf: NaN, as promised
+        x = q.reshape(M, -1, group_size).astype(np.float32) * scale[..., None]   # (M, G, group_size)
     return x.reshape(M, K)
 
 
