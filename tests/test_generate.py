@@ -195,6 +195,8 @@ def test_generate_restores_the_training_flag():
     (np.array([[1, 40]]), dict(), ValueError, r"outside 0 \.\. 39"),
     (np.zeros((1, 2, 3), np.int64), dict(), ValueError, "expected"),
     (PROMPT, dict(top_p=2.0), ValueError, "top_p"),
+    (PROMPT, dict(stop_tokens=["<|endoftext|>"]), ValueError, r"stop_tokens must be token ids in 0 \.\. 39"),
+    (PROMPT, dict(stop_tokens=40), ValueError, "got 40"),
 ])
 def test_bad_generate_arguments_give_clear_errors(prompt, kwargs, error, message):
     kwargs = {"max_new_tokens": 3, **kwargs}

@@ -141,6 +141,17 @@ def _check_prompt(idx, vocab_size):
     return idx.astype(np.int64)
 
 
+def _check_stop_tokens(stop_tokens, vocab_size):
+    """None, one id or a list of ids -> a set of ids, each checked to be a token id of the model."""
+    if stop_tokens is None:
+        return set()
+    items = list(stop_tokens) if isinstance(stop_tokens, (list, tuple, set, frozenset, np.ndarray)) else [stop_tokens]
+    for t in items:
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+            raise ValueError(f"stop_tokens must be token ids in 0 .. {vocab_size - 1}, got {t!r}")
+    return {int(t) for t in items}
+
+
 def refill_size(block_size):
     """How many recent tokens a full KV cache is re-filled with: block_size // 2 (at least 1)."""
     return max(1, block_size // 2)
@@ -169,9 +180,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     _check_sampling(temperature, top_k, top_p)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    stop = set()
-    if stop_tokens is not None:
-        stop = {int(t) for t in (stop_tokens if np.iterable(stop_tokens) else [stop_tokens])}
+    stop = _check_stop_tokens(stop_tokens, cfg.vocab_size)
     idx = _check_prompt(idx, cfg.vocab_size)
     one_row = idx.ndim == 1
     out = idx[None, :] if one_row else idx  # (B, T)
@@ -217,10 +226,8 @@ def generate_text(model, tokenizer, prompt, **kwargs):
         raise ValueError("generate_text: the prompt is empty; give at least one character")
     ids = tokenizer.encode(prompt)
     new = generate(model, np.array(ids, dtype=np.int64), **kwargs)[len(ids):]  # (new,)
-    stop = kwargs.get("stop_tokens")
-    if stop is not None:
-        stop = set(int(t) for t in (stop if np.iterable(stop) else [stop]))
-        hits = [i for i, t in enumerate(new.tolist()) if t in stop]
-        if hits:
-            new = new[:hits[0]]
+    stop = _check_stop_tokens(kwargs.get("stop_tokens"), model.config.vocab_size)
+    hits = [i for i, t in enumerate(new.tolist()) if t in stop]
+    if hits:
+        new = new[:hits[0]]
     return prompt + tokenizer.decode(new.tolist())
