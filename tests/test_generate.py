@@ -258,3 +258,18 @@ def test_generate_command_errors_are_one_line(capsys, tmp_path):
     assert "Hugging Face folder not found" in capsys.readouterr().err
     assert cli.main(["generate", "--run", str(tmp_path), "--prompt", ""]) == 2
     assert "--prompt is empty" in capsys.readouterr().err
+
+
+def test_generate_command_runs_a_saved_checkpoint(capsys, tmp_path):
+    from tinylm.checkpoint import save_checkpoint
+    from tinylm.tokenizer import Tokenizer
+
+    tok = Tokenizer(special_tokens=["<|endoftext|>"])  # bytes + one special token: vocab_size 257
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16), seed=1)
+    save_checkpoint(tmp_path / "run", model, tok)
+    args = ["generate", "--run", str(tmp_path / "run"), "--prompt", "我喜欢", "--max-new-tokens", "20", "--seed", "3"]
+    assert cli.main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("我喜欢")
+    assert cli.main(args) == 0 and capsys.readouterr().out == first  # same seed, same text
+    assert cli.main(args + ["--no-cache"]) == 0 and capsys.readouterr().out == first  # 9 + 20 tokens fit block_size
