@@ -273,3 +273,11 @@ def test_generate_command_runs_a_saved_checkpoint(capsys, tmp_path):
     assert first.startswith("我喜欢")
     assert cli.main(args) == 0 and capsys.readouterr().out == first  # same seed, same text
     assert cli.main(args + ["--no-cache"]) == 0 and capsys.readouterr().out == first  # 9 + 20 tokens fit block_size
+
+
+def test_generate_benchmark_runs_and_prints_ratios(capsys):
+    from tinylm.bench.generate import main
+
+    assert main(["--configs", "small", "--context", "24", "--new", "4", "--repeats", "1"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("small")]
+    assert len(row) == 1 and row[0].count("x") >= 2  # two ratios: end to end and per step

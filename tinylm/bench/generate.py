@@ -2,7 +2,7 @@
 
 Two models with random weights (the speed of a forward pass does not depend on what was learned):
     small   n_layer=4, n_head=4, n_embd=128, vocab_size=256   (the default GPTConfig, ~0.8M parameters)
-    gpt2    n_layer=12, n_head=12, n_embd=768, vocab_size=50257 (GPT-2 124M's shapes)
+    gpt2    n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024 (GPT-2 124M's shapes)
 For each, greedy generation of `--new` tokens that end at `--context` tokens of context:
     end-to-end  tokens/s of generate(use_cache=False) vs generate(use_cache=True), the cached run paying
                 for its prefill of the prompt;
@@ -22,7 +22,7 @@ import numpy as np
 
 CONFIGS = {
     "small": dict(vocab_size=256, n_layer=4, n_head=4, n_embd=128),
-    "gpt2": dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768),
+    "gpt2": dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, block_size=1024),
 }
 
 
@@ -41,7 +41,9 @@ def bench_config(name, context, new, repeats):
     from tinylm.generate import generate
     from tinylm.model import GPT, GPTConfig
 
-    config = GPTConfig(block_size=max(context, 64), **CONFIGS[name])
+    sizes = dict(CONFIGS[name])
+    sizes["block_size"] = max(context, sizes.get("block_size", 64))  # the context must fit the model
+    config = GPTConfig(**sizes)
     model = GPT(config, seed=0)
     model.eval()
     prompt = np.random.default_rng(0).integers(0, config.vocab_size, size=(1, context - new))  # (1, P)
