@@ -117,7 +117,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.dropout = config.dropout
+        self.attn_dropout_p = config.dropout  # dropout on the attention weights, while training
         self.dropout_rng = dropout_rng
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias, rng=rng)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias, rng=rng)
@@ -132,7 +132,7 @@ class CausalSelfAttention(nn.Module):
         v = v.reshape(B, T, nh, hs).permute(0, 2, 1, 3)  # (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.append(layer, k, v)  # (B, nh, Tk, hs): the past and the T new positions
-        p = self.dropout if self.training else 0.0
+        p = self.attn_dropout_p if self.training else 0.0
         y = scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p, rng=self.dropout_rng)  # (B, nh, T, hs)
         y = y.permute(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
