@@ -159,7 +159,7 @@ def save_checkpoint(run_dir, model, tokenizer, optimizer=None, train_state=None)
 
     # 3. the new files take their real names; files of an older checkpoint not in this one go away
     for name in written:
-        os.replace(os.path.join(run_dir, name + ".next"), os.path.join(run_dir, name))
+        _promote(run_dir, name)
     for name in (OPTIMIZER, HISTORY):
         if name not in written and os.path.exists(os.path.join(run_dir, name)):
             os.remove(os.path.join(run_dir, name))
@@ -167,6 +167,11 @@ def save_checkpoint(run_dir, model, tokenizer, optimizer=None, train_state=None)
     if history is not None:  # drawings of the history: not part of the checkpoint, redrawn each time
         write_loss_csv(os.path.join(run_dir, "loss.csv"), history)
         plot_loss(os.path.join(run_dir, "loss.png"), history)
+
+
+def _promote(run_dir, name):
+    """NAME.next becomes NAME (step 3 of a save)."""
+    os.replace(os.path.join(run_dir, name + ".next"), os.path.join(run_dir, name))
 
 
 def write_loss_csv(path, history):
