@@ -14,7 +14,10 @@ import sys
 
 # the subcommands, in the order `tinylm --help` lists them
 COMMANDS = [
+    "tinylm.commands.tokenizer",
+    "tinylm.commands.demo",
     "tinylm.commands.train",
+    "tinylm.commands.eval",
     "tinylm.commands.info",
     "tinylm.commands.generate",
     "tinylm.commands.quantize",
