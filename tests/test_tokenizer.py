@@ -313,3 +313,12 @@ def test_decode_rejects_ids_out_of_range_and_non_integers(trained):
         trained.token_bytes("a")
     with pytest.raises(TypeError, match="text must be a str"):
         trained.encode(b"bytes")
+
+
+def test_count_pairs_and_merge_pair_the_two_steps_of_bpe():
+    from tinylm.tokenizer import count_pairs, merge_pair
+    ids = [97, 97, 97, 98, 97, 97]  # "aaabaa"
+    assert count_pairs(ids) == {(97, 97): 3, (97, 98): 1, (98, 97): 1}  # overlapping pairs all count
+    assert merge_pair(ids, (97, 97), 256) == [256, 97, 98, 256]  # left to right, no overlaps
+    assert ids == [97, 97, 97, 98, 97, 97]  # the input is not changed
+    assert merge_pair([], (1, 2), 3) == [] and merge_pair([1], (1, 2), 3) == [1]

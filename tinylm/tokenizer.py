@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import warnings
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 import regex
@@ -50,7 +50,8 @@ PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
 
 ALLOWED_SPECIAL = ("all", "none", "none_raise")
 LONG_CHUNK = 128  # chunks longer than this (in bytes) are merged with a heap instead of rescans
-NO_MERGE = (float("inf"),)  # the rank of a pair that is not a merge
+NO_MERGE = (float("inf"),)
+CACHE_SIZE = 200_000  # chunk strings whose ids are remembered; a text usually repeats far fewer  # the rank of a pair that is not a merge
 
 
 def resolve_pattern(pattern):
@@ -67,22 +68,34 @@ def resolve_pattern(pattern):
     return pattern
 
 
+def count_pairs(ids):
+    """How often each adjacent pair occurs, in order of first occurrence: the first step of BPE.
+
+    >>> count_pairs([1, 2, 3, 1, 2])
+    {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+    """
+    counts = {}
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
 def merge_pair(ids, pair, new_id):
-    """Replace every occurrence of `pair` in `ids`, left to right, by `new_id`.
+    """A copy of `ids` with every occurrence of `pair`, left to right, replaced by `new_id`.
 
     >>> merge_pair([5, 6, 6, 6, 7], (6, 6), 99)
     [5, 99, 6, 7]
     """
-    out, i, n = [], 0, len(ids)
-    a, b = pair
-    while i < n:
-        if i < n - 1 and ids[i] == a and ids[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    ids, (a, b) = list(ids), pair
+    i = 0
+    while True:
+        try:
+            i = ids.index(a, i)  # the next candidate, found at C speed
+        except ValueError:
+            return ids
+        if i + 1 < len(ids) and ids[i + 1] == b:
+            ids[i:i + 2] = [new_id]
+        i += 1
 
 
 class Tokenizer:
@@ -195,21 +208,32 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encoding
     def _encode_chunk(self, data):
-        """The ids of one chunk's bytes: apply the lowest-ranked merge present, until none applies.
+        """The ids of one chunk's bytes: merge the lowest-ranked adjacent pair until none is a merge.
 
-        This is GPT-2's rule: among adjacent pairs, merge the one learned earliest (lowest rank),
-        everywhere in the chunk, then look again.
+        Ties (the same pair twice) go to the leftmost, one merge at a time, as tiktoken and Hugging
+        Face do. GPT-2's encoder.py merges every occurrence of the pair at once; that gives the same
+        ids, since a merge that uses a token always comes after the merge that made it.
+
+        >>> tok = Tokenizer().train("aaabdaaabac", 259, pattern=None)   # aa, aa+a, aaa+b
+        >>> tok._encode_chunk(b"aaaab")     # [a a a a b] -> [aa a a b] -> [aa aa b]
+        [256, 256, 98]
         """
-        ids = [self._byte_ids[b] for b in data]
+        ids = list(map(self._byte_ids.__getitem__, data))
         if len(ids) > LONG_CHUNK:
             return self._encode_long_chunk(ids)
         rank_of = self._ranks.get  # (left, right) -> (rank, left, right, new_id)
-        while len(ids) >= 2:
-            best = min(map(rank_of, zip(ids, ids[1:]), repeat(NO_MERGE)))  # lowest rank, one C-level pass
+        ranks = list(map(rank_of, zip(ids, ids[1:]), repeat(NO_MERGE)))  # ranks[i]: pair (ids[i], ids[i+1])
+        while ranks:
+            best = min(ranks)
             if best is NO_MERGE:
                 break
-            _, a, b, new_id = best
-            ids = merge_pair(ids, (a, b), new_id)
+            i = ranks.index(best)  # the leftmost occurrence of the best pair
+            ids[i:i + 2] = [best[3]]
+            del ranks[i]
+            if i > 0:  # the pairs on either side of the new token changed
+                ranks[i - 1] = rank_of((ids[i - 1], ids[i]), NO_MERGE)
+            if i < len(ranks):
+                ranks[i] = rank_of((ids[i], ids[i + 1]), NO_MERGE)
         return ids
 
     def _encode_long_chunk(self, ids):
@@ -248,15 +272,15 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode: text must be a str, not {type(text).__name__}")
-        cache, ids = self._chunk_cache, []
-        if len(cache) > 100_000:
+        chunks = _split_checked(text, self._split)
+        cache = self._chunk_cache
+        new_chunks = set(chunks).difference(cache)
+        if len(cache) + len(new_chunks) > CACHE_SIZE:
             cache.clear()
-        for chunk in _split_checked(text, self._split):
-            chunk_ids = cache.get(chunk)
-            if chunk_ids is None:
-                chunk_ids = cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
-            ids.extend(chunk_ids)
-        return ids
+            new_chunks = set(chunks)
+        for chunk in new_chunks:
+            cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
+        return list(chain.from_iterable(map(cache.__getitem__, chunks)))  # every chunk's ids, in order
 
     def encode(self, text, allowed_special="none_raise"):
         """Encode `text` to a list of ids, with special tokens handled as `allowed_special` says.
@@ -298,7 +322,10 @@ class Tokenizer:
     def decode_bytes(self, ids):
         """The bytes of a sequence of ids (a list or a 1-D NumPy integer array)."""
         ids = _as_id_list(ids, self.vocab_size)
-        parts = [self._id_to_bytes[i] for i in ids]
+        try:
+            parts = [self._id_to_bytes[i] for i in ids]
+        except TypeError:  # a list with a float or a bool among its ints
+            raise TypeError(f"decode: ids must be integers, got {ids[:8]!r}...") from None
         try:
             return b"".join(parts)
         except TypeError:
@@ -400,7 +427,17 @@ def _split_checked(text, split):
 
 
 def _as_id_list(ids, vocab_size):
-    """A list of Python ints from a list, tuple or 1-D integer array, each checked to be in range."""
+    """A list of ints from a list, tuple or 1-D integer array, each checked to be in range."""
+    if isinstance(ids, (list, tuple)):  # the common case, checked without a copy to NumPy
+        try:
+            lo, hi = (min(ids), max(ids)) if ids else (0, 0)
+            ok = 0 <= lo and hi < vocab_size
+            if not all(isinstance(i, (int, np.integer)) for i in (lo, hi)):
+                raise TypeError
+        except TypeError:
+            lo = hi = None
+        if lo is not None and ok:
+            return ids
     arr = np.asarray(ids)
     if arr.size == 0:
         return []

@@ -1,0 +1,139 @@
+"""`python -m tinylm.bench tokenizer`: BPE training and encoding throughput, as ratios.
+
+    python -m tinylm.bench tokenizer            # the full suite (~30 s)
+    python -m tinylm.bench tokenizer --quick    # smaller texts and fewer repeats (~5 s)
+
+What it measures, each the median of --repeats runs, single-threaded:
+1. training vocab 1024 on the built-in corpus; the same number of merges with the textbook
+   recount-every-step trainer is too slow to run in full (~a minute), so both are timed on the
+   first --textbook-merges merges and the ratio is reported at equal work;
+2. training vocab 8192 on ~4 MB of text (tinyshakespeare x4 when ../shared/data has it, else the
+   built-in corpus repeated with variations);
+3. encoding with a 4096-token vocabulary: MB/s with an empty chunk cache (a fresh tokenizer) and
+   with a warm one, against the pre-split regex alone (the ceiling for this design), and decoding.
+Targets from the issue: (1) < 2 s, (2) < 60 s, (3) >= 2 MB/s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import regex
+
+from tinylm.data import load_corpus
+from tinylm.tokenizer import GPT4_PATTERN, Tokenizer
+
+SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "tinyshakespeare.txt")
+
+
+def textbook_train(text, n_merges, pattern=GPT4_PATTERN):
+    """The straightforward trainer (the tests' oracle): recount every pair at every step."""
+    chunks = [list(c.encode("utf-8")) for c in regex.findall(pattern, text)]
+    for step in range(n_merges):
+        counts = {}
+        for ids in chunks:
+            for pair in zip(ids, ids[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        pair = max(counts, key=counts.get)
+        new_chunks = []
+        for ids in chunks:
+            out, i = [], 0
+            while i < len(ids):
+                if i < len(ids) - 1 and (ids[i], ids[i + 1]) == pair:
+                    out.append(256 + step)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            new_chunks.append(out)
+        chunks = new_chunks
+
+
+def median_seconds(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def four_megabytes(builtin):
+    """~4 MB of text: tinyshakespeare x4 if it is beside the repo, else the built-in corpus varied."""
+    path = os.path.normpath(SHAKESPEARE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read() * 4, "tinyshakespeare x4"
+    variants = [builtin, builtin.lower(), builtin.upper(), builtin.swapcase(), builtin.title()]
+    text = "\n".join((variants * 2)[:9])
+    return text, "built-in corpus x9 (case variants)"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tinylm.bench tokenizer", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller texts and fewer repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 3, 1 with --quick)")
+    parser.add_argument("--textbook-merges", type=int, default=None,
+                        help="merges for the textbook-trainer comparison (default 40, 10 with --quick)")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    n_textbook = args.textbook_merges or (10 if args.quick else 40)
+    builtin = load_corpus("builtin")
+    n_bytes = len(builtin.encode("utf-8"))
+    rows = []
+
+    # 1. vocab 1024 on the built-in corpus, and the fast/textbook ratio at equal merges
+    t_1024 = median_seconds(lambda: Tokenizer().train(builtin, 1024), repeats)
+    t_fast = median_seconds(lambda: Tokenizer().train(builtin, 256 + n_textbook), repeats)
+    t_slow = median_seconds(lambda: textbook_train(builtin, n_textbook), 1)
+    rows.append(("train vocab 1024, built-in corpus", f"{n_bytes / 1e6:.2f} MB", f"{t_1024:.2f} s",
+                 f"target < 2 s: {'met' if t_1024 < 2 else 'NOT met'}"))
+    rows.append((f"  first {n_textbook} merges: fast vs textbook", "", f"{t_fast:.2f} s vs {t_slow:.2f} s",
+                 f"fast is {t_slow / t_fast:.0f}x faster"))
+    per_merge = t_slow / n_textbook
+    rows.append(("  textbook trainer, 768 merges (extrapolated)", "", f"~{per_merge * 768:.0f} s",
+                 f"~{per_merge * 768 / t_1024:.0f}x the fast trainer"))
+
+    # 2. vocab 8192 on ~4 MB
+    big, big_name = four_megabytes(builtin)
+    if args.quick:
+        big, big_name = big[: len(big) // 8], big_name + ", first 1/8"
+    big_bytes = len(big.encode("utf-8"))
+    start = time.perf_counter()
+    tok_8192 = Tokenizer().train(big, 8192)
+    t_8192 = time.perf_counter() - start  # once: it is the longest measurement
+    rows.append((f"train vocab 8192, {big_name}", f"{big_bytes / 1e6:.2f} MB", f"{t_8192:.2f} s",
+                 f"target < 60 s: {'met' if t_8192 < 60 else 'NOT met'} ({len(tok_8192.merges)} merges)"))
+
+    # 3. encoding and decoding with a 4096-token vocabulary
+    english = big[: 4_000_000]
+    en_bytes = len(english.encode("utf-8"))
+    tok = Tokenizer().train(builtin, 4096)
+    pre_split = regex.compile(tok.pattern)
+    t_regex = median_seconds(lambda: pre_split.findall(english), repeats)
+
+    def cold():
+        tok._chunk_cache.clear()
+        return tok.encode(english)
+
+    t_cold = median_seconds(cold, repeats)
+    ids = tok.encode(english)
+    t_warm = median_seconds(lambda: tok.encode(english), repeats)
+    t_decode = median_seconds(lambda: tok.decode(ids), repeats)
+    mbs = lambda seconds: en_bytes / seconds / 1e6  # noqa: E731
+    rows.append(("encode, vocab 4096, empty chunk cache", f"{en_bytes / 1e6:.2f} MB", f"{mbs(t_cold):.1f} MB/s",
+                 f"target >= 2 MB/s: {'met' if mbs(t_cold) >= 2 else 'NOT met'}; "
+                 f"{en_bytes / len(ids):.2f} bytes/token"))
+    rows.append(("encode, vocab 4096, warm chunk cache", "", f"{mbs(t_warm):.1f} MB/s",
+                 f"{t_regex / t_warm:.2f}x the speed of the pre-split regex alone"))
+    rows.append(("  pre-split regex alone (the ceiling)", "", f"{mbs(t_regex):.1f} MB/s", ""))
+    rows.append(("decode, vocab 4096", "", f"{mbs(t_decode):.1f} MB/s",
+                 f"{t_warm / t_decode:.1f}x faster than encoding"))
+
+    print(f"tokenizer benchmark (median of {repeats}; single process)")
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return 0
