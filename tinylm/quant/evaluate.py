@@ -65,34 +65,46 @@ class Evaluator:
 
 def tokens_per_second(model, n_tokens=32, repeats=3, seed=0):
     """Median generation speed at batch 1 (greedy, KV cache) from a one-token prompt."""
+    return speeds([model], n_tokens, repeats, seed)[0]
+
+
+def speeds(models, n_tokens=32, repeats=3, seed=0):
+    """Tokens/s of each model, timed in interleaved rounds (A B C, A B C, ...), median per model.
+
+    Interleaving matters on a busy machine: a burst of load then slows every model a little instead of
+    one model a lot, so the ratios between them stay meaningful.
+    """
     from tinylm.generate import generate  # generation sits above the model layer
 
     idx = np.zeros((1, 1), dtype=np.int64)
-    times = []
+    times = [[] for _ in models]
     with no_grad():
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            generate(model, idx, max_new_tokens=n_tokens, temperature=0.0, seed=seed, use_cache=True)
-            times.append(time.perf_counter() - t0)
-    return n_tokens / float(np.median(times))
+            for i, model in enumerate(models):
+                t0 = time.perf_counter()
+                generate(model, idx, max_new_tokens=n_tokens, temperature=0.0, seed=seed, use_cache=True)
+                times[i].append(time.perf_counter() - t0)
+    return [n_tokens / float(np.median(t)) for t in times]
 
 
 def compare(model, evaluator, plans, gen_tokens=32, repeats=3, seed=0, progress=None):
-    """One row per plan ({label: plan}): bytes, compression, perplexity and its change, agreement, tokens/s.
+    """One row per plan ({label: plan}): bytes, compression, perplexity and its change, agreement, tok/s.
 
-    Set gen_tokens=0 to skip the speed measurement (the 'tok/s' column is then None).
+    Set gen_tokens=0 to skip the speed measurement (the 'tok_s' column is then None).
     """
     fp32_bytes = weight_bytes(model)["total"]
-    rows = []
+    rows, models = [], []
     for i, (label, plan) in enumerate(plans.items()):
         qmodel = apply_plan(model, validate_plan(model, plan))
         nbytes = weight_bytes(qmodel)
-        row = {"plan": label, "bytes": nbytes, "compression": fp32_bytes / nbytes["total"],
-               **evaluator.measure(qmodel)}
-        row["tok_s"] = tokens_per_second(qmodel, gen_tokens, repeats, seed) if gen_tokens else None
-        rows.append(row)
+        rows.append({"plan": label, "bytes": nbytes, "compression": fp32_bytes / nbytes["total"],
+                     **evaluator.measure(qmodel), "tok_s": None})
+        models.append(qmodel)
         if progress is not None:
             progress.update(i + 1, extra=label)
+    if gen_tokens:
+        for row, tok_s in zip(rows, speeds(models, gen_tokens, repeats, seed)):
+            row["tok_s"] = tok_s
     return rows
 
 
