@@ -90,63 +90,31 @@ def canonical_precision(text):
 def named_modules(module, prefix=""):
     """Yield (dotted name, module) for `module` and every module below it, depth first.
 
-    Children are a module's attributes that are Modules, lists of Modules (`h.0`, `h.1`) or dicts
-    of Modules (also a PyTorch-style `_modules` dict).
+    A child is an attribute that holds a Module (a ModuleList names its items '0', '1', ...), so the
+    names are those of the parameters: 'transformer.h.0.attn.c_attn'.
     """
     yield prefix, module
-    attrs = dict(vars(module).get("_modules") or {})
-    attrs.update((k, v) for k, v in vars(module).items() if not k.startswith("_"))
-    for key, value in attrs.items():
+    for key, value in vars(module).items():
         if isinstance(value, Module):
-            items = [(key, value)]
-        elif isinstance(value, (list, tuple)):
-            items = [(f"{key}.{i}", v) for i, v in enumerate(value)]
-        elif isinstance(value, dict):
-            items = [(f"{key}.{k}", v) for k, v in value.items() if isinstance(k, str)]
-        else:
-            continue
-        for name, child in items:
-            if isinstance(child, Module):
-                yield from named_modules(child, f"{prefix}.{name}" if prefix else name)
+            yield from named_modules(value, f"{prefix}.{key}" if prefix else key)
 
 
 def get_module(model, name):
-    """The module at dotted path `name` ('transformer.h.0.attn.c_attn')."""
-    parent, key = _parent_of(model, name)
-    return _get_child(parent, key, name)
-
-
-def _parent_of(model, name):
-    parts = name.split(".")
-    obj = model
-    for i, part in enumerate(parts[:-1]):
-        obj = _get_child(obj, part, ".".join(parts[: i + 1]))
-    return obj, parts[-1]
-
-
-def _get_child(obj, key, full):
-    if isinstance(obj, (list, tuple)) and key.isdigit() and int(key) < len(obj):
-        return obj[int(key)]
-    if isinstance(obj, dict) and key in obj:
-        return obj[key]
-    if not key.startswith("_") and key in vars(obj):
-        return getattr(obj, key)
-    container = vars(obj).get("_modules") if hasattr(obj, "__dict__") else None
-    if isinstance(container, dict) and key in container:
-        return container[key]
-    raise ValueError(f"model has no layer {full!r}")
+    """The module at dotted path `name` ('transformer.h.0.attn.c_attn'), or a ValueError naming it."""
+    m = model
+    for part in name.split("."):
+        m = vars(m).get(part) if isinstance(m, Module) else None
+        if not isinstance(m, Module):
+            raise ValueError(f"model has no layer {name!r}")
+    return m
 
 
 def _set_module(model, name, new):
-    parent, key = _parent_of(model, name)
-    if isinstance(parent, list) and key.isdigit():
-        parent[int(key)] = new
-    elif isinstance(parent, dict):
-        parent[key] = new
-    elif key in vars(parent):
-        setattr(parent, key, new)
-    else:
-        vars(parent)["_modules"][key] = new
+    """Replace the module at dotted path `name` by `new`."""
+    parent_name, _, key = name.rpartition(".")
+    parent = get_module(model, parent_name) if parent_name else model
+    get_module(model, name)  # it must exist: a plan never adds layers
+    setattr(parent, key, new)
 
 
 def _is_linear(m):
@@ -163,12 +131,6 @@ def _is_embedding(m):
     return type(m).__name__ == "Embedding" and isinstance(w, Tensor) and w.data.ndim == 2
 
 
-def _storage_key(m):
-    """What identifies a layer's weight matrix (the tied embedding and head share one)."""
-    w = m.weight
-    return id(w)
-
-
 def quantizable_layers(model):
     """{name: (out_features, in_features)} of every layer a plan may name, in model order.
 
@@ -176,14 +138,13 @@ def quantizable_layers(model):
     `lm_head`) is listed once, under the Linear's name.
     """
     modules = [(n, m) for n, m in named_modules(model) if n]
-    seen, layers = {}, {}
+    seen, layers = set(), {}
     linears = [(n, m) for n, m in modules if _is_linear(m)]
     embeddings = [(n, m) for n, m in modules if _is_embedding(m)]
-    for n, m in linears + embeddings:
-        key = _storage_key(m)
-        if key in seen:
+    for n, m in linears + embeddings:  # Linears first: a tied matrix is listed under the Linear
+        if id(m.weight) in seen:
             continue
-        seen[key] = n
+        seen.add(id(m.weight))
         layers[n] = tuple(m.weight.shape if isinstance(m, (QuantizedLinear, QuantizedEmbedding))
                           else m.weight.data.shape)
     order = [n for n, _ in modules]
@@ -193,9 +154,8 @@ def quantizable_layers(model):
 def tied_layers(model):
     """{linear name: embedding name} for embeddings that share their weight with a Linear."""
     modules = [(n, m) for n, m in named_modules(model) if n]
-    linear_keys = {_storage_key(m): n for n, m in modules if _is_linear(m)}
-    return {linear_keys[_storage_key(m)]: n for n, m in modules
-            if _is_embedding(m) and _storage_key(m) in linear_keys}
+    linear_of = {id(m.weight): n for n, m in modules if _is_linear(m)}
+    return {linear_of[id(m.weight)]: n for n, m in modules if _is_embedding(m) and id(m.weight) in linear_of}
 
 
 # ----------------------------------------------------------------------------------------------
