@@ -185,9 +185,9 @@ def median_ms(fn, repeats, warmup=3):
         fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return 1000 * float(np.median(times))
 
 
@@ -198,9 +198,9 @@ def interleaved(fns, repeats):
     times = [[] for _ in fns]
     for _ in range(repeats):
         for t, fn in zip(times, fns):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fn()
-            t.append(time.perf_counter() - t0)
+            t.append(time.process_time() - t0)
     return [1000 * float(np.median(t)) for t in times]
 
 
