@@ -1,6 +1,7 @@
 """Sampling: greedy, temperature, top-k, top-p on hand-made logits; the generation loop and its cache."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tinylm import cli
 from tinylm.generate import generate, generate_text, next_token_probs, refill_size, sample_next
@@ -58,6 +59,25 @@ def test_top_k_then_top_p_on_the_renormalised_distribution():
     # top_k=2 leaves 0.5, 0.3 -> renormalised 0.625, 0.375; top_p=0.6 then keeps only the first
     probs = next_token_probs(logits_of([0.5, 0.3, 0.15, 0.05]), top_k=2, top_p=0.6)[0]
     np.testing.assert_allclose(probs, [1, 0, 0, 0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 12), st.floats(0.05, 1.0))
+def test_top_k_and_top_p_hold_on_random_logits(seed, top_k, top_p):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=3.0, size=(3, 10))
+    full = next_token_probs(logits)  # (3, 10)
+    k_probs = next_token_probs(logits, top_k=top_k)
+    assert ((k_probs > 0).sum(axis=1) == min(top_k, 10)).all()
+    np.testing.assert_allclose(k_probs.sum(axis=1), 1.0)
+    p_probs = next_token_probs(logits, top_p=top_p)
+    np.testing.assert_allclose(p_probs.sum(axis=1), 1.0)
+    for row in range(3):
+        kept = np.nonzero(p_probs[row])[0]
+        ranked = np.argsort(-full[row], kind="stable")
+        assert set(kept) == set(ranked[:len(kept)])  # the most likely ones
+        assert full[row, kept].sum() >= top_p - 1e-9  # reach p ...
+        assert full[row, ranked[:len(kept) - 1]].sum() < top_p  # ... and one fewer would not
 
 
 def test_sampling_follows_the_distribution_and_never_picks_a_dropped_token():
