@@ -37,6 +37,7 @@ def register(sub):
 
 
 def run(args):
+    from tinylm.checkpoint import has_checkpoint, load_tokens
     from tinylm.commands.train import start_run
     from tinylm.generate import generate_text
     from tinylm.train import TrainConfig, evaluate
@@ -49,12 +50,13 @@ def run(args):
     config = TrainConfig(data="builtin", batch_size=12, max_iters=args.max_iters, lr=1e-3, min_lr=1e-4,
                          warmup_iters=warmup, eval_interval=max(1, min(250, args.max_iters)), eval_iters=10,
                          seed=args.seed)
+    if has_checkpoint(args.out) and not args.force:
+        raise ValueError(f"{args.out} already holds a run: pass --force to replace it, or --out another folder")
     print(f"tinylm demo: training a tokenizer and a GPT on the Python reference manual, {args.max_iters} steps, "
           f"into {args.out}/", file=sys.stderr)
     model, tokenizer, result = start_run(args.out, config, DEMO_MODEL, vocab_size=DEMO_VOCAB_SIZE,
                                          force=args.force, verbose=not args.quiet)
 
-    from tinylm.checkpoint import load_tokens
     _, val_ids = load_tokens(args.out)
     val_loss = evaluate(model, val_ids, batch_size=32, block_size=model.config.block_size, iters=None)
     print(f"\nvalidation loss {val_loss:.3f} nats/token, perplexity {math.exp(val_loss):.1f} "

@@ -113,8 +113,12 @@ def start_run(out, train_config, model_kw, vocab_size=512, tokenizer_path=None, 
         tokenizer = Tokenizer().train(text, vocab_size)
     ids = encode_corpus(text, tokenizer)
     train_ids, val_ids = train_val_split(ids, train_config.val_fraction)
-    save_tokens(out, train_ids, val_ids)
     model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **model_kw)
+    if len(val_ids) <= model_config.block_size:
+        raise ValueError(f"the validation split has {len(val_ids)} tokens; block_size={model_config.block_size} "
+                         f"needs at least {model_config.block_size + 1} (use a larger corpus, a larger "
+                         "--val-fraction or a smaller --block-size)")
+    save_tokens(out, train_ids, val_ids)
     model = GPT(model_config, seed=train_config.seed)
     say(f"{len(train_ids):,} training and {len(val_ids):,} validation tokens ({len(text) / len(ids):.2f} "
         f"characters per token); a GPT with {model.num_params():,} parameters")
