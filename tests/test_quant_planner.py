@@ -180,7 +180,7 @@ def test_quantize_plans_saves_and_applies_a_plan(run_dir, tmp_path, capsys):
     assert cli.main(["quantize", "--run", str(run_dir), "--max-ppl-increase", "1%", "--save-plan",
                      str(plan_path), "--figure", str(figure), *FAST]) == 0
     out = capsys.readouterr().out
-    assert "planned (ppl +1%)" in out and plan_path.exists()
+    assert "planned (ppl +1%)" in out and plan_path.exists() and figure.stat().st_size > 10_000
     plan = load_plan(plan_path)
     assert cli.main(["quantize", "--run", str(run_dir), "--plan", str(plan_path), "--out",
                      str(tmp_path / "q"), *FAST]) == 0

@@ -197,9 +197,9 @@ def run(args):
     figure = args.figure or os.path.join(os.path.dirname(plan_path), "tradeoff.png")
     try:
         curve = tradeoff_curve(model, evaluator, sens)
-        points = {r["plan"]: (r["bytes"]["total"], r["ppl"]) for r in rows[:-1]}
-        plot_tradeoff(figure, points, chosen=(label, rows[-1]["bytes"]["total"], rows[-1]["ppl"]),
-                      frontier=[(m["bytes"], m["ppl"]) for _, _, m in curve])
+        points = {r["plan"]: (r["bytes"]["total"], r["ppl_change"]) for r in rows[:-1]}
+        plot_tradeoff(figure, points, chosen=(label, rows[-1]["bytes"]["total"], rows[-1]["ppl_change"]),
+                      frontier=[(m["bytes"], m["ppl_change"]) for _, _, m in curve])
         print(f"figure written to {figure}")
     except ImportError:
         print("matplotlib is not installed: no figure (pip install matplotlib)", file=sys.stderr)

@@ -192,7 +192,12 @@ def tradeoff_curve(model, evaluator, sens, budgets=(0.0005, 0.001, 0.002, 0.005,
 
 
 def plot_tradeoff(path, points, chosen=None, frontier=None, title="weight bytes vs perplexity"):
-    """Save a scatter of (bytes, ppl) points {label: (bytes, ppl)}, the planner's frontier and its choice."""
+    """Save the trade-off figure: x = weight bytes, y = perplexity change vs fp32 (in %).
+
+    points   {label: (bytes, ppl_change)} (e.g. the uniform plans), drawn as labelled dots
+    frontier [(bytes, ppl_change)] of the planner's budget sweep, drawn as a line
+    chosen   (label, bytes, ppl_change) of the chosen plan, drawn as a red star
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,15 +206,18 @@ def plot_tradeoff(path, points, chosen=None, frontier=None, title="weight bytes 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     if frontier:
         xs, ys = zip(*sorted(frontier))
-        ax.plot(np.array(xs) / 1024, ys, "-o", color="tab:blue", ms=4, label="planner (budget sweep)")
-    for label, (nbytes, ppl) in points.items():
-        ax.scatter(nbytes / 1024, ppl, s=40, zorder=3)
-        ax.annotate(label, (nbytes / 1024, ppl), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.plot(np.array(xs) / 1024, 100 * np.array(ys), "-o", color="tab:blue", ms=4,
+                label="planner (budget sweep)")
+    for label, (nbytes, change) in points.items():
+        ax.scatter(nbytes / 1024, 100 * change, s=40, zorder=3)
+        ax.annotate(label, (nbytes / 1024, 100 * change), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if chosen is not None:
-        ax.scatter(chosen[1] / 1024, chosen[2], marker="*", s=250, color="tab:red", zorder=4,
+        ax.scatter(chosen[1] / 1024, 100 * chosen[2], marker="*", s=250, color="tab:red", zorder=4,
                    label=f"chosen: {chosen[0]}")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.ticklabel_format(useOffset=False)
     ax.set_xlabel("weight bytes (KiB)")
-    ax.set_ylabel("validation perplexity")
+    ax.set_ylabel("validation perplexity change vs fp32 (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
