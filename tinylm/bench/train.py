@@ -1,0 +1,214 @@
+"""`python -m tinylm.bench train`: nanoGPT's small Shakespeare run, for quality and for speed.
+
+The widely reported CPU baseline: the Shakespeare character corpus (tinyshakespeare.txt, 1,115,394
+bytes; first 90% train, last 10% validation), byte-level tokens, a GPT with n_layer=4, n_head=4,
+n_embd=128, block_size=64, batch_size=12, dropout 0, AdamW lr 1e-3 decaying to 1e-4 over 2000 steps
+(100 warmup, beta2 0.99, weight decay 0.1, clipping at 1.0), which reaches a validation loss of ~1.88.
+
+    python -m tinylm.bench train                     # speed (vs PyTorch when importable), then 2000 steps
+    python -m tinylm.bench train --max-iters 200     # a shorter run
+    python -m tinylm.bench train --max-iters 0       # speed only
+
+Speed is ms per training step (forward, backward, clipping, AdamW) of tinylm and, when `torch` can be
+imported, of the same model in PyTorch on the same batches, in the same process, alternating rounds,
+median of the rounds; the ratio is what to read (absolute times depend on the machine and its load).
+For a fair single-core comparison run with OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 (PyTorch is also
+limited to one thread here with torch.set_num_threads unless --threads says otherwise).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import numpy as np
+
+DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "tinyshakespeare.txt")
+MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0)
+TRAIN = dict(batch_size=12, lr=1e-3, min_lr=1e-4, warmup_iters=100, beta1=0.9, beta2=0.99, weight_decay=0.1,
+             grad_clip=1.0)
+TARGET_VAL_LOSS = 1.88
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m tinylm.bench train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=os.path.normpath(DEFAULT_DATA), help="path of tinyshakespeare.txt")
+    p.add_argument("--max-iters", type=int, default=2000, help="training steps (0: measure speed only)")
+    p.add_argument("--eval-interval", type=int, default=250, help="steps between evaluations")
+    p.add_argument("--eval-iters", type=int, default=20,
+                   help="batches per evaluation of each split during the run (the final number uses the whole "
+                        "validation split)")
+    p.add_argument("--timing-steps", type=int, default=10, help="steps per timing round")
+    p.add_argument("--rounds", type=int, default=5, help="timing rounds (alternating tinylm / PyTorch)")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads (tinylm's BLAS threads come from "
+                                                          "OPENBLAS_NUM_THREADS)")
+    p.add_argument("--out", default=None, help="run folder to save the trained model in (default: not saved)")
+    p.add_argument("--seed", type=int, default=1337, help="seed of weights and batches")
+    return p.parse_args(argv)
+
+
+def load_shakespeare(path):
+    """Byte-level token ids of the corpus, split 90% / 10% (tinylm.data, no cleaning: the text as is)."""
+    from tinylm.data import encode_corpus, train_val_split
+    from tinylm.tokenizer import Tokenizer
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Shakespeare corpus not found: {path} (pass --data)")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    tokenizer = Tokenizer()  # 256 byte ids, no merges
+    return tokenizer, train_val_split(encode_corpus(text, tokenizer), 0.1)
+
+
+# -----------------------------------------------------------------------------------------------------
+# speed: one training step, tinylm and PyTorch
+
+
+def tinylm_stepper(train_ids, seed):
+    """A function that runs one full training step of tinylm on the next batch."""
+    from tinylm.data import get_batch
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.optim import AdamW, clip_grad_norm
+
+    model = GPT(GPTConfig(vocab_size=256, **MODEL), seed=seed)
+    opt = AdamW(model.optim_groups(TRAIN["weight_decay"]), lr=TRAIN["lr"], betas=(TRAIN["beta1"], TRAIN["beta2"]))
+    params, rng = model.parameters(), np.random.default_rng(seed)
+
+    def step():
+        x, y = get_batch(train_ids, TRAIN["batch_size"], MODEL["block_size"], rng)  # (B, T) each
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        clip_grad_norm(params, TRAIN["grad_clip"])
+        opt.step()
+    return step
+
+
+def torch_stepper(train_ids, seed, threads):
+    """The same model and step in PyTorch (written here for the comparison), or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import torch.nn as tnn
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    C, nh, T = MODEL["n_embd"], MODEL["n_head"], MODEL["block_size"]
+
+    class Block(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.ln_2 = tnn.LayerNorm(C), tnn.LayerNorm(C)
+            self.c_attn, self.attn_proj = tnn.Linear(C, 3 * C), tnn.Linear(C, C)
+            self.c_fc, self.mlp_proj = tnn.Linear(C, 4 * C), tnn.Linear(4 * C, C)
+
+        def forward(self, x):
+            B = x.shape[0]
+            q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)  # (B, T, C) each
+            q, k, v = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+            x = x + self.attn_proj(y.transpose(1, 2).reshape(B, T, C))
+            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+    class TorchGPT(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = tnn.Embedding(256, C), tnn.Embedding(T, C)
+            self.h = tnn.ModuleList(Block() for _ in range(MODEL["n_layer"]))
+            self.ln_f = tnn.LayerNorm(C)
+
+        def forward(self, idx, targets):
+            x = self.wte(idx) + self.wpe(torch.arange(T))
+            for block in self.h:
+                x = block(x)
+            logits = self.ln_f(x) @ self.wte.weight.T  # tied head, (B, T, 256)
+            return F.cross_entropy(logits.view(-1, 256), targets.view(-1))
+
+    model = TorchGPT()
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith(("wte", "wpe"))]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith(("wte", "wpe")))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": TRAIN["weight_decay"]},
+                             {"params": rest, "weight_decay": 0.0}],
+                            lr=TRAIN["lr"], betas=(TRAIN["beta1"], TRAIN["beta2"]), foreach=False)
+    rng = np.random.default_rng(seed)
+    from tinylm.data import get_batch
+
+    def step():
+        x, y = get_batch(train_ids, TRAIN["batch_size"], T, rng)
+        loss = model(torch.from_numpy(x), torch.from_numpy(y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN["grad_clip"])
+        opt.step()
+    return step
+
+
+def ms_per_step(step, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) * 1e3 / n
+
+
+def measure_speed(train_ids, args):
+    """Median ms/step of tinylm (and PyTorch), alternating rounds so both see the same machine load."""
+    steppers = {"tinylm": tinylm_stepper(train_ids, args.seed)}
+    torch_step = torch_stepper(train_ids, args.seed, args.threads)
+    if torch_step is not None:
+        steppers["pytorch"] = torch_step
+    for step in steppers.values():  # warm up caches, allocators, BLAS
+        ms_per_step(step, 3)
+    times = {name: [] for name in steppers}
+    for _ in range(args.rounds):
+        for name, step in steppers.items():
+            times[name].append(ms_per_step(step, args.timing_steps))
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+# -----------------------------------------------------------------------------------------------------
+# quality: the 2000-step run
+
+
+def run_training(tokenizer, train_ids, val_ids, args):
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.train import TrainConfig, evaluate, train
+
+    config = TrainConfig(max_iters=args.max_iters, eval_interval=min(args.eval_interval, args.max_iters),
+                         eval_iters=args.eval_iters, seed=args.seed, data=args.data, clean=False,
+                         warmup_iters=min(TRAIN["warmup_iters"], args.max_iters),
+                         **{k: v for k, v in TRAIN.items() if k != "warmup_iters"})
+    model = GPT(GPTConfig(vocab_size=256, **MODEL), seed=args.seed)
+    result = train(model, train_ids, val_ids, config, tokenizer=tokenizer, run_dir=args.out)
+    full_val = evaluate(model, val_ids, batch_size=64, block_size=MODEL["block_size"], iters=None)
+    return result, full_val
+
+
+def main(argv=None):
+    args = parse_args(argv or [])
+    tokenizer, (train_ids, val_ids) = load_shakespeare(args.data)
+    env = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE")}
+    print(f"Shakespeare, byte-level: {len(train_ids):,} train / {len(val_ids):,} val tokens; "
+          + ", ".join(f"{k}={v}" for k, v in env.items()))
+    print(f"model: {MODEL}, batch_size {TRAIN['batch_size']}")
+
+    speed = measure_speed(train_ids, args)
+    line = f"ms/step (median of {args.rounds} rounds of {args.timing_steps}): tinylm {speed['tinylm']:.1f}"
+    if "pytorch" in speed:
+        line += (f", PyTorch {speed['pytorch']:.1f} ({args.threads} thread(s)); "
+                 f"tinylm / PyTorch = {speed['tinylm'] / speed['pytorch']:.2f}x")
+    else:
+        line += " (PyTorch not importable: no comparison)"
+    print(line, flush=True)
+
+    if args.max_iters > 0:
+        result, full_val = run_training(tokenizer, train_ids, val_ids, args)
+        verdict = "meets" if full_val <= TARGET_VAL_LOSS else "misses"
+        print(f"after {result.step} steps ({result.seconds:.0f} s, {result.seconds * 1e3 / result.step:.1f} ms/step "
+              f"including evaluations): val loss {result.val_loss:.4f} on {args.eval_iters} fixed batches, "
+              f"{full_val:.4f} on the whole validation split (perplexity {math.exp(full_val):.2f}); "
+              f"train loss {result.train_loss:.4f}")
+        if args.max_iters >= 2000:
+            print(f"target: val loss <= {TARGET_VAL_LOSS} at 2000 steps -> {verdict}")
+    return 0
