@@ -225,7 +225,7 @@ def test_model_overfits_a_tiny_text():
     model = GPT(GPTConfig(vocab_size=256, block_size=24, n_layer=2, n_head=2, n_embd=32), seed=0)
     x = np.stack([data[i:i + 24] for i in range(4)])  # (4, 24)
     y = np.stack([data[i + 1:i + 25] for i in range(4)])  # (4, 24)
-    opt = AdamW(model.optim_groups(0.0), lr=1e-2)
+    opt = AdamW(model.optim_groups(0.0), lr=5e-3)
     first = None
     for step in range(60):
         _, loss = model(x, y)
@@ -233,7 +233,7 @@ def test_model_overfits_a_tiny_text():
         model.zero_grad()
         loss.backward()
         opt.step()
-    assert first > 5.0 and float(loss.data) < 0.2, (first, float(loss.data))
+    assert first > 5.0 and float(loss.data) < 0.3, (first, float(loss.data))
 
 
 # ----------------------------------------------------------------------------------------------

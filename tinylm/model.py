@@ -218,7 +218,8 @@ class GPT(nn.Module):
                 p.data[...] = 0.0
             else:
                 std = residual_std if name.endswith("c_proj.weight") else 0.02
-                p.data[...] = rng.normal(0.0, std, size=p.data.shape).astype(p.data.dtype)
+                rng.standard_normal(dtype=np.float32, out=p.data)  # in place: no float64 copy of GPT-2's
+                p.data *= std  # 38M-number embedding, so building a big model stays fast and lean
 
     # -- forward ---------------------------------------------------------------------------------
 
