@@ -1,0 +1,112 @@
+"""tinylm's C kernels on emulated Cortex-M cores (chapter 11): they cross-compile cleanly, reference
+no malloc and no libm, and pass the golden C test (tests/c/test_kernels.c, vectors from the NumPy
+references) under qemu-system-arm on an M3 (no FPU, no DSP), M4F, M7 and M55.
+
+Skipped when arm-none-eabi-gcc or qemu-system-arm is missing; .ci/run installs both, so CI runs them.
+Everything is built in pytest's temporary folders, never in the source tree."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+MCU_DIR = os.path.join(ROOT, "kernels", "targets", "cortex-m")
+_spec = importlib.util.spec_from_file_location("tinylm_mcu", os.path.join(MCU_DIR, "mcu.py"))
+mcu = sys.modules["tinylm_mcu"] = importlib.util.module_from_spec(_spec)   # dataclasses need it
+_spec.loader.exec_module(mcu)
+
+needs_toolchain = pytest.mark.skipif(mcu.toolchain_missing() is not None,
+                                     reason=str(mcu.toolchain_missing()))
+CORES = list(mcu.CORES)
+DSP_CORES = {"m4", "m7", "m55"}     # the cores with the Armv7E-M DSP instructions (SMLAD, SXTB16)
+
+# one line per kernel check that test_kernels.c prints; every one must say "ok"
+KERNEL_CHECKS = ["f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_f16", "matmul_s8", "quantize_s8",
+                 "dequantize_s8", "linear_s8", "softmax_f32", "softmax_f32 causal", "softmax_f16",
+                 "softmax_s8", "exp_f32"]
+
+
+@pytest.fixture(scope="module")
+def vectors_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mcu_vectors")
+    mcu.write_vectors(str(folder), seed=1)          # not the committed seed 0: fresh values
+    return folder
+
+
+@needs_toolchain
+def test_semihosting_exit_status_reaches_the_shell(tmp_path):
+    core = mcu.get_core("m3")
+    elf = mcu.build(core, [os.path.join(MCU_DIR, "hello.c")], str(tmp_path / "hello.elf"))
+    done = mcu.run(core, elf, timeout=30)
+    assert done.returncode == 42, done.stdout + done.stderr
+    assert done.stdout.strip() == "hello from a Cortex-M"
+
+
+@needs_toolchain
+@pytest.mark.parametrize("core_name", CORES)
+def test_golden_kernel_test_passes_on_core(core_name, vectors_dir, tmp_path):
+    core = mcu.get_core(core_name)
+    os.symlink(vectors_dir / "vectors.h", tmp_path / "vectors.h")
+    elf = mcu.build_golden(core, str(tmp_path))
+    done = mcu.run(core, elf, timeout=60)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert lines[-1] == "PASSED: 0 kernel(s) failed"
+    checks = {line[:18].strip(): line.split()[-1] for line in lines[1:-1]}
+    assert checks == {name: "ok" for name in KERNEL_CHECKS}
+    # the DSP int8 path is compiled in exactly on the cores that have the instructions
+    assert ("arm-dsp" in lines[0]) == (core_name in DSP_CORES)
+
+
+@needs_toolchain
+def test_golden_test_fails_with_nonzero_status_on_a_wrong_expected_value(vectors_dir, tmp_path):
+    with open(vectors_dir / "vectors.h", encoding="utf-8") as f:
+        text = f.read()
+    # add 1 to the first expected int8 matmul output
+    text, n = re.subn(r"(tv_s8_y\[\d+\] = \{\n    )(-?\d+)", lambda m: m.group(1) + str(int(m.group(2)) + 1),
+                      text)
+    assert n == 1
+    (tmp_path / "vectors.h").write_text(text, encoding="utf-8")
+    core = mcu.get_core("m4")
+    done = mcu.run(core, mcu.build_golden(core, str(tmp_path)), timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"^matmul_s8 +exact +1 / 126 +MISMATCH$", done.stdout, re.MULTILINE)
+    assert "FAILED: 1 kernel(s) failed" in done.stdout
+
+
+def _symbols(obj):
+    """(defined, undefined) external symbol names of an object file, from arm-none-eabi-nm."""
+    out = subprocess.run(["arm-none-eabi-nm", "-g", obj], capture_output=True, text=True, check=True)
+    defined, undefined = set(), set()
+    for line in out.stdout.splitlines():
+        kind, name = line.split()[-2:]
+        (undefined if kind == "U" else defined).add(name)
+    return defined, undefined
+
+
+@needs_toolchain
+@pytest.mark.parametrize("core_name", CORES)
+def test_kernels_compile_with_werror_and_need_no_malloc_or_libm(core_name, tmp_path):
+    core = mcu.get_core(core_name)
+    defined, undefined = set(), set()
+    for source in mcu.kernel_sources():
+        obj = str(tmp_path / (os.path.basename(source)[:-2] + ".o"))
+        mcu.compile_object(core, source, obj, opt="-O2")    # -Wall -Wextra -Werror: raises on a warning
+        d, u = _symbols(obj)
+        defined |= d
+        undefined |= u
+    # Besides each other, the kernels may only call the compiler's own helpers: __aeabi_* (soft
+    # float on the M3, 64-bit division in softmax_s8) and the memset/memcpy GCC emits for zeroing
+    # and copying. No malloc, no printf, no expf or any other libm function.
+    external = {s for s in undefined - defined if not s.startswith("__aeabi_")}
+    assert external <= {"memset", "memcpy", "memmove"}, external
+    assert "tinylm_linear_s8" in defined and "tinylm_softmax_f32" in defined
+
+
+def test_unknown_core_is_a_clear_error():
+    with pytest.raises(ValueError, match="core 'm0' is unknown; expected one of m3, m4, m7, m55"):
+        mcu.get_core("m0")
