@@ -301,3 +301,15 @@ def test_generate_benchmark_runs_and_prints_ratios(capsys):
     assert main(["--configs", "small", "--context", "24", "--new", "4", "--repeats", "1"]) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("small")]
     assert len(row) == 1 and row[0].count("x") >= 2  # two ratios: end to end and per step
+
+
+def test_generate_command_runs_a_hugging_face_folder(capsys, tmp_path):
+    from tinylm.tokenizer import Tokenizer
+
+    tok = Tokenizer(special_tokens=["<|endoftext|>"])
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16), seed=2)
+    model.save_hf(tmp_path / "hf", tokenizer=tok)  # GPT.save_hf / GPT.from_hf delegate to tinylm.hf
+    assert cli.main(["generate", "--hf", str(tmp_path / "hf"), "--prompt", "我喜欢学习AI", "--max-new-tokens", "8",
+                     "--temperature", "0"]) == 0
+    expected = generate_text(model, tok, "我喜欢学习AI", max_new_tokens=8, temperature=0, stop_tokens=[256])
+    assert capsys.readouterr().out == expected + "\n"
