@@ -322,3 +322,27 @@ def test_count_pairs_and_merge_pair_the_two_steps_of_bpe():
     assert merge_pair(ids, (97, 97), 256) == [256, 97, 98, 256]  # left to right, no overlaps
     assert ids == [97, 97, 97, 98, 97, 97]  # the input is not changed
     assert merge_pair([], (1, 2), 3) == [] and merge_pair([1], (1, 2), 3) == [1]
+
+
+# ---------------------------------------------------------------------- random texts
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+small_alphabet = st.text(alphabet="aab b\n.é😀", min_size=1, max_size=60)  # many ties and overlaps
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=small_alphabet, n_merges=st.integers(1, 30), pattern=st.sampled_from([None, "gpt2", "gpt4"]))
+def test_fast_trainer_matches_the_textbook_trainer_on_random_texts(text, n_merges, pattern):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short texts run out of pairs
+        tok = Tokenizer().train(text, 256 + n_merges, pattern=pattern)
+    expected = slow_train(text, n_merges, {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}.get(pattern))
+    assert fast_merges(tok) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=80))
+def test_any_text_round_trips(trained, text):
+    ids = trained.encode(text, allowed_special="none")
+    assert trained.decode(ids) == text
