@@ -264,6 +264,7 @@ def test_kv_cache_matches_full_forward(overrides, chunks):
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full.data, rtol=0, atol=1e-5)
 
 
+@no_grad()
 def test_a_full_kv_cache_refuses_more_tokens_and_resets():
     model = tiny()
     cache = model.new_kv_cache(1)
@@ -274,6 +275,12 @@ def test_a_full_kv_cache_refuses_more_tokens_and_resets():
     assert cache.length == 0
     with pytest.raises(ValueError, match="batch size 2 but the kv_cache was made for 1"):
         model(ids((2, 1)), kv_cache=cache)
+
+
+def test_a_kv_cache_refuses_to_record_gradients():
+    model = tiny()
+    with pytest.raises(RuntimeError, match="no_grad"):
+        model(ids((1, 4)), kv_cache=model.new_kv_cache(1))
 
 
 def test_kv_cache_layout():
