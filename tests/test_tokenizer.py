@@ -240,6 +240,7 @@ def _corrupt(tmp_path, trained, change):
     (lambda d: d["merges"].append([1, 2, 65]), "already stands for other bytes"),
     (lambda d: d.update(pattern="(unclosed"), "not a valid regex"),
     (lambda d: d.update(special_tokens={"<|x|>": 3}), "not a free"),
+    (lambda d: d.update(special_tokens={"<|x|>": 10 ** 9}), "far beyond"),
     (lambda d: d.update(special_tokens=["<|x|>"]), "special_tokens"),
 ])
 def test_load_rejects_corrupt_files_naming_them(tmp_path, trained, change, message):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import warnings
+from collections import Counter
 from itertools import chain, repeat
 
 import numpy as np
@@ -50,8 +51,8 @@ PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
 
 ALLOWED_SPECIAL = ("all", "none", "none_raise")
 LONG_CHUNK = 128  # chunks longer than this (in bytes) are merged with a heap instead of rescans
-NO_MERGE = (float("inf"),)
-CACHE_SIZE = 200_000  # chunk strings whose ids are remembered; a text usually repeats far fewer  # the rank of a pair that is not a merge
+NO_MERGE = (float("inf"),)  # the rank of a pair that is not a merge
+CACHE_SIZE = 200_000  # chunk strings whose ids are remembered; a text usually has far fewer distinct ones
 
 
 def resolve_pattern(pattern):
@@ -141,6 +142,8 @@ class Tokenizer:
                 raise ValueError(f"special token {text!r} has id {i!r}, which is not a free non-negative id")
             vocab[i] = text.encode("utf-8")
 
+        if max(vocab) >= 2 * len(vocab) + 1024:  # gaps are fine (tiktoken has some), a stray huge id is not
+            raise ValueError(f"id {max(vocab)} is far beyond the {len(vocab)} ids of this vocabulary")
         self.pattern = pattern  # the pre-split regex (a string), or None
         self.special_tokens = special_tokens  # {"<|endoftext|>": 1023, ...}
         self.merges = {(a, b): new_id for a, b, new_id in merges}  # (left, right) -> new id, in rank order
@@ -192,11 +195,12 @@ class Tokenizer:
                              f"{len(specials)} special tokens need at least {256 + len(specials)}")
         pattern = resolve_pattern(pattern)
 
-        pieces = regex.split("|".join(map(regex.escape, specials)), text) if specials else [text]
-        chunks = {}  # chunk -> count, in order of first appearance
+        longest_first = sorted(specials, key=len, reverse=True)
+        pieces = regex.split("|".join(map(regex.escape, longest_first)), text) if specials else [text]
+        split = regex.compile(pattern).findall if pattern is not None else None
+        chunks = Counter()  # chunk -> count, in order of first appearance
         for piece in pieces:
-            for chunk in _split_checked(piece, pattern and regex.compile(pattern).findall):
-                chunks[chunk] = chunks.get(chunk, 0) + 1
+            chunks.update(_split_checked(piece, split, pattern not in PATTERNS.values()))
         pairs = train_merges([(c.encode("utf-8"), n) for c, n in chunks.items()], n_merges, verbose=verbose)
         if len(pairs) < n_merges:
             warnings.warn(f"train: the text only has material for {len(pairs)} merges, not {n_merges}; "
