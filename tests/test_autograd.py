@@ -324,3 +324,11 @@ def test_mixed_float32_and_float64_gives_each_leaf_its_own_dtype():
     b = Tensor(np.ones(2, np.float64), requires_grad=True)
     (a * b).sum().backward()
     assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+
+
+def test_numpy_interplay():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    np.testing.assert_array_equal(np.asarray(x), [1.0, 2.0])
+    assert isinstance(np.ones(2) * x, Tensor) and isinstance(np.ones(2) @ x, Tensor)
+    with pytest.raises(TypeError):
+        np.exp(x)  # NumPy functions do not silently drop the graph: use x.exp()

@@ -186,7 +186,7 @@ class Tensor:
     integer data stays integer and cannot require a gradient.
     """
 
-    __array_priority__ = 1000  # ndarray + Tensor -> Tensor.__radd__, not an object array
+    __array_ufunc__ = None  # ndarray + Tensor -> Tensor.__radd__; np.exp(tensor) -> TypeError, not an object array
 
     def __init__(self, data, requires_grad=False):
         self.data = _to_array(data)
@@ -219,9 +219,15 @@ class Tensor:
             raise ValueError(f"item: the tensor has {self.data.size} elements (shape {self.shape}); expected 1")
         return self.data.item()
 
+    def __float__(self):
+        return float(self.item())
+
     def numpy(self):
         """The underlying ndarray (shared, not copied)."""
         return self.data
+
+    def __array__(self, dtype=None, copy=None):  # np.asarray(tensor), plt.plot(tensor): the data
+        return self.data if dtype is None else self.data.astype(dtype)
 
     def detach(self):
         """The same data (shared) as a new leaf that does not require a gradient."""
@@ -409,6 +415,8 @@ class Tensor:
             raise TypeError("Tensor ** exponent: the exponent must be a number (for x ** y with a tensor y, "
                             "use (y * x.log()).exp())")
         x = self
+        if exponent == 2:  # the common square, without the general power function
+            return Tensor._make(x.data * x.data, (x,), lambda g: (g * (2 * x.data),))
 
         def backward(g):  # d(x^p)/dx = p x^(p-1)
             return (g * (exponent * x.data ** (exponent - 1)),)
@@ -783,6 +791,8 @@ def _causal_bias(Tq, Tk, dtype):
     """(Tq, Tk) additive mask: 0 where query i may see key j (j <= i + Tk - Tq), -inf elsewhere."""
     key = (Tq, Tk, np.dtype(dtype).str)
     if key not in _causal_masks:
+        if len(_causal_masks) > 256:  # generation asks for (1, 1), (1, 2), ...: keep the cache bounded
+            _causal_masks.clear()
         blocked = np.triu(np.ones((Tq, Tk), dtype=bool), k=1 + Tk - Tq)
         _causal_masks[key] = np.where(blocked, -np.inf, 0.0).astype(dtype)
     return _causal_masks[key]
