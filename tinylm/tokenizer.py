@@ -285,7 +285,11 @@ class Tokenizer:
             new_chunks = set(chunks)
         for chunk in new_chunks:
             cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
-        return list(chain.from_iterable(map(cache.__getitem__, chunks)))  # every chunk's ids, in order
+        ids = list(chain.from_iterable(map(cache.__getitem__, chunks)))  # every chunk's ids, in order
+        for chunk in new_chunks:
+            if len(chunk) > LONG_CHUNK:  # a long chunk rarely comes back: do not keep it
+                del cache[chunk]
+        return ids
 
     def encode(self, text, allowed_special="none_raise"):
         """Encode `text` to a list of ids, with special tokens handled as `allowed_special` says.
