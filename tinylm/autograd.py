@@ -24,50 +24,17 @@ The file reads top to bottom: grad mode, the Tensor and its backward pass, then 
 forward beside its backward: arithmetic, reductions, shapes and indexing, elementwise functions, and
 last the fused operations a transformer needs (softmax, log-softmax, layer norm, cross-entropy,
 attention, GELU, dropout, embedding) whose backward is derived by hand in a comment, because the fused
-form is both faster and uses less memory than the same math composed from small operations.
+form is both faster and uses less memory than the same math composed from small operations. At the very
+end, one setting of the memory allocator that makes NumPy's many temporaries cheap.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
 
 import numpy as np
-
-# ----------------------------------------------------------------------------------------------
-# memory: NumPy temporaries are big, and getting fresh pages from the OS is slow
-
-
-def _tune_malloc():
-    """Ask glibc to keep freed memory for reuse instead of returning it to the OS at once.
-
-    Every operation allocates arrays of ~1 MB (a (768, 512) float32 activation is 1.5 MB). By default
-    glibc serves such sizes with mmap and gives them back on free, so the next operation page-faults its
-    way through fresh memory; on a virtual machine that costs more than the arithmetic (a Linear layer
-    measured 2.5x slower). Raising the mmap threshold to 32 MB and the trim threshold to 512 MB keeps that
-    memory in the process. Skipped when not on glibc, when the user set MALLOC_MMAP_THRESHOLD_ or
-    MALLOC_TRIM_THRESHOLD_ themselves, or when TINYLM_MALLOC=0. Returns a line for `tinylm info`.
-    """
-    import os
-    import sys
-
-    if os.environ.get("TINYLM_MALLOC", "1") == "0":
-        return "malloc: default (TINYLM_MALLOC=0)"
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        return "malloc: as set by the MALLOC_*_ environment variables"
-    if not sys.platform.startswith("linux"):
-        return "malloc: default (not Linux)"
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
-    except (OSError, AttributeError):
-        return "malloc: default (no glibc mallopt)"
-    return ("malloc: mmap threshold 32 MB, trim threshold 512 MB (set by tinylm.autograd; TINYLM_MALLOC=0 to "
-            "skip)" if ok else "malloc: default (mallopt refused)")
-
-
-MALLOC_SETTINGS = _tune_malloc()
 
 # ----------------------------------------------------------------------------------------------
 # grad mode: is the graph being recorded?
@@ -256,9 +223,6 @@ class Tensor:
             out._backward = None
         return out
 
-    def _is_leaf(self):
-        return self._backward is None and not self._freed
-
     # -- the backward pass --------------------------------------------------------------------------
 
     def backward(self, grad=None):
@@ -319,8 +283,6 @@ class Tensor:
                     owned.add(key)
 
     def _accumulate_leaf(self, g):
-        if isinstance(g, _SliceGrad):  # only happens when the root itself is a leaf
-            g = g.value
         if self.grad is None:
             self.grad = np.array(g, dtype=self.dtype, copy=True)  # our own contiguous copy
         else:
@@ -932,3 +894,36 @@ def embedding(weight, idx):
         return (gw,)
 
     return Tensor._make(out, (weight,), backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# memory: NumPy temporaries are big, and getting fresh pages from the OS is slow
+
+
+def _tune_malloc():
+    """Ask glibc to keep freed memory for reuse instead of returning it to the OS at once.
+
+    Every operation allocates arrays of ~1 MB (a (768, 512) float32 activation is 1.5 MB). By default
+    glibc serves such sizes with mmap and gives them back on free, so the next operation page-faults its
+    way through fresh memory; on a virtual machine that costs more than the arithmetic (a Linear layer
+    measured 2.5x slower). Raising the mmap threshold to 32 MB and the trim threshold to 512 MB keeps that
+    memory in the process. Skipped when not on glibc, when the user set MALLOC_MMAP_THRESHOLD_ or
+    MALLOC_TRIM_THRESHOLD_ themselves, or when TINYLM_MALLOC=0. Returns a line for `tinylm info`.
+    """
+    if os.environ.get("TINYLM_MALLOC", "1") == "0":
+        return "malloc: default (TINYLM_MALLOC=0)"
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return "malloc: as set by the MALLOC_*_ environment variables"
+    if not sys.platform.startswith("linux"):
+        return "malloc: default (not Linux)"
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
+    except (OSError, AttributeError):
+        return "malloc: default (no glibc mallopt)"
+    return ("malloc: mmap threshold 32 MB, trim threshold 512 MB (set by tinylm.autograd; TINYLM_MALLOC=0 to "
+            "skip)" if ok else "malloc: default (mallopt refused)")
+
+
+MALLOC_SETTINGS = _tune_malloc()
