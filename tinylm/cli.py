@@ -21,6 +21,7 @@ COMMANDS = [
     "tinylm.commands.info",
     "tinylm.commands.generate",
     "tinylm.commands.quantize",
+    "tinylm.commands.export",
 ]
 
 
