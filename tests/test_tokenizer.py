@@ -347,3 +347,17 @@ def test_fast_trainer_matches_the_textbook_trainer_on_random_texts(text, n_merge
 def test_any_text_round_trips(trained, text):
     ids = trained.encode(text, allowed_special="none")
     assert trained.decode(ids) == text
+
+
+def test_every_merged_token_is_the_concatenation_of_its_pair(trained):
+    vocab = trained.vocab
+    assert len(vocab) == trained.vocab_size == 400
+    for (a, b), new_id in trained.merges.items():
+        assert vocab[new_id] == trained.token_bytes(new_id) == vocab[a] + vocab[b]
+        assert a < new_id and b < new_id  # a merge only uses tokens made before it
+
+
+def test_a_byte_level_tokenizer_can_have_special_tokens():
+    tok = Tokenizer(special_tokens=["<|endoftext|>"])
+    assert tok.vocab_size == 257 and tok.special_tokens == {"<|endoftext|>": 256}
+    assert tok.encode("hi<|endoftext|>", allowed_special="all") == [104, 105, 256]
