@@ -1,6 +1,6 @@
 """`python -m tinylm.bench tokenizer`: BPE training and encoding throughput, as ratios.
 
-    python -m tinylm.bench tokenizer            # the full suite (~30 s)
+    python -m tinylm.bench tokenizer            # the full suite (~30 s on a quiet machine)
     python -m tinylm.bench tokenizer --quick    # smaller texts and fewer repeats (~5 s)
 
 What it measures, each the median of --repeats runs, single-threaded:
