@@ -9,7 +9,8 @@ For each, greedy generation of `--new` tokens that end at `--context` tokens of 
     per step    one decoding step at that context: the whole context through the model (no cache) vs
                 one token against a cache holding the rest.
 Single-threaded BLAS is recommended (OPENBLAS_NUM_THREADS=1); times are medians of --repeats runs, and
-the ratios (measured in the same run) are the figures to quote.
+the two sides of each ratio run in turn (no cache, cache, no cache, ...) so that they share the
+machine's load; the ratios are the figures to quote.
 """
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ CONFIGS = {
 }
 
 
-def _median_time(fn, repeats):
-    times = []
+def _median_times(fns, repeats):
+    """Median seconds of each function, the functions run in turn (a, b, a, b, ...) so that a change of
+    load on a shared machine hits both sides of a ratio alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def bench_config(name, context, new, repeats):
@@ -50,8 +54,8 @@ def bench_config(name, context, new, repeats):
     full = np.random.default_rng(1).integers(0, config.vocab_size, size=(1, context))  # (1, context)
 
     # end to end: `new` tokens whose last one sees `context` tokens
-    t_plain = _median_time(lambda: generate(model, prompt, new, temperature=0, use_cache=False), repeats)
-    t_cache = _median_time(lambda: generate(model, prompt, new, temperature=0, use_cache=True), repeats)
+    t_plain, t_cache = _median_times([lambda: generate(model, prompt, new, temperature=0, use_cache=False),
+                                      lambda: generate(model, prompt, new, temperature=0, use_cache=True)], repeats)
 
     # one step at `context`: everything again, or one token against a filled cache
     cache = model.new_kv_cache(1)
@@ -62,8 +66,7 @@ def bench_config(name, context, new, repeats):
             cache.length = context - 1
             model(full[:, -1:], kv_cache=cache)
 
-        s_plain = _median_time(lambda: model(full), repeats)
-        s_cache = _median_time(one_cached_step, max(repeats, 5))
+        s_plain, s_cache = _median_times([lambda: model(full), one_cached_step], max(repeats, 5))
     return {"name": name, "params": model.num_params(), "context": context, "new": new,
             "tok_s_plain": new / t_plain, "tok_s_cache": new / t_cache, "ratio": t_plain / t_cache,
             "step_plain": s_plain, "step_cache": s_cache, "step_ratio": s_plain / s_cache}
@@ -74,7 +77,7 @@ def main(argv=None):
     parser.add_argument("--configs", default="small,gpt2", help="comma-separated: small, gpt2 (default both)")
     parser.add_argument("--context", type=int, default=256, help="tokens of context at the last step (default 256)")
     parser.add_argument("--new", type=int, default=32, help="tokens generated for the small config (default 32; gpt2 uses 8)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement, median kept (default 3; gpt2 uses 1)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per measurement, median kept (default 5; gpt2 uses 1)")
     args = parser.parse_args(argv)
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("note: set OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 for single-threaded, comparable figures")
