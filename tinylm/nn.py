@@ -236,6 +236,8 @@ class LayerNorm(Module):
         self.bias = Tensor(np.zeros(n, np.float32), requires_grad=True) if bias else None
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
         if x.shape[-1:] != (self.n,):
             raise ValueError(f"LayerNorm: input has shape {x.shape}; expected (..., {self.n})")
         return layer_norm(x, self.weight, self.bias, self.eps)
