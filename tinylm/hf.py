@@ -397,25 +397,23 @@ def load_hf_gpt2(folder, dropout=0.0):
 
     tensors = read_safetensors(weights_path)
     model = GPT(config)
-    expected = {name: p.data.shape for name, p in model.named_parameters()}
-    state = {}
-    lm_head = None
+    state, names, lm_head = {}, {}, None  # names: our name -> the file's name, for error messages
     for key, value in tensors.items():
         name = key if key.startswith("transformer.") or key == "lm_head.weight" else "transformer." + key
         if name == "lm_head.weight":
             lm_head = value
-            continue
-        if name.endswith((".attn.bias", ".attn.masked_bias")):
-            continue  # a stored causal mask, not a parameter
-        if name in expected:
-            if value.dtype.kind != "f":
-                raise ValueError(f"{weights_path}: {key} has dtype {value.dtype}; expected floating-point weights")
-            shape = expected[name][::-1] if _is_conv1d(name) else expected[name]
-            if value.shape != shape:
-                raise ValueError(f"{weights_path}: {key} has shape {value.shape}; config.json's sizes "
-                                 f"give {shape}")
-            value = value.T if _is_conv1d(name) else value  # Conv1D (in, out) -> Linear (out, in)
-        state[name] = value
+        elif not name.endswith((".attn.bias", ".attn.masked_bias")):  # those are stored causal masks
+            state[name], names[name] = value, key
+    for name, p in model.named_parameters():  # in the model's order, so the first problem is reported
+        if name not in state:
+            continue  # load_state_dict lists every missing name
+        value = state[name]
+        if value.dtype.kind != "f":
+            raise ValueError(f"{weights_path}: {names[name]} has dtype {value.dtype}; expected floating-point weights")
+        shape = p.data.shape[::-1] if _is_conv1d(name) else p.data.shape
+        if value.shape != shape:
+            raise ValueError(f"{weights_path}: {names[name]} has shape {value.shape}; config.json's sizes give {shape}")
+        state[name] = value.T if _is_conv1d(name) else value  # Conv1D (in, out) -> Linear (out, in)
     try:
         model.load_state_dict(state, strict=True)
     except ValueError as exc:
