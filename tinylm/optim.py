@@ -220,7 +220,8 @@ class AdamW(Optimizer):
 
     @no_grad()
     def step(self):
-        """One update of every parameter that has a gradient (in place, a few passes over each array)."""
+        """One update of every parameter that has a gradient (in place: a few passes over each array and one
+        scratch array, since this runs over every weight of the model at every step)."""
         j = 0
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
@@ -238,16 +239,18 @@ class AdamW(Optimizer):
                 f = p.dtype.type
                 if wd:
                     p.data *= f(1.0 - lr * wd)
+                tmp = g * f(1.0 - b1)  # one scratch array, reused for every term below
                 m *= f(b1)
-                m += f(1.0 - b1) * g
+                m += tmp  # m = b1 m + (1 - b1) g
+                np.multiply(g, g, out=tmp)
+                tmp *= f(1.0 - b2)
                 v *= f(b2)
-                v += f(1.0 - b2) * (g * g)
-                bias1 = 1.0 - b1 ** t
-                bias2 = 1.0 - b2 ** t
-                # p -= (lr / bias1) * m / (sqrt(v) / sqrt(bias2) + eps)
-                denom = np.sqrt(v)
-                denom *= f(1.0 / math.sqrt(bias2))
-                denom += f(eps)
-                np.divide(m, denom, out=denom)
-                denom *= f(lr / bias1)
-                p.data -= denom
+                v += tmp  # v = b2 v + (1 - b2) g^2
+                # (lr / bias1) m / (sqrt(v) / sqrt(bias2) + eps), written with one division less:
+                #   = (lr sqrt(bias2) / bias1) m / (sqrt(v) + eps sqrt(bias2))
+                bias1, root2 = 1.0 - b1 ** t, math.sqrt(1.0 - b2 ** t)
+                np.sqrt(v, out=tmp)
+                tmp += f(eps * root2)
+                np.divide(m, tmp, out=tmp)
+                tmp *= f(-lr * root2 / bias1)
+                p.data += tmp
