@@ -6,7 +6,8 @@ backward of exactly the same computation (same float32 arrays, same BLAS), in th
   block  one pre-norm GPT-2 transformer block (LayerNorm, causal self-attention, LayerNorm, MLP)
          with nanoGPT's small config: B=12, T=64, C=128, 4 heads
 and, when tinylm.model is present, the whole small GPT (4 layers, vocab 65) against the same GPT
-written by hand, plus the AdamW step.
+written by hand, plus the AdamW step. Last, two fused operations (cross-entropy, attention) against
+the same math composed from the engine's small operations.
 The figure that matters is the ratio engine / hand-written (1.00 = no overhead); absolute times move
 with whatever else the machine is doing. Single-threaded BLAS unless told otherwise:
 
@@ -276,6 +277,41 @@ def bench_gpt(repeats, B=12, T=64, seed=0):
     return eng, ref, median_ms(opt.step, repeats)  # the gradients of the last engine() call
 
 
+def bench_fused(repeats, N=768, V=256, B=12, nh=4, T=64, hs=32, seed=0):
+    """Fused operations against the same math composed from small engine operations (both on the
+    engine, forward + backward): [(name, fused ms, composed ms)]."""
+    from tinylm.autograd import cross_entropy
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((N, V)).astype(np.float32)
+    targets = rng.integers(0, V, N)
+    rows = np.arange(N)
+
+    def ce_fused():
+        z = Tensor(logits, requires_grad=True)
+        cross_entropy(z, targets).backward()
+
+    def ce_composed():
+        z = Tensor(logits, requires_grad=True)
+        (-(z.log_softmax(axis=-1)[rows, targets]).mean()).backward()
+
+    q, k, v = (rng.standard_normal((B, nh, T, hs)).astype(np.float32) for _ in range(3))
+    mask = np.triu(np.ones((T, T), bool), k=1)
+    dy = rng.standard_normal((B, nh, T, hs)).astype(np.float32)
+
+    def attn_fused():
+        qt, kt, vt = (Tensor(a, requires_grad=True) for a in (q, k, v))
+        scaled_dot_product_attention(qt, kt, vt).backward(dy)
+
+    def attn_composed():
+        qt, kt, vt = (Tensor(a, requires_grad=True) for a in (q, k, v))
+        att = ((qt @ kt.transpose(-1, -2)) * (1.0 / math.sqrt(hs))).masked_fill(mask, -np.inf)  # (B, nh, T, T)
+        (att.softmax(axis=-1) @ vt).backward(dy)
+
+    ce = interleaved([ce_fused, ce_composed], repeats)
+    attn = interleaved([attn_fused, attn_composed], repeats)
+    return [(f"cross-entropy ({N} x {V} logits)", *ce), (f"causal attention (B={B} nh={nh} T={T} hs={hs})", *attn)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinylm.bench autograd", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30, help="timed repetitions per workload (median reported)")
@@ -293,8 +329,12 @@ def main(argv=None):
     gpt = bench_gpt(args.repeats, **small)
     if gpt is not None:
         eng, ref, adamw = gpt
-        print(f"{'GPT fwd+bwd (nanoGPT small: 4 x 128, B=12 T=64)':<44} {eng:>10.2f} {ref:>10.2f} {eng / ref:>7.2f}")
+        print(f"{'GPT fwd+bwd (4 x 128, B=12 T=64, vocab 65)':<44} {eng:>10.2f} {ref:>10.2f} {eng / ref:>7.2f}")
         print(f"{'AdamW step over its 0.8M parameters':<44} {adamw:>10.2f}")
+    print(f"\n{'fused operation vs the same math composed':<44} {'fused ms':>10} {'composed':>10} {'ratio':>7}")
+    tiny = dict(N=8, V=5, B=1, T=4) if args.quick else {}
+    for name, fused, composed in bench_fused(args.repeats, **tiny):
+        print(f"{name:<44} {fused:>10.2f} {composed:>10.2f} {fused / composed:>7.2f}")
     return 0
 
 
