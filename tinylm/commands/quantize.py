@@ -196,7 +196,9 @@ def run(args):
 
     figure = args.figure or os.path.join(os.path.dirname(plan_path), "tradeoff.png")
     try:
-        curve = tradeoff_curve(model, evaluator, sens)
+        # sweep budgets around the one asked for (or around what the byte budget reached)
+        center = max_ppl if max_ppl is not None else max(metrics["ppl_change"], 1e-4)
+        curve = tradeoff_curve(model, evaluator, sens, budgets=[center * f for f in (0.1, 0.25, 0.5, 1, 2, 5, 10)])
         points = {r["plan"]: (r["bytes"]["total"], r["ppl_change"]) for r in rows[:-1]}
         plot_tradeoff(figure, points, chosen=(label, rows[-1]["bytes"]["total"], rows[-1]["ppl_change"]),
                       frontier=[(m["bytes"], m["ppl_change"]) for _, _, m in curve])
