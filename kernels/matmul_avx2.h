@@ -3,6 +3,8 @@
  * A template: the including file defines
  *     TL_T          the element type of x and w (float, or uint16_t holding binary16)
  *     TL_LOAD8(p)   an expression loading 8 consecutive elements at p as a __m256 of floats
+ *     TL_SCALAR(v)  one element as a float
+ *     TL_AS_F32(row, buf, n)  n elements of a row of x as fp32: the row itself, or converted in buf
  *     TL_NAME       the name of the function to define
  * and includes this file inside its `#if defined(__AVX2__) && defined(__FMA__)` block.
  *
