@@ -239,7 +239,7 @@ def test_broken_weight_files_are_refused(hf_copy):
     tensors = read_safetensors(hf_copy / "model.safetensors")
     for change, problem in [
         ({"lm_head.weight": tensors["transformer.wte.weight"] + 1}, "lm_head.weight differs from wte.weight"),
-        ({"transformer.h.0.ln_1.weight": np.ones(32, np.int32)}, "dtype int32; expected floating-point"),
+        ({"transformer.h.0.ln_1.weight": np.ones(32, np.int32)}, "dtype I32; expected floating-point"),
         ({"transformer.h.0.attn.c_attn.weight": np.zeros((96, 32), np.float32)},  # (out, in): not GPT-2's
          r"c_attn.weight has shape \(96, 32\); config.json's sizes give \(32, 96\)"),
         ({"transformer.h.0.extra.weight": np.zeros(3, np.float32)}, "unexpected transformer.h.0.extra.weight"),

@@ -5,7 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from tinylm.hf import bf16_to_float32, float32_to_bf16, read_safetensors, write_safetensors
+from tinylm.hf import (bf16_to_float32, float32_to_bf16, iter_safetensors, read_safetensors, safetensors_header,
+                       write_safetensors)
 
 
 def raw_file(path, header, data=b"", header_bytes=None, length=None):
@@ -217,3 +218,29 @@ def test_bad_json_and_duplicate_names_are_rejected(tmp_path):
 def test_missing_file_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         read_safetensors(tmp_path / "nope.safetensors")
+
+
+# ---------------------------------------------------------------------------- header only, one tensor at a time
+
+def test_header_and_streaming_reads_agree_with_read_safetensors(tmp_path):
+    tensors = {"b": np.arange(6, dtype=np.int16).reshape(2, 3), "a": np.linspace(0, 1, 5),
+               "h": np.array([1.5, -3.25], np.float32)}
+    path = tmp_path / "t.safetensors"
+    write_safetensors(path, tensors, metadata={"format": "pt"}, dtypes={"h": "BF16"})
+    header, meta = safetensors_header(path)
+    assert header == {"a": ("F64", (5,)), "b": ("I16", (2, 3)), "h": ("BF16", (2,))} and meta == {"format": "pt"}
+    streamed = dict(iter_safetensors(path))
+    mapped = read_safetensors(path)
+    for name in tensors:
+        assert streamed[name].dtype == mapped[name].dtype
+        np.testing.assert_array_equal(streamed[name], mapped[name])
+    assert [name for name, _ in iter_safetensors(path, ["h", "b"])] == ["h", "b"]
+    with pytest.raises(KeyError):
+        list(iter_safetensors(path, ["nope"]))
+
+
+def test_streaming_checks_the_whole_header_before_yielding(tmp_path):
+    header = {"w": F32_2x2, "v": {"dtype": "F32", "shape": [1], "data_offsets": [16, 24]}}  # v: 8 bytes for 4
+    path = raw_file(tmp_path / "bad.safetensors", header, bytes(24))
+    with pytest.raises(ValueError, match="'v' has 8 bytes"):
+        next(iter_safetensors(path))

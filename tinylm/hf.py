@@ -214,6 +214,40 @@ def read_safetensors(path, metadata=False):
     return (tensors, dict(meta or {})) if metadata else tensors
 
 
+def iter_safetensors(path, names=None):
+    """Yield (name, array) one tensor at a time, each read afresh from the file (no memory map), in
+    the order of `names` (default: the file's order). Copying a model's weights this way never holds
+    more than one tensor beside the model: the way to load a checkpoint as large as the free RAM.
+
+    The whole header is checked first, exactly as by read_safetensors; a name not in the file is a
+    KeyError.
+    """
+    path = os.fspath(path)
+    entries, _, data_start = _read_header(path)
+    by_name = {e[0]: e for e in entries}
+    with open(path, "rb") as f:
+        for name in (by_name if names is None else names):
+            _, dtype, shape, begin, _ = by_name[name]
+            f.seek(data_start + begin)
+            a = np.fromfile(f, dtype=SAFETENSORS_DTYPES[dtype], count=math.prod(shape)).reshape(shape)
+            if dtype == "BF16":
+                a = bf16_to_float32(a)
+            elif dtype == "BOOL" and a.size and a.view(np.uint8).max() > 1:
+                raise ValueError(f"{path} is not a valid safetensors file: BOOL tensor {name!r} holds bytes "
+                                 f"other than 0 and 1")
+            yield name, a
+
+
+def safetensors_header(path):
+    """{name: (dtype, shape)} and the __metadata__ dict of a safetensors file, reading only its header.
+
+    >>> safetensors_header("gpt2/model.safetensors")[0]["wte.weight"]     # doctest: +SKIP
+    ('F32', (50257, 768))
+    """
+    entries, metadata, _ = _read_header(path)
+    return {name: (dtype, shape) for name, dtype, shape, _, _ in entries}, dict(metadata or {})
+
+
 # ----------------------------------------------------------------------------------------------
 # safetensors: writing
 
@@ -395,33 +429,44 @@ def load_hf_gpt2(folder, dropout=0.0):
                     "safe_serialization=True))")
         raise FileNotFoundError(f"no model.safetensors in {folder}{hint}")
 
-    tensors = read_safetensors(weights_path)
-    model = GPT(config)
-    state, names, lm_head = {}, {}, None  # names: our name -> the file's name, for error messages
-    for key, value in tensors.items():
+    # 1. check names, shapes and dtypes against config.json from the header alone, before any work
+    header, _ = safetensors_header(weights_path)
+    expected = dict(_gpt2_shapes(config))  # our name -> the shape GPT-2 stores
+    file_key, lm_head = {}, None  # our name -> the file's name ("h.0.ln_1.weight" or with "transformer.")
+    for key in header:
         name = key if key.startswith("transformer.") or key == "lm_head.weight" else "transformer." + key
         if name == "lm_head.weight":
-            lm_head = value
+            lm_head = key
         elif not name.endswith((".attn.bias", ".attn.masked_bias")):  # those are stored causal masks
-            state[name], names[name] = value, key
-    for name, p in model.named_parameters():  # in the model's order, so the first problem is reported
-        if name not in state:
-            continue  # load_state_dict lists every missing name
-        value = state[name]
-        if value.dtype.kind != "f":
-            raise ValueError(f"{weights_path}: {names[name]} has dtype {value.dtype}; expected floating-point weights")
-        shape = p.data.shape[::-1] if _is_conv1d(name) else p.data.shape
-        if value.shape != shape:
-            raise ValueError(f"{weights_path}: {names[name]} has shape {value.shape}; config.json's sizes give {shape}")
-        state[name] = value.T if _is_conv1d(name) else value  # Conv1D (in, out) -> Linear (out, in)
-    try:
-        model.load_state_dict(state, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"{weights_path}: {exc}") from None
-    if lm_head is not None and not np.array_equal(lm_head, tensors.get("transformer.wte.weight",
-                                                                       tensors.get("wte.weight"))):
-        raise ValueError(f"{weights_path}: lm_head.weight differs from wte.weight; tinylm's GPT ties the "
-                         f"output layer to the token embedding, as GPT-2 does")
+            file_key[name] = key
+    missing = [name for name in expected if name not in file_key]
+    unexpected = [file_key[name] for name in file_key if name not in expected]
+    if missing or unexpected:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                ([f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        raise ValueError(f"{weights_path}: {'; '.join(parts)} (for the sizes in config.json)")
+    for name, shape in [*expected.items(), *([("lm_head.weight", expected["transformer.wte.weight"])]
+                                             if lm_head else [])]:
+        key = lm_head if name == "lm_head.weight" else file_key[name]
+        dtype, stored = header[key]
+        if dtype not in ("F64", "F32", "F16", "BF16"):
+            raise ValueError(f"{weights_path}: {key} has dtype {dtype}; expected floating-point weights")
+        if stored != shape:
+            raise ValueError(f"{weights_path}: {key} has shape {stored}; config.json's sizes give {shape}")
+
+    # 2. build the model, then copy the weights into it one tensor at a time (lm_head last, to compare)
+    model = GPT(config)
+    params = dict(model.named_parameters())
+    order = list(file_key.values()) + ([lm_head] if lm_head else [])
+    ours = {key: name for name, key in file_key.items()}
+    for key, value in iter_safetensors(weights_path, order):
+        if key == lm_head:
+            if not np.array_equal(value, params["transformer.wte.weight"].data):
+                raise ValueError(f"{weights_path}: lm_head.weight differs from wte.weight; tinylm's GPT ties "
+                                 f"the output layer to the token embedding, as GPT-2 does")
+            continue
+        name = ours[key]
+        params[name].data[...] = value.T if _is_conv1d(name) else value  # Conv1D (in, out) -> Linear (out, in)
     model.eval()
     return model
 
