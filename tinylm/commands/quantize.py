@@ -187,7 +187,8 @@ def run(args):
     plan_path = args.save_plan or os.path.join(args.run, "quant", "plan.json")
     budget = {"max_ppl_increase": max_ppl} if max_ppl is not None else {"max_bytes": max_bytes}
     save_plan(plan_path, plan, budget=budget, seed=args.seed,
-              measured={k: metrics[k] for k in ("loss", "ppl", "ppl_change", "agreement", "bytes")})
+              measured={k: metrics[k] for k in ("loss", "ppl", "ppl_change", "agreement", "bytes")},
+              sensitivity=sens, fp32_loss=evaluator.ref_loss)
     plans = {p: uniform_plan(model, p) for p in ("fp32", "fp16", "int8:g32", "int8:channel")}
     plans[label] = plan
     rows = compare(model, evaluator, plans, **timing)
