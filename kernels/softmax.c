@@ -104,7 +104,20 @@ static void softmax_row_f32(const float *restrict x, float *restrict y, size_t c
     float max = tl_bits_f32(0xff800000u);           /* -inf; NaNs are skipped here but reach e */
     float sum = 0.0f;
     size_t j = 0;
-    for (j = 0; j < visible; j++)
+#if defined(__AVX2__)
+    if (visible >= 8) {                             /* (a NaN may win here: the row is NaN anyway) */
+        __m256 vmax = _mm256_loadu_ps(x);
+        float lanes[8];
+        for (j = 8; j + 8 <= visible; j += 8)
+            vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + j));
+        _mm256_storeu_ps(lanes, vmax);
+        for (j = 0; j < 8; j++)
+            if (!(lanes[j] <= max))
+                max = lanes[j];
+        j = visible - visible % 8;
+    }
+#endif
+    for (; j < visible; j++)
         if (x[j] > max)
             max = x[j];
     j = 0;
@@ -154,6 +167,43 @@ void tinylm_softmax_f32(const float *restrict x, float *restrict y, size_t rows,
 /* ---- fp16 storage, fp32 math ------------------------------------------------------------------
  * No buffer for the fp32 row (no malloc, and the row can be long): three passes, e^(x - max) is
  * computed twice instead of being stored. */
+#if defined(__AVX2__) && defined(__F16C__)
+#define TL_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define TL_STORE_F16(p, v) \
+    _mm_storeu_si128((__m128i *)(void *)(p), _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
+
+/* One row, 8 values at a time, the same three passes (a scalar tail finishes each pass). */
+static void softmax_row_f16_avx2(const uint16_t *restrict xr, uint16_t *restrict yr, size_t cols)
+{
+    size_t j, n8 = cols - cols % 8;
+    float max = tl_bits_f32(0xff800000u), sum = 0.0f, lanes[8];
+    __m256 vmax = _mm256_set1_ps(max), vsum = _mm256_setzero_ps();
+    for (j = 0; j < n8; j += 8)
+        vmax = _mm256_max_ps(vmax, TL_LOAD_F16(xr + j));
+    _mm256_storeu_ps(lanes, vmax);
+    for (j = 0; j < 8; j++)
+        if (!(lanes[j] <= max))
+            max = lanes[j];
+    for (j = n8; j < cols; j++)
+        if (tl_f16_to_f32(xr[j]) > max)
+            max = tl_f16_to_f32(xr[j]);
+    vmax = _mm256_set1_ps(max);
+    for (j = 0; j < n8; j += 8)
+        vsum = _mm256_add_ps(vsum, tl_exp8(_mm256_sub_ps(TL_LOAD_F16(xr + j), vmax)));
+    _mm256_storeu_ps(lanes, vsum);
+    sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (j = n8; j < cols; j++)
+        sum += tl_exp(tl_f16_to_f32(xr[j]) - max);
+    {
+        __m256 vs = _mm256_set1_ps(sum);
+        for (j = 0; j < n8; j += 8)
+            TL_STORE_F16(yr + j, _mm256_div_ps(tl_exp8(_mm256_sub_ps(TL_LOAD_F16(xr + j), vmax)), vs));
+    }
+    for (j = n8; j < cols; j++)
+        yr[j] = tl_f32_to_f16(tl_exp(tl_f16_to_f32(xr[j]) - max) / sum);
+}
+#endif
+
 void tinylm_softmax_f16(const uint16_t *restrict x, uint16_t *restrict y, size_t rows, size_t cols)
 {
     size_t r, j;
@@ -161,6 +211,10 @@ void tinylm_softmax_f16(const uint16_t *restrict x, uint16_t *restrict y, size_t
         const uint16_t *xr = x + r * cols;
         uint16_t *yr = y + r * cols;
         float max = tl_bits_f32(0xff800000u), sum = 0.0f;
+#if defined(__AVX2__) && defined(__F16C__)
+        softmax_row_f16_avx2(xr, yr, cols);
+        continue;
+#endif
         for (j = 0; j < cols; j++) {
             float v = tl_f16_to_f32(xr[j]);
             if (v > max)

@@ -75,7 +75,10 @@ def backend() -> str:
     """'c' when kernels run in C, 'numpy' when they run on the NumPy references.
 
     TINYLM_KERNELS=numpy forces NumPy; otherwise C is used when the extension was built."""
-    choice = os.environ.get(ENV_VAR, "").strip().lower()
+    choice = os.environ.get(ENV_VAR)
+    if choice is None:
+        return "c" if _extension() is not None else "numpy"
+    choice = choice.strip().lower()
     if choice not in ("", "c", "numpy"):
         raise ValueError(f"{ENV_VAR}={choice!r}; expected 'c', 'numpy' or unset")
     if choice == "numpy":
@@ -103,8 +106,8 @@ def _c():
 
 
 def _ptr(ffi, ctype, a):
-    """A C pointer to the data of the contiguous array a."""
-    return ffi.cast(ctype, a.ctypes.data)
+    """A C pointer to the data of the contiguous array a (kept alive by the cdata object)."""
+    return ffi.from_buffer(ctype[:-1] + "[]", a)        # "float *" -> "float[]"
 
 
 # ---- argument checks ------------------------------------------------------------------------------
