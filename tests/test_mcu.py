@@ -107,6 +107,66 @@ def test_kernels_compile_with_werror_and_need_no_malloc_or_libm(core_name, tmp_p
     assert "tinylm_linear_s8" in defined and "tinylm_softmax_f32" in defined
 
 
+@needs_toolchain
+@pytest.mark.parametrize("core_name", ["m3", "m4"])
+def test_int8_kernels_use_smlad_exactly_on_cores_with_dsp(core_name, tmp_path):
+    """The golden test covers both int8 paths: the DSP one on M4/M7/M55, the portable one on M3."""
+    core = mcu.get_core(core_name)
+    obj = mcu.compile_object(core, os.path.join(mcu.KERNELS, "matmul_s8.c"), str(tmp_path / "m.o"))
+    asm = subprocess.run(["arm-none-eabi-objdump", "-d", obj], capture_output=True, text=True,
+                         check=True).stdout
+    assert ("smlad" in asm and "sxtb16" in asm) == (core_name in DSP_CORES)
+
+
 def test_unknown_core_is_a_clear_error():
     with pytest.raises(ValueError, match="core 'm0' is unknown; expected one of m3, m4, m7, m55"):
         mcu.get_core("m0")
+
+
+# ---- what chapter 11 shows is what the current code produces ------------------------------------
+
+CHAPTER = os.path.join(ROOT, "tutorials", "11-microcontroller.md")
+_count_spec = importlib.util.spec_from_file_location("tinylm_mcu_count",
+                                                     os.path.join(ROOT, "benchmarks", "mcu", "count.py"))
+count = importlib.util.module_from_spec(_count_spec)
+_count_spec.loader.exec_module(count)
+
+
+def _text_block_after(marker):
+    """The ```text block that follows the first line containing `marker` in chapter 11."""
+    with open(CHAPTER, encoding="utf-8") as f:
+        text = f.read()
+    start = text.index(marker)
+    block = re.search(r"```text\n(.*?)```", text[start:], re.DOTALL)
+    return block.group(1)
+
+
+@needs_toolchain
+def test_chapter_11_shows_the_golden_test_output_of_the_current_code():
+    done = subprocess.run([sys.executable, os.path.join(MCU_DIR, "mcu.py"), "test", "--core", "m4"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == _text_block_after("mcu.py test --core m4"), \
+        "chapter 11's committed output is stale: paste the new output of the command into it"
+
+
+@pytest.mark.slow
+@needs_toolchain
+@pytest.mark.skipif(count.plugin_header(fetch=False) is None,
+                    reason="QEMU's qemu-plugin.h is not cached; `python benchmarks/mcu/count.py` fetches it")
+def test_committed_instruction_counts_and_sizes_are_those_of_the_current_kernels(tmp_path):
+    results = count.load_json(count.RESULTS, "MCU benchmark results")
+    plugin = count.build_plugin(str(tmp_path), count.plugin_header(fetch=False))
+    # exact counts: any change to the kernels shows here; rerun `python benchmarks/mcu/count.py --save`
+    assert count.count("m4", str(tmp_path), plugin) == results["counts"]["m4"]
+    assert count.sizes(str(tmp_path)) == results["sizes_m4"]
+
+
+def test_results_table_ratios_are_per_multiply_accumulate_against_cmsis_nn():
+    results = {"cmsis_nn_m4": {"64x64": 10_000, "256x256": 100_000},
+               "counts": {"m4": {"matmul_s8 64x64": 12_000, "matmul_s8 256x256": 90_000,
+                                 "softmax_f32 64": 3_000}}}
+    table = count.matvec_table(results)
+    assert "| matmul_s8 64x64 | 12,000 (1.20x) |" in table
+    assert "| matmul_s8 256x256 | 90,000 (0.90x) |" in table
+    assert "softmax" not in table and "| softmax_f32 64 | 3,000 |" in count.other_table(results)
