@@ -208,3 +208,20 @@ def test_quantize_a_missing_run_is_a_clear_error(tmp_path, capsys):
 
     assert cli.main(["quantize", "--run", str(tmp_path / "nope")]) == 2
     assert "run folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quantize_without_saved_tokens_needs_a_corpus(run_dir, tmp_path, capsys):
+    import shutil
+
+    from tinylm import cli
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "tokens.npz").unlink()
+    assert cli.main(["quantize", "--run", str(bare), "--report", *FAST]) == 2
+    assert "pass --data" in capsys.readouterr().err
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The quick brown fox jumps over the lazy dog. " * 200)
+    assert cli.main(["quantize", "--run", str(bare), "--report", "--data", str(corpus), *FAST]) == 0
+    assert "int8:g32" in capsys.readouterr().out

@@ -96,31 +96,34 @@ def _load_plan_arg(model, text):
 
 
 def _validation_ids(run_dir, tokenizer, data):
-    """The run's validation token ids: its saved split (tokens.npz), or the split of `data` re-encoded."""
+    """The run's validation token ids: its saved split (tokens.npz), or `data` prepared and split the
+    way the run prepared its training text (cleaning and val_fraction from its config.json)."""
     import numpy as np
 
     from tinylm import checkpoint
     from tinylm import data as tdata
 
-    if data is None:
-        if os.path.isfile(os.path.join(run_dir, "tokens.npz")):
-            return np.asarray(checkpoint.load_tokens(run_dir)[1])
-        data = _run_corpus(run_dir)
-    ids = tdata.encode_corpus(tdata.load_corpus(data), tokenizer)
-    return np.asarray(tdata.train_val_split(ids)[1])
+    if data is None and os.path.isfile(os.path.join(run_dir, "tokens.npz")):
+        return np.asarray(checkpoint.load_tokens(run_dir)[1])
+    settings = _train_settings(run_dir)
+    data = data if data is not None else settings.get("data")
+    if not isinstance(data, str):
+        raise ValueError(f"run {run_dir} has no tokens.npz and its config.json names no corpus; pass --data")
+    text = tdata.load_corpus(data)
+    if settings.get("clean", True):
+        text = tdata.clean_text(text)
+    ids = tdata.encode_corpus(text, tokenizer)
+    return np.asarray(tdata.train_val_split(ids, settings.get("val_fraction", 0.1))[1])
 
 
-def _run_corpus(run_dir):
-    """The corpus a run trained on, as recorded in its config.json ("train": {"data": ...})."""
+def _train_settings(run_dir):
+    """The "train" section of a run's config.json ({} when there is none)."""
     from tinylm.fileio import load_json
 
     path = os.path.join(run_dir, "config.json")
     cfg = load_json(path, what="run configuration") if os.path.isfile(path) else {}
     train = cfg.get("train") if isinstance(cfg, dict) else None
-    for key in ("data", "corpus"):
-        if isinstance(train, dict) and isinstance(train.get(key), str):
-            return train[key]
-    raise ValueError(f"run {run_dir} has no tokens.npz and its config.json names no corpus; pass --data")
+    return train if isinstance(train, dict) else {}
 
 
 def run(args):
