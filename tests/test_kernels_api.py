@@ -136,3 +136,25 @@ def test_build_info_reports_strict_c99_flags_and_simd_paths():
     assert info["backend"] == "c"
     assert "-std=c99" in info["flags"] and "-Werror" in info["flags"]
     assert info["simd"].endswith("portable")
+
+
+def test_tinylm_info_prints_backend_flags_simd_and_environment(capsys, monkeypatch):
+    from tinylm import cli
+
+    monkeypatch.setenv("TINYLM_KERNELS", "numpy")
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "kernels: numpy" in out and "SIMD paths:" in out and "TINYLM_KERNELS=numpy" in out
+    if kernels._extension() is not None:
+        assert "-std=c99" in out
+
+
+def test_kernel_benchmark_prints_a_table_with_ratios_and_targets(capsys):
+    from tinylm.bench import kernels as bench
+
+    assert bench.main(["--size", "24", "--T", "40", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out[out.index("kernel "):].strip().splitlines()
+    assert header.split()[:4] == ["kernel", "shape", "C", "ms"]
+    assert len(rows) == 12 and any("matmul_f32" in r and ">= 1x" in r for r in rows)
+    assert all(("met" in r) for r in rows if ">=" in r)

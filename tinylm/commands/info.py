@@ -1,4 +1,15 @@
-"""`tinylm info`: what this installation of tinylm is and which kernels it runs on."""
+"""`tinylm info`: what this installation of tinylm is and which kernels it runs on.
+
+    $ tinylm info
+    tinylm 0.1.0
+    python 3.11.7 (/usr/bin/python3)
+    numpy 2.4.6
+    kernels: c (TINYLM_KERNELS=numpy forces the NumPy references)
+    compiled with: -std=c99 -Wall -Wextra -Werror -O3 -ffp-contract=off -march=native
+    SIMD paths: avx2 fma f16c portable
+    ...
+"""
+import os
 import platform
 import sys
 
@@ -6,16 +17,40 @@ import numpy as np
 
 import tinylm
 
+# environment variables that change what tinylm does, and what each one means
+ENV_VARS = [
+    ("TINYLM_KERNELS", "numpy forces the NumPy reference kernels; c or unset: C when built"),
+    ("TINYLM_PORTABLE", "at build time, 1 compiles the portable C only (no -march=native, no SIMD)"),
+    ("TINYLM_DEBUG", "1 shows the traceback of a command's error"),
+    ("OPENBLAS_NUM_THREADS", "NumPy's BLAS threads (python -m tinylm.bench sets 1 when unset)"),
+    ("OMP_NUM_THREADS", "OpenMP threads (python -m tinylm.bench sets 1 when unset)"),
+]
+
 
 def register(sub):
     p = sub.add_parser("info", help="print version, kernel backend and build flags",
                        description="Print tinylm's version, the kernel backend in use (C or NumPy), "
-                                   "the compiler flags and SIMD paths compiled in.")
+                                   "the compiler flags and SIMD paths compiled in, and the environment "
+                                   "variables tinylm reads.")
     p.set_defaults(func=run)
 
 
 def run(args):
+    from tinylm import kernels
+
     print(f"tinylm {tinylm.__version__}")
     print(f"python {platform.python_version()} ({sys.executable})")
     print(f"numpy {np.__version__}")
+    info = kernels.build_info()
+    print(f"kernels: {info['backend']} (TINYLM_KERNELS=numpy forces the NumPy references)")
+    if info["flags"] is None:
+        print("compiled with: (the C extension tinylm._kernels is not built)")
+        print("SIMD paths: none")
+    else:
+        print(f"compiled with: {info['flags']}")
+        print(f"SIMD paths: {info['simd']}")
+    print("environment:")
+    for name, meaning in ENV_VARS:
+        setting = f"{name}={os.environ.get(name, '(unset)')}"
+        print(f"  {setting:<30} {meaning}")
     return 0
