@@ -94,7 +94,8 @@ def _run(opt, params, steps, seed):
 ])
 def test_state_dict_resume_is_bit_exact(make, tmp_path):
     def fresh():
-        return [Tensor(np.ones((3, 2), np.float32), requires_grad=True), Tensor(np.zeros(4, np.float32), requires_grad=True)]
+        return [Tensor(np.ones((3, 2), np.float32), requires_grad=True),
+                Tensor(np.zeros(4, np.float32), requires_grad=True)]
 
     straight = fresh()
     opt = make(straight)

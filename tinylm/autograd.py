@@ -792,7 +792,8 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
     if dropout_p > 0.0:
         if rng is None:
             raise ValueError("scaled_dot_product_attention: dropout_p > 0 needs rng (a np.random.Generator)")
-        keep = (rng.random(P.shape, dtype=np.float32) >= dropout_p).astype(P.dtype) * (1.0 / (1.0 - dropout_p))
+        keep = (rng.random(P.shape, dtype=np.float32) >= dropout_p).astype(P.dtype)  # (B, nh, Tq, Tk) of 0/1
+        keep *= P.dtype.type(1.0 / (1.0 - dropout_p))
         Pd = P * keep
     y = np.matmul(Pd, v.data)  # (B, nh, Tq, hs)
 
@@ -862,7 +863,7 @@ def dropout(x, p, training, rng):
         return x
     if rng is None:
         raise ValueError("dropout: p > 0 while training needs rng (a np.random.Generator)")
-    keep = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype) * (1.0 / (1.0 - p))
+    keep = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
     return Tensor._make(x.data * keep, (x,), lambda g: (g * keep,))
 
 

@@ -145,7 +145,8 @@ class Optimizer:
             _, j, what = key.split(".", 2)
             j = int(j)
             if j >= len(params):
-                raise ValueError(f"{name}.load_state_dict: state for parameter {j}, but the optimizer has {len(params)}")
+                raise ValueError(f"{name}.load_state_dict: state for parameter {j}, but the optimizer has "
+                                 f"{len(params)}")
             if what == "step":
                 state[j]["step"] = int(value)
             else:

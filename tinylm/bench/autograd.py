@@ -323,8 +323,10 @@ def main(argv=None):
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, NumPy {np.__version__})")
     print(f"{'workload':<44} {'engine ms':>10} {'numpy ms':>10} {'ratio':>7}")
     small = dict(B=2, T=8) if args.quick else {}
-    for name, (eng, ref) in [("mlp fwd+bwd (768 x 128 -> 512 -> 128)", bench_mlp(args.repeats, N=16 if args.quick else 768)),
-                             ("block fwd+bwd (B=12 T=64 C=128 nh=4)", bench_block(args.repeats, **small))]:
+    mlp = bench_mlp(args.repeats, N=16 if args.quick else 768)
+    block = bench_block(args.repeats, **small)
+    for name, (eng, ref) in [("mlp fwd+bwd (768 x 128 -> 512 -> 128)", mlp),
+                             ("block fwd+bwd (B=12 T=64 C=128 nh=4)", block)]:
         print(f"{name:<44} {eng:>10.2f} {ref:>10.2f} {eng / ref:>7.2f}")
     gpt = bench_gpt(args.repeats, **small)
     if gpt is not None:
