@@ -292,7 +292,8 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
             updating = False
 
             elapsed = time.perf_counter() - t0
-            progress.update(step - start_step, extra=f"step {step} | loss {step_loss:.4f} | lr {lr:.2e} | "
+            where = f"step {step} | " if start_step else ""  # a resumed run's count starts at 0 again
+            progress.update(step - start_step, extra=f"{where}loss {step_loss:.4f} | lr {lr:.2e} | "
                                                       f"{(step - start_step) * tokens_per_step / elapsed:,.0f} tok/s")
             if step % config.eval_interval == 0 or step == end:
                 measure()
