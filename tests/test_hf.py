@@ -314,3 +314,22 @@ def test_export_command_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "file")]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_export_notes_when_the_tokenizer_splits_text_unlike_gpt2(tmp_path, capsys):
+    from tinylm.checkpoint import save_checkpoint
+
+    tokenizer = Tokenizer().train("hello there, hello world " * 10, 270)  # default pattern: gpt4
+    save_checkpoint(tmp_path / "run", perturbed_gpt(GPTConfig(vocab_size=270, block_size=8, n_layer=1,
+                                                              n_head=1, n_embd=8)), tokenizer)
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert "note: this tokenizer pre-splits text with another pattern than GPT-2's" in capsys.readouterr().err
+    assert load_hf_tokenizer(tmp_path / "hf").decode(tokenizer.encode("hello world")) == "hello world"
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import tinylm.hf
+
+    assert doctest.testmod(tinylm.hf).failed == 0

@@ -291,7 +291,7 @@ def write_safetensors(path, tensors, metadata=None, dtypes=None):
             if a.dtype.kind != "f" or dtype not in ("F64", "F32", "F16", "BF16"):
                 raise ValueError(f"write_safetensors: cannot store tensor {name!r} of dtype {a.dtype} as "
                                  f"{dtype!r}; only float arrays convert, to F64, F32, F16 or BF16")
-        data = float32_to_bf16(a) if dtype == "BF16" else a.astype(SAFETENSORS_DTYPES[dtype], copy=False)
+        data = (float32_to_bf16(a) if dtype == "BF16" else a).astype(SAFETENSORS_DTYPES[dtype], copy=False)
         stored.append((name, dtype, a.shape, np.ascontiguousarray(data)))
 
     stored.sort(key=lambda s: -SAFETENSORS_DTYPES[s[1]].itemsize)  # stable: same-size tensors keep their order
