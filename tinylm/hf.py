@@ -19,8 +19,10 @@ The file is read in three parts:
                   offsets counted from the start of the data area, with no gaps and no overlaps
 
    Reading maps the file into memory (np.memmap) and returns arrays that are views of it: nothing is
-   read until used, and a 500 MB GPT-2 checkpoint "loads" in milliseconds. The header comes from
-   strangers, so every number in it is checked against the file before anything is allocated.
+   read until used, and a 500 MB GPT-2 checkpoint "loads" in milliseconds. `safetensors_header` reads
+   only the header; `iter_safetensors` reads one tensor at a time (how a model is loaded: never the
+   weights twice in memory). The header comes from strangers, so every number in it is checked
+   against the file before anything is allocated.
 
 2. GPT-2's weights (`load_hf_gpt2`, `save_hf_gpt2`). The names match tinylm's one to one (tinylm
    uses GPT-2's names), with one twist: GPT-2's linear layers are `Conv1D` modules, which store their
