@@ -361,3 +361,12 @@ def test_a_byte_level_tokenizer_can_have_special_tokens():
     tok = Tokenizer(special_tokens=["<|endoftext|>"])
     assert tok.vocab_size == 257 and tok.special_tokens == {"<|endoftext|>": 256}
     assert tok.encode("hi<|endoftext|>", allowed_special="all") == [104, 105, 256]
+
+
+def test_the_saved_file_has_one_merge_per_line(trained, tmp_path):
+    trained.save(tmp_path / "tok.json")
+    lines = (tmp_path / "tok.json").read_text(encoding="utf-8").splitlines()
+    (a, b), new_id = next(iter(trained.merges.items()))
+    assert lines[1] == '  "format": "tinylm-bpe",' and lines[2] == '  "version": 1,'
+    assert f"    [{a}, {b}, {new_id}]," in lines
+    assert len(lines) == 8 + len(trained.merges)

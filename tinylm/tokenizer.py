@@ -351,8 +351,9 @@ class Tokenizer:
     # ------------------------------------------------------------------ files
     def save(self, path):
         """Write the tokenizer as one versioned JSON file (see tinylm/bpe/files.py for the format)."""
-        fileio.save_json(path, files.tokenizer_to_json(self.pattern, self._byte_ids, self._merge_list(),
-                                                       self.special_tokens))
+        text = files.tokenizer_to_json(self.pattern, self._byte_ids, self._merge_list(), self.special_tokens)
+        with fileio.atomic_open(path, "w") as f:  # written whole or not at all
+            f.write(text)
 
     @classmethod
     def load(cls, path):

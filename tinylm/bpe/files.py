@@ -7,10 +7,17 @@ Every reader returns the same parts, which `Tokenizer` checks and installs:
 
 tinylm's format is one JSON object:
 
-    {"format": "tinylm-bpe", "version": 1,
-     "pattern": "<the pre-split regex, or null>",
-     "merges": [[116, 104, 256], [32, 97, 257], ...],     # left id, right id, new id
-     "special_tokens": {"<|endoftext|>": 1023}}
+    {
+      "format": "tinylm-bpe",
+      "version": 1,
+      "pattern": "<the pre-split regex, or null>",
+      "special_tokens": {"<|endoftext|>": 1023},
+      "merges": [
+        [116, 104, 256],          <- left id, right id, new id: one merge per line, in rank order
+        [32, 97, 257],
+        ...
+      ]
+    }
 
 plus "byte_ids": [256 ids] when bytes do not have ids 0..255 (GPT-2's files, for example).
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 
 import regex
 
@@ -28,12 +36,25 @@ FORMAT, VERSION = "tinylm-bpe", 1
 
 # ---------------------------------------------------------------------- tinylm's JSON format
 def tokenizer_to_json(pattern, byte_ids, merges, special_tokens):
-    data = {"format": FORMAT, "version": VERSION, "pattern": pattern}
+    """The text of a tokenizer file: JSON with one merge per line, so that it reads like a table.
+
+    >>> print(tokenizer_to_json(None, range(256), [(104, 105, 256)], {"<|end|>": 257}), end="")
+    {
+      "format": "tinylm-bpe",
+      "version": 1,
+      "pattern": null,
+      "special_tokens": {"<|end|>": 257},
+      "merges": [
+        [104, 105, 256]
+      ]
+    }
+    """
+    fields = {"format": FORMAT, "version": VERSION, "pattern": pattern, "special_tokens": dict(special_tokens)}
     if list(byte_ids) != list(range(256)):
-        data["byte_ids"] = list(byte_ids)
-    data["merges"] = [list(m) for m in merges]
-    data["special_tokens"] = dict(special_tokens)
-    return data
+        fields["byte_ids"] = list(byte_ids)
+    lines = [f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}," for key, value in fields.items()]
+    rows = ",\n".join(f"    {json.dumps(list(m))}" for m in merges)
+    return "{\n" + "\n".join(lines) + '\n  "merges": [\n' + rows + ("\n" if rows else "") + "  ]\n}\n"
 
 
 def tokenizer_from_json(data, path):
