@@ -364,7 +364,7 @@ class Tokenizer:
     def vocab_listing(self):
         """A human-readable listing: one line per id, its bytes, and the pair it was merged from.
 
-        256\t[ t]\t<- [ ] + [t]
+        Lines look like "258<TAB>[ t]<TAB><- [ ] + [t]"; special tokens end with "(special token)".
         """
         return files.vocab_listing(self._id_to_bytes, self._merge_list(), self.special_tokens)
 
