@@ -160,6 +160,8 @@ def test_a_trained_tinylm_tokenizer_round_trips(tmp_path):
         assert back.encode(s, allowed_special="all") == tokenizer.encode(s, allowed_special="all")
     hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert hf_config["eos_token_id"] == hf_config["bos_token_id"] == 279
+    tokenizer_config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["eos_token"] == "<|endoftext|>" and tokenizer_config["model_max_length"] == 8
 
 
 def test_a_model_without_biases_is_written_with_zero_biases(tmp_path):
@@ -298,7 +300,10 @@ def test_export_command_writes_a_folder_generate_reads_back(tmp_path, capsys):
     assert main(["export", "--format", "hf", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
     out = capsys.readouterr()
     assert "wrote" in out.out and "note:" not in out.err  # a gpt2-pattern tokenizer needs no warning
-    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "merges.txt", "model.safetensors",
+                                                   "tokenizer_config.json", "vocab.json"]
+    tokenizer_config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["eos_token"] is None and tokenizer_config["model_max_length"] == 32  # no <|endoftext|>
 
     args = ["--prompt", "to be", "--temperature", "0", "--max-new-tokens", "10"]
     assert main(["generate", "--run", str(tmp_path / "run"), *args]) == 0

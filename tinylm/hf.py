@@ -495,7 +495,7 @@ def save_hf_gpt2(model, folder, tokenizer=None):
     as it is: GPT2LMHeadModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder).
 
     Writes config.json, model.safetensors (GPT-2's names and Conv1D (in, out) layout, float32) and,
-    with a tokenizer, vocab.json + merges.txt. A model without biases (bias=False) is written with
+    with a tokenizer, vocab.json + merges.txt + tokenizer_config.json. A model without biases (bias=False) is written with
     zero biases, which computes the same function. Note: Hugging Face's GPT-2 tokenizer always
     pre-splits text with GPT-2's regex; a tinylm tokenizer trained with another pattern ("gpt4") gives
     the same text back but may cut some strings into different (equally valid) tokens.
@@ -529,7 +529,16 @@ def save_hf_gpt2(model, folder, tokenizer=None):
     fileio.save_json(os.path.join(folder, "config.json"), hf_config_from_gpt(config, tokenizer))
     if tokenizer is not None:
         tokenizer.save_gpt2_files(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+        fileio.save_json(os.path.join(folder, "tokenizer_config.json"), hf_tokenizer_config(config, tokenizer))
     return folder
+
+
+def hf_tokenizer_config(config, tokenizer):
+    """tokenizer_config.json: the longest input, and which token is <|endoftext|> (or that there is none:
+    without this file transformers' GPT2Tokenizer would invent one, with an id past the model's vocabulary)."""
+    end_of_text = "<|endoftext|>" if "<|endoftext|>" in tokenizer.special_tokens else None
+    return {"tokenizer_class": "GPT2Tokenizer", "model_max_length": config.block_size,
+            "bos_token": end_of_text, "eos_token": end_of_text, "unk_token": end_of_text}
 
 
 def _gpt2_shapes(config):

@@ -42,7 +42,7 @@ def run(args):
     model, tokenizer = load_model(args.run)
     save_hf_gpt2(model, args.out, tokenizer)
     c = model.config
-    print(f"wrote {args.out}: config.json, model.safetensors, vocab.json, merges.txt "
+    print(f"wrote {args.out}: config.json, model.safetensors, vocab.json, merges.txt, tokenizer_config.json "
           f"(GPT-2 with n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, "
           f"vocab_size={c.vocab_size}; {model.num_params():,} parameters)")
     if tokenizer.pattern != GPT2_PATTERN:
