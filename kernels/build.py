@@ -15,6 +15,8 @@ block is compiled in): the build a microcontroller gets, and the one the tests a
 import glob
 import os
 import re
+import subprocess
+import sysconfig
 
 from cffi import FFI
 
@@ -22,10 +24,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "tinylm_kernels.h")
 
 
+def _compiler_accepts(flag):
+    """Does the C compiler Python builds extensions with accept `flag`? (Some, e.g. Apple's
+    clang on arm64, reject -march=native; then we build the portable C rather than nothing.)"""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()
+    try:
+        subprocess.run(cc + [flag, "-E", "-x", "c", os.devnull], check=True, capture_output=True,
+                       timeout=60)
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def compile_flags():
     """The compiler flags for the kernels: strict C99, optimised, SIMD unless TINYLM_PORTABLE=1."""
     flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O3", "-ffp-contract=off"]
-    if os.environ.get("TINYLM_PORTABLE", "") not in ("", "0"):
+    if os.environ.get("TINYLM_PORTABLE", "") not in ("", "0") or not _compiler_accepts("-march=native"):
         return flags
     return flags + ["-march=native"]
 
