@@ -125,8 +125,8 @@ def _read_header(path):
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad(f"the header is not valid UTF-8 JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, a 5000-digit number, [[[[...]]]]
+        raise bad(f"the header is not valid UTF-8 JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
     except KeyError as exc:
         raise bad(f"the header names {exc.args[0]!r} twice") from None
     if not isinstance(header, dict):
