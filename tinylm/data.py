@@ -120,7 +120,7 @@ def encode_corpus(text, tokenizer):
         raise TypeError(f"encode_corpus: text has type {type(text).__name__}; expected str")
     if not text:
         raise ValueError("encode_corpus: text is empty; there is nothing to train on")
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    ids = np.asarray(tokenizer.encode(text, allowed_special="none"), dtype=np.int64)  # "<|endoftext|>" is text
     dtype = token_dtype(tokenizer.vocab_size)
     if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
         raise ValueError(f"encode_corpus: the tokenizer produced id {int(ids.max())} outside its "
