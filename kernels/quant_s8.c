@@ -12,8 +12,26 @@ static void quantize_group(const float *restrict xg, int8_t *restrict qg, float 
 {
     float amax = 0.0f, s;
     int has_nan = 0;
-    size_t k;
-    for (k = 0; k < n; k++) {
+    size_t k = 0;
+#if defined(__AVX2__)
+    {                                             /* max |x| and "any NaN?", 8 lanes at a time */
+        const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        __m256 vmax = _mm256_setzero_ps(), vnan = _mm256_setzero_ps();
+        float lanes[8];
+        size_t j;
+        for (; k + 8 <= n; k += 8) {
+            __m256 a = _mm256_and_ps(_mm256_loadu_ps(xg + k), abs_mask);
+            vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+            vmax = _mm256_max_ps(vmax, a);
+        }
+        has_nan = _mm256_movemask_ps(vnan) != 0;
+        _mm256_storeu_ps(lanes, vmax);
+        for (j = 0; j < 8; j++)
+            if (lanes[j] > amax)
+                amax = lanes[j];
+    }
+#endif
+    for (; k < n; k++) {
         float a = tl_bits_f32(tl_f32_bits(xg[k]) & 0x7fffffffu);   /* |x| */
         if (a != a)
             has_nan = 1;
