@@ -108,14 +108,16 @@ def test_kernels_compile_with_werror_and_need_no_malloc_or_libm(core_name, tmp_p
 
 
 @needs_toolchain
-@pytest.mark.parametrize("core_name", ["m3", "m4"])
-def test_int8_kernels_use_smlad_exactly_on_cores_with_dsp(core_name, tmp_path):
-    """The golden test covers both int8 paths: the DSP one on M4/M7/M55, the portable one on M3."""
+@pytest.mark.parametrize("core_name, expected", [("m3", set()), ("m4", {"smlad"}), ("m7", {"smlad"}),
+                                                 ("m55", {"vmlava"})])
+def test_int8_kernels_use_the_cores_multiply_accumulate_instructions(core_name, expected, tmp_path):
+    """The golden test covers every int8 path: SMLAD (DSP) on M4/M7, Helium's VMLADAVA on the M55
+    (binutils prints it as its alias vmlava), and the portable loop on the M3, which has neither."""
     core = mcu.get_core(core_name)
     obj = mcu.compile_object(core, os.path.join(mcu.KERNELS, "matmul_s8.c"), str(tmp_path / "m.o"))
-    asm = subprocess.run(["arm-none-eabi-objdump", "-d", obj], capture_output=True, text=True,
-                         check=True).stdout
-    assert ("smlad" in asm and "sxtb16" in asm) == (core_name in DSP_CORES)
+    asm = subprocess.run(["arm-none-eabi-objdump", "-d", "-marmv8.1-m.main", obj], capture_output=True,
+                         text=True, check=True).stdout     # v8.1-M decodes every core's instructions
+    assert {name for name in ("smlad", "vmlava") if re.search(rf"\t{name}\b", asm)} == expected
 
 
 def test_unknown_core_is_a_clear_error():

@@ -50,7 +50,7 @@ CONFIGS = [
     ("m4", "m4", (), "Cortex-M4F, DSP int8 path (SMLAD)"),
     ("m4-portable", "m4", ("-U__ARM_FEATURE_DSP",), "Cortex-M4F, portable C only"),
     ("m3", "m3", (), "Cortex-M3: no FPU (soft float), no DSP"),
-    ("m55", "m55", (), "Cortex-M55 (scalar code: GCC 12 does not vectorize for MVE)"),
+    ("m55", "m55", (), "Cortex-M55, Helium int8 path (VMLADAVA); floats scalar"),
 ]
 
 PLUGIN_DIR = os.environ.get("TINYLM_QEMU_PLUGIN_DIR",
