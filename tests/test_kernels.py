@@ -101,6 +101,15 @@ def test_matmul_f16_matches_reference_within_k_scaled_tolerance(M, N, K, with_bi
     assert_matmul_close(y, x.astype(np.float32), w.astype(np.float32), b)
 
 
+@pytest.mark.parametrize("M", [1, 7])                  # the dot-product path and the packed path
+def test_matmul_with_k_longer_than_one_cache_block_accumulates_the_blocks(M):
+    rng = np.random.default_rng(5)
+    x, w, b = rand_f32(rng, (M, 1100)), rand_f32(rng, (19, 1100)), rand_f32(rng, (19,))
+    assert_matmul_close(kernels.matmul_f32(x, w, b), x, w, b)
+    xh, wh = x.astype(np.float16), w.astype(np.float16)
+    assert_matmul_close(kernels.matmul_f16(xh, wh, b), xh.astype(np.float32), wh.astype(np.float32), b)
+
+
 def test_matmul_f16_handles_subnormal_and_largest_halves():
     x = np.array([[2**-24, 2**-20, 1.0], [65504, -65504, 65504]], np.float16)   # 2**-24: subnormal
     w = np.array([[2**10, 2**4, -0.5], [1.0, 1.0, 0.5]], np.float16)
@@ -189,6 +198,16 @@ def test_linear_s8_is_bit_exact_against_reference(M, N, G, group_size, with_bias
     x = rand_f32(rng, (M, K))
     w_q, w_scale = ref.quantize_s8(rand_f32(rng, (N, K)), group_size)
     b = rand_f32(rng, (N,)) if with_bias else None
+    y = kernels.linear_s8(x, w_q, w_scale, b)
+    np.testing.assert_array_equal(bits32(y), bits32(ref.linear_s8(x, w_q, w_scale, b)))
+
+
+@pytest.mark.parametrize("group_size", [2, 3])
+def test_linear_s8_with_more_groups_than_one_chunk_is_bit_exact(group_size):
+    rng = np.random.default_rng(6)
+    K = 150 * group_size                                   # 150 groups: more than a chunk of 64
+    x, b = rand_f32(rng, (5, K)), rand_f32(rng, (17,))
+    w_q, w_scale = ref.quantize_s8(rand_f32(rng, (17, K)), group_size)
     y = kernels.linear_s8(x, w_q, w_scale, b)
     np.testing.assert_array_equal(bits32(y), bits32(ref.linear_s8(x, w_q, w_scale, b)))
 
