@@ -221,7 +221,8 @@ def edit_config(folder, **changes):
     ({"n_embd": None}, "missing n_embd"),
     ({"n_positions": None, "n_ctx": None}, "missing n_positions or n_ctx"),
     ({"n_head": 5}, "n_embd \\(32\\) must be a multiple of n_head \\(5\\)"),
-    ({"n_embd": 64, "n_head": 4}, "transformer.wte.weight has shape \\(457, 32\\); config.json's sizes give \\(457, 64\\)"),
+    ({"n_embd": 64, "n_head": 4},
+     r"transformer.wte.weight has shape \(457, 32\); config.json's sizes give \(457, 64\)"),
     ({"n_layer": 3}, "missing transformer.h.2"),
     ({"n_layer": 1}, "unexpected transformer.h.1"),
 ])

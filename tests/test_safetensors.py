@@ -210,7 +210,8 @@ def test_bad_json_and_duplicate_names_are_rejected(tmp_path):
                           (b"\xff\xfe{}", "not valid UTF-8 JSON"),
                           (b"[" * 100_000 + b"]" * 100_000, "not valid UTF-8 JSON"),  # nested past the stack
                           (b'{"w": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 0]}}',
-                           "not valid UTF-8 JSON|needs"),  # Python >= 3.11 refuses 5000-digit ints; older: size mismatch
+                           # Python >= 3.11 refuses 5000-digit ints; older versions: a size mismatch
+                           "not valid UTF-8 JSON|needs"),
                           (b'{"w": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}, '
                            b'"w": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}', "names 'w' twice")]:
         path = raw_file(tmp_path / "j.safetensors", None, header_bytes=blob)

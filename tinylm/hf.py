@@ -495,8 +495,8 @@ def save_hf_gpt2(model, folder, tokenizer=None):
     as it is: GPT2LMHeadModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder).
 
     Writes config.json, model.safetensors (GPT-2's names and Conv1D (in, out) layout, float32) and,
-    with a tokenizer, vocab.json + merges.txt + tokenizer_config.json. A model without biases (bias=False) is written with
-    zero biases, which computes the same function. Note: Hugging Face's GPT-2 tokenizer always
+    with a tokenizer, vocab.json + merges.txt + tokenizer_config.json. A model without biases
+    (bias=False) is written with zero biases, which computes the same function. Note: Hugging Face's GPT-2 tokenizer always
     pre-splits text with GPT-2's regex; a tinylm tokenizer trained with another pattern ("gpt4") gives
     the same text back but may cut some strings into different (equally valid) tokens.
     """
