@@ -167,9 +167,8 @@ def run(args):
         if args.out:
             if args.plan is None:
                 raise ValueError("--out needs a --plan (or a planner budget) to know what to save")
-            qmodel = save_quantized(args.out, model, plans[list(plans)[-1]], tokenizer=tokenizer)
+            save_quantized(args.out, model, plans[list(plans)[-1]], tokenizer=tokenizer)
             print(f"\nsaved {args.out} ({_disk_bytes(args.out):,} bytes on disk)", file=sys.stderr)
-            del qmodel
         return 0
 
     # the planner: sensitivity per layer, then a plan under the budget
