@@ -63,6 +63,14 @@ def test_golden_kernel_test_passes_on_core(core_name, vectors_dir, tmp_path):
 
 
 @needs_toolchain
+def test_golden_kernel_test_passes_at_Os_the_size_build(vectors_dir, tmp_path):
+    core = mcu.get_core("m4")
+    os.symlink(vectors_dir / "vectors.h", tmp_path / "vectors.h")
+    done = mcu.run(core, mcu.build_golden(core, str(tmp_path), opt="-Os"), timeout=60)
+    assert done.returncode == 0 and done.stdout.endswith("PASSED: 0 kernel(s) failed\n"), done.stdout
+
+
+@needs_toolchain
 def test_golden_test_fails_with_nonzero_status_on_a_wrong_expected_value(vectors_dir, tmp_path):
     with open(vectors_dir / "vectors.h", encoding="utf-8") as f:
         text = f.read()

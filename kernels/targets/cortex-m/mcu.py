@@ -3,12 +3,13 @@
     python kernels/targets/cortex-m/mcu.py hello --core m4        # startup + semihosting smoke test
     python kernels/targets/cortex-m/mcu.py test --core m3         # tinylm's golden C test on an M3
     python kernels/targets/cortex-m/mcu.py test --core all        # every core below
+    python kernels/targets/cortex-m/mcu.py test --core m4 --opt Os   # optimised for size
 
 The golden test is tests/c/test_kernels.c (the same program the PC build runs under sanitizers)
 linked with kernels/*.c, this folder's startup.c and link.ld, and a fresh vectors.h written by
 tests/c/gen_vectors.py from the NumPy references. Everything is built in a temporary folder (or
---out DIR), never in the source tree. Needs `arm-none-eabi-gcc` and `qemu-system-arm`; see MCU facts in
-tutorials/11-microcontroller.md.
+--out DIR), never in the source tree. Needs `arm-none-eabi-gcc` and `qemu-system-arm`. Chapter 11
+(tutorials/11-microcontroller.md) walks through it; tests/test_mcu.py runs it for every core.
 
 Each core is one emulated board (QEMU machine) plus the compiler flags of its floating-point unit:
 M3 has no FPU (floats in software), M4F single precision, M7 double precision, M55 adds Helium (MVE).
@@ -135,7 +136,8 @@ def main(argv=None) -> int:
     parser.add_argument("what", choices=["hello", "test"],
                         help="hello: the startup smoke test; test: tinylm's golden kernel test")
     parser.add_argument("--core", default="m4", help=f"one of {', '.join(CORES)}, or all")
-    parser.add_argument("--opt", default="-O2", help="optimisation flag (default -O2)")
+    parser.add_argument("--opt", default="O2", choices=["O0", "O1", "O2", "O3", "Os"],
+                        help="optimisation level, without the dash (default O2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test vectors")
     parser.add_argument("--out", help="build folder (default: a temporary one, deleted afterwards)")
     args = parser.parse_args(argv)
@@ -151,9 +153,9 @@ def main(argv=None) -> int:
         for core in cores:
             if args.what == "hello":
                 elf = build(core, [os.path.join(HERE, "hello.c")],
-                            os.path.join(folder, f"hello_{core.name}.elf"), args.opt)
+                            os.path.join(folder, f"hello_{core.name}.elf"), f"-{args.opt}")
             else:
-                elf = build_golden(core, folder, args.seed, args.opt)
+                elf = build_golden(core, folder, args.seed, f"-{args.opt}")
             done = run(core, elf)
             print(f"== {core.cpu} on {core.machine}: exit status {done.returncode}")
             print(done.stdout + done.stderr, end="")
