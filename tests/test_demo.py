@@ -47,6 +47,21 @@ def test_train_then_resume_then_eval(tmp_path, corpus, capsys):
     assert "128 tokens scored" in capsys.readouterr().out  # 2 batches x 4 windows x 16 tokens
 
 
+def test_eval_with_a_precision_plan(tmp_path, corpus, capsys):
+    quant = pytest.importorskip("tinylm.quant")
+    from tinylm.checkpoint import load_model
+    run = str(tmp_path / "run")
+    assert cli.main(["train", "--data", corpus, "--out", run, "--max-iters", "2"] + TINY) == 0
+    quant.save_plan(str(tmp_path / "int8.json"), quant.uniform_plan(load_model(run)[0], "int8:channel"))
+    capsys.readouterr()
+    assert cli.main(["eval", "--run", run]) == 0
+    fp32 = float(capsys.readouterr().out.split()[1])
+    assert cli.main(["eval", "--run", run, "--plan", str(tmp_path / "int8.json")]) == 0
+    out = capsys.readouterr().out
+    assert "int8.json" in out and abs(float(out.split()[1]) - fp32) < 0.05  # int8 weights: a small change
+    _fails(["eval", "--run", run, "--plan", str(tmp_path / "missing.json")], capsys, "missing.json")
+
+
 def test_a_run_folder_is_never_overwritten_by_accident(tmp_path, corpus, capsys):
     run = str(tmp_path / "run")
     args = ["train", "--data", corpus, "--out", run, "--max-iters", "2", "--eval-interval", "2"] + TINY

@@ -2,8 +2,9 @@
 
 The widely reported CPU baseline: the Shakespeare character corpus (tinyshakespeare.txt, 1,115,394
 bytes; first 90% train, last 10% validation), byte-level tokens, a GPT with n_layer=4, n_head=4,
-n_embd=128, block_size=64, batch_size=12, dropout 0, AdamW lr 1e-3 decaying to 1e-4 over 2000 steps
-(100 warmup, beta2 0.99, weight decay 0.1, clipping at 1.0), which reaches a validation loss of ~1.88.
+n_embd=128, block_size=64, batch_size=12, dropout 0, no biases (nanoGPT's default), AdamW lr 1e-3
+decaying to 1e-4 over 2000 steps (100 warmup, beta2 0.99, weight decay 0.1, clipping at 1.0), which
+reaches a validation loss of ~1.88.
 
     python -m tinylm.bench train                     # speed (vs PyTorch when importable), then 2000 steps
     python -m tinylm.bench train --max-iters 200     # a shorter run
@@ -25,7 +26,7 @@ import time
 import numpy as np
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "tinyshakespeare.txt")
-MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0)
+MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False)  # nanoGPT: no biases
 TRAIN = dict(batch_size=12, lr=1e-3, min_lr=1e-4, warmup_iters=100, beta1=0.9, beta2=0.99, weight_decay=0.1,
              grad_clip=1.0)
 TARGET_VAL_LOSS = 1.88
@@ -100,9 +101,10 @@ def torch_stepper(train_ids, seed, threads):
     class Block(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.ln_1, self.ln_2 = tnn.LayerNorm(C), tnn.LayerNorm(C)
-            self.c_attn, self.attn_proj = tnn.Linear(C, 3 * C), tnn.Linear(C, C)
-            self.c_fc, self.mlp_proj = tnn.Linear(C, 4 * C), tnn.Linear(4 * C, C)
+            bias = MODEL["bias"]
+            self.ln_1, self.ln_2 = tnn.LayerNorm(C, bias=bias), tnn.LayerNorm(C, bias=bias)
+            self.c_attn, self.attn_proj = tnn.Linear(C, 3 * C, bias=bias), tnn.Linear(C, C, bias=bias)
+            self.c_fc, self.mlp_proj = tnn.Linear(C, 4 * C, bias=bias), tnn.Linear(4 * C, C, bias=bias)
 
         def forward(self, x):
             B = x.shape[0]
@@ -117,7 +119,7 @@ def torch_stepper(train_ids, seed, threads):
             super().__init__()
             self.wte, self.wpe = tnn.Embedding(256, C), tnn.Embedding(T, C)
             self.h = tnn.ModuleList(Block() for _ in range(MODEL["n_layer"]))
-            self.ln_f = tnn.LayerNorm(C)
+            self.ln_f = tnn.LayerNorm(C, bias=MODEL["bias"])
 
         def forward(self, idx, targets):
             x = self.wte(idx) + self.wpe(torch.arange(T))
