@@ -58,8 +58,35 @@ def test_fixture_logits_match_transformers(reference):
     logits = logits_of(model, reference["idx"])  # (2, 32, 457)
     assert logits.dtype == np.float32
     # float32 through 2 layers: different summation orders differ by ~1e-6; 1e-4 leaves room, yet a
-    # missing transpose, a wrong epsilon or the exact-erf GELU would be off by 1e-3 or (much) more
+    # wrong epsilon or the exact-erf GELU is off by > 3e-4 and a missing transpose by far more (below)
     np.testing.assert_allclose(logits, reference["logits"], atol=1e-4, rtol=0)
+
+
+def test_the_tolerance_catches_near_misses(reference, monkeypatch):
+    """1e-4 is tight enough: each plausible mistake moves the fixture's logits by more than that."""
+    import math
+
+    import tinylm.autograd as autograd
+
+    def max_error(model):
+        return np.abs(logits_of(model, reference["idx"]) - reference["logits"]).max()
+
+    model = load_hf_gpt2(FIXTURE)
+    assert max_error(model) < 1e-5
+    for norm in [m for block in model.transformer.h for m in (block.ln_1, block.ln_2)] + [model.transformer.ln_f]:
+        norm.eps = 1e-6  # another layer-norm epsilon
+    assert max_error(model) > 3e-4
+
+    model = load_hf_gpt2(FIXTURE)
+    erf = np.vectorize(math.erf)
+    monkeypatch.setattr(autograd, "gelu", lambda x: autograd.Tensor(
+        (0.5 * x.data * (1 + erf(x.data / math.sqrt(2)))).astype(np.float32)))  # the exact GELU
+    assert max_error(model) > 3e-4
+    monkeypatch.undo()
+
+    w = model.transformer.h[1].attn.c_proj.weight.data  # square: a forgotten transpose still fits
+    w[...] = w.T.copy()
+    assert max_error(model) > 0.1
 
 
 def test_gpt_from_hf_is_load_hf_gpt2(reference):
