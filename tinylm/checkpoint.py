@@ -226,10 +226,13 @@ def _load_weights(model, path):
     unexpected = [k for k in arrays if k not in expected]
     wrong = [f"{k} is {arrays[k].shape} in the file, {np.shape(expected[k])} in the model"
              for k in expected if k in arrays and arrays[k].shape != np.shape(expected[k])]
-    if missing or unexpected or wrong:
-        problems = ([f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "")] if missing else []) \
-            + ([f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "")] if unexpected else []) \
-            + wrong[:3]
+
+    def first_few(names):
+        return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+    problems = ([f"missing {first_few(missing)}"] if missing else []) \
+        + ([f"unexpected {first_few(unexpected)}"] if unexpected else []) + wrong[:3]
+    if problems:
         raise ValueError(f"{path} does not match the model its config.json describes: " + "; ".join(problems))
     model.load_state_dict(arrays)
 

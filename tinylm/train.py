@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from tinylm.autograd import no_grad
+from tinylm.checkpoint import save_checkpoint
 from tinylm.data import get_batch
 from tinylm.optim import AdamW, clip_grad_norm, cosine_schedule
 from tinylm.progress import Progress
@@ -243,7 +244,8 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
         """Loss on the fixed evaluation batches of both splits, recorded in the history."""
         nonlocal best_val_loss
         kw = dict(batch_size=config.batch_size, block_size=block_size, iters=config.eval_iters, seed=config.seed)
-        point = {"step": step, "train_loss": evaluate(model, train_data, **kw), "val_loss": evaluate(model, val_data, **kw)}
+        point = {"step": step, "train_loss": evaluate(model, train_data, **kw),
+                 "val_loss": evaluate(model, val_data, **kw)}
         history["eval"].append(point)
         best_val_loss = min(best_val_loss, point["val_loss"])
         if verbose:
@@ -253,7 +255,6 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
     def save(rng_state, dropout_state):
         train_state = {"config": config.to_dict(), "step": step, "rng": rng_state, "dropout_rng": dropout_state,
                        "best_val_loss": best_val_loss, "history": history}
-        from tinylm.checkpoint import save_checkpoint
         save_checkpoint(run_dir, model, tokenizer, optimizer, train_state)
 
     model.train()
@@ -279,7 +280,8 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
                 loss.backward()
                 step_loss += loss.item()
             if not math.isfinite(step_loss):
-                raise FloatingPointError(f"train: the loss became {step_loss} at step {step}; try a lower lr")
+                raise ValueError(f"train: the loss became {step_loss} at step {step}; the run diverged "
+                                 "(try a lower --lr or a smaller --grad-clip)")
             if config.grad_clip > 0:
                 clip_grad_norm(params, config.grad_clip)
             updating = True  # from here until the step is recorded, an interrupt must not save
