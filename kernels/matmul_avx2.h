@@ -11,8 +11,8 @@
  * y (M, N) = x (M, K) @ w (N, K).T, fp32 math, two ways:
  *   M < 6 (a token at a time): dot products read along K as stored, a 2 x 4 tile of y per step
  *     (2 rows of x against 4 rows of w: 8 accumulators of 8 partial sums, summed at the end).
- *   M >= 6: w is packed 16 rows at a time into a transposed panel on the stack (converted to
- *     fp32 on the way), and a 6 x 16 tile of y is computed per step: 6 broadcast values of x times
+ *   M >= 6: w is packed 16 rows at a time into transposed panels on the stack (converted to
+ *     fp32 on the way; two panels, 64 KB), and a 6 x 16 tile of y is computed per step: 6 broadcast values of x times
  *     2 vectors of the panel, 12 FMAs into 12 accumulators (the classic BLIS-style micro-kernel).
  * Edges: rows past M or N reuse the last valid row (those results are not stored), and the last
  * K % 8 values of a dot product go through a zero-padded copy.
@@ -94,7 +94,7 @@ static void TL_CAT(TL_NAME, _dot)(const TL_T *x, const TL_T *w, float *y, size_t
 /* ---- many rows: pack a panel of 16 rows of w, then a 6 x 16 tile of y per step -------------------
  * The panel wp holds w[n0:n0+16, k0:k0+kc] transposed, wp[k*16 + j] = w[n0 + j, k0 + k] (rows past N
  * are zero), so one k step loads 16 consecutive floats (2 vectors) and meets 6 broadcast values
- * of x: 12 FMAs into 12 accumulators. The panel (32 KB) stays in L1/L2 while all of x goes by. */
+ * of x: 12 FMAs into 12 accumulators. The panels stay in L1/L2 while all of x goes by. */
 /* c[i] = 16 sums over k < kc of a_i[k] * wp[k*16 + 0..15], for the 6 rows a_i. The 12
  * accumulators are named variables so that the compiler keeps them in registers. */
 static inline void TL_CAT(TL_NAME, _6x16)(const float *a0, const float *a1, const float *a2,
@@ -118,61 +118,73 @@ static inline void TL_CAT(TL_NAME, _6x16)(const float *a0, const float *a1, cons
 }
 
 #define TL_KC 512
+#define TL_PANELS 2                                   /* panels packed together: 32 columns of y */
+
+/* Pack (and convert) w[n0:n0+16, k0:k0+kc] into wp[k*16 + j]; rows past N are zeros. */
+static void TL_CAT(TL_NAME, _pack)(const TL_T *w, size_t N, size_t K, size_t n0, size_t k0,
+                                   size_t kc, float *wp)
+{
+    size_t j, k, t, nr = N - n0 < 16 ? N - n0 : 16;
+    for (j = 0; j < 16; j++) {
+        if (j < nr) {
+            const TL_T *wr = w + (n0 + j) * K + k0;
+            for (k = 0; k + 8 <= kc; k += 8) {
+                float v[8];
+                _mm256_storeu_ps(v, TL_LOAD8(wr + k));
+                for (t = 0; t < 8; t++)
+                    wp[(k + t) * 16 + j] = v[t];
+            }
+            for (; k < kc; k++)
+                wp[k * 16 + j] = TL_SCALAR(wr[k]);
+        } else {
+            for (k = 0; k < kc; k++)
+                wp[k * 16 + j] = 0.0f;
+        }
+    }
+}
 
 static void TL_NAME(const TL_T *x, const TL_T *w, float *y, size_t M, size_t N, size_t K)
 {
-    float wp[TL_KC * 16];                             /* the packed panel of w: 32 KB of stack */
+    float wp[TL_PANELS][TL_KC * 16];                  /* 2 packed panels of w: 64 KB of stack */
     float xb[6][TL_KC];                               /* 6 rows of x as fp32 (fp16 storage only) */
-    size_t n0, k0, m, i, j, k;
+    size_t n0, k0, m, i, j, p;
     if (M < 6) {
         TL_CAT(TL_NAME, _dot)(x, w, y, M, N, K);
         return;
     }
-    for (n0 = 0; n0 < N; n0 += 16) {
-        size_t nr = N - n0 < 16 ? N - n0 : 16;
+    for (n0 = 0; n0 < N; n0 += 16 * TL_PANELS) {
+        size_t panels = (N - n0 + 15) / 16 < TL_PANELS ? (N - n0 + 15) / 16 : TL_PANELS;
         for (k0 = 0; k0 < K; k0 += TL_KC) {
             size_t kc = K - k0 < TL_KC ? K - k0 : TL_KC;
-            for (j = 0; j < 16; j++) {                /* pack (and convert) the panel */
-                if (j < nr) {
-                    const TL_T *wr = w + (n0 + j) * K + k0;
-                    for (k = 0; k + 8 <= kc; k += 8) {
-                        float v[8];
-                        size_t t;
-                        _mm256_storeu_ps(v, TL_LOAD8(wr + k));
-                        for (t = 0; t < 8; t++)
-                            wp[(k + t) * 16 + j] = v[t];
-                    }
-                    for (; k < kc; k++)
-                        wp[k * 16 + j] = TL_SCALAR(wr[k]);
-                } else {
-                    for (k = 0; k < kc; k++)
-                        wp[k * 16 + j] = 0.0f;
-                }
-            }
+            for (p = 0; p < panels; p++)
+                TL_CAT(TL_NAME, _pack)(w, N, K, n0 + 16 * p, k0, kc, wp[p]);
             for (m = 0; m < M; m += 6) {
                 size_t mr = M - m < 6 ? M - m : 6;
                 const float *a[6];
-                __m256 c[6][2];
                 for (i = 0; i < 6; i++) {             /* rows past M repeat the last row */
                     const TL_T *xr = x + (m + (i < mr ? i : mr - 1)) * K + k0;
-                    a[i] = TL_AS_F32(xr, xb[i], kc);
+                    a[i] = TL_AS_F32(xr, xb[i], kc);  /* (fp16: converted once for 2 panels) */
                 }
-                TL_CAT(TL_NAME, _6x16)(a[0], a[1], a[2], a[3], a[4], a[5], wp, kc, c);
-                for (i = 0; i < mr; i++) {
-                    float *yr = y + (m + i) * N + n0;
-                    if (nr == 16) {
-                        if (k0) {
-                            c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(yr));
-                            c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(yr + 8));
+                for (p = 0; p < panels; p++) {
+                    size_t np0 = n0 + 16 * p, nr = N - np0 < 16 ? N - np0 : 16;
+                    __m256 c[6][2];
+                    TL_CAT(TL_NAME, _6x16)(a[0], a[1], a[2], a[3], a[4], a[5], wp[p], kc, c);
+                    for (i = 0; i < mr; i++) {
+                        float *yr = y + (m + i) * N + np0;
+                        if (nr == 16) {
+                            if (k0) {
+                                c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(yr));
+                                c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(yr + 8));
+                            }
+                            _mm256_storeu_ps(yr, c[i][0]);
+                            _mm256_storeu_ps(yr + 8, c[i][1]);
+                        } else {
+                            float tmp[16];
+                            _mm256_storeu_ps(tmp, c[i][0]);
+                            _mm256_storeu_ps(tmp + 8, c[i][1]);
+                            for (j = 0; j < nr; j++)
+                                yr[j] = k0 ? yr[j] + tmp[j] : tmp[j];
                         }
-                        _mm256_storeu_ps(yr, c[i][0]);
-                        _mm256_storeu_ps(yr + 8, c[i][1]);
-                    } else {
-                        float tmp[16];
-                        _mm256_storeu_ps(tmp, c[i][0]);
-                        _mm256_storeu_ps(tmp + 8, c[i][1]);
-                        for (j = 0; j < nr; j++)
-                            yr[j] = k0 ? yr[j] + tmp[j] : tmp[j];
                     }
                 }
             }
