@@ -68,8 +68,17 @@ def register(sub):
 
 
 def run(args):
-    if args.resume:
-        return resume_run(args)
+    try:
+        return resume_run(args) if args.resume else new_run(args)
+    except KeyboardInterrupt:
+        from tinylm.checkpoint import has_checkpoint
+        if has_checkpoint(args.out):
+            print(f"\ninterrupted: the last checkpoint is in {args.out}; continue with "
+                  f"`tinylm train --out {args.out} --resume`", file=sys.stderr)
+        raise
+
+
+def new_run(args):
     if args.data is None:
         raise ValueError("--data is required to start a run (a file, a folder, or 'builtin')")
     from tinylm.model import GPTConfig
