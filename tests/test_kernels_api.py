@@ -45,6 +45,8 @@ BAD_INPUTS = [
     (lambda: kernels.quantize_s8(ones((2, 10)), 2.0), TypeError, "quantize_s8: group_size is 2.0; expected a positive int"),
     (lambda: kernels.quantize_s8(ones((2, 10), np.float64), 2), TypeError, "quantize_s8: x has dtype float64"),
     (lambda: kernels.quantize_s8(ones(10), 2), ValueError, "quantize_s8: x has shape (10,); expected 2 dimensions"),
+    (lambda: kernels.quantize_s8(ones((3, 0)), 1), ValueError, "quantize_s8: x has K=0 columns; expected K >= 1"),
+    (lambda: kernels.linear_s8(ones((2, 0)), ones((3, 0), i8), ones((3, 1))), ValueError, "linear_s8: K=0 columns"),
     (lambda: kernels.dequantize_s8(ones((2, 8), i8), ones((2, 3))), ValueError,
      "dequantize_s8: scale has shape (2, 3); expected (2, G) with G dividing K=8"),
     (lambda: kernels.dequantize_s8(ones((2, 8)), ones((2, 2))), TypeError, "dequantize_s8: q has dtype float32; expected int8"),

@@ -231,6 +231,8 @@ def matmul_s8(x, w):
 # ---- int8 quantization ----------------------------------------------------------------------------
 
 def _check_group_size(fn, group_size, K):
+    if K < 1:
+        raise ValueError(f"{fn}: x has K=0 columns; expected K >= 1 (there is nothing to quantize)")
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)):
         raise TypeError(f"{fn}: group_size is {group_size!r}; expected a positive int")
     if group_size < 1 or K % group_size:
@@ -258,6 +260,8 @@ def quantize_s8(x, group_size):
 
 
 def _check_scales(fn, name, scale, rows, K, rows_name):
+    if K < 1:
+        raise ValueError(f"{fn}: K=0 columns; expected K >= 1")
     if scale.shape[0] != rows or scale.shape[1] < 1 or K % scale.shape[1]:
         raise ValueError(f"{fn}: {name} has shape {scale.shape}; expected ({rows}, G) with G "
                          f"dividing K={K} (one scale per {rows_name} and group)")
