@@ -10,7 +10,8 @@
  *
  * y (M, N) = x (M, K) @ w (N, K).T, fp32 math, two ways:
  *   M < 6 (a token at a time): dot products read along K as stored, a 2 x 4 tile of y per step
- *     (2 rows of x against 4 rows of w: 8 accumulators of 8 partial sums, summed at the end).
+ *     (2 rows of x against 4 rows of w: 8 accumulators of 8 partial sums, summed at the end), or
+ *     1 x 8 for an odd last row (one token: each load of x serves 8 rows of w).
  *   M >= 6: w is packed 16 rows at a time into transposed panels on the stack (converted to
  *     fp32 on the way; two panels, 64 KB), and a 6 x 16 tile of y is computed per step: 6 broadcast values of x times
  *     2 vectors of the panel, 12 FMAs into 12 accumulators (the classic BLIS-style micro-kernel).
@@ -68,10 +69,61 @@ static inline void TL_CAT(TL_NAME, _2x4)(const TL_T *x0, const TL_T *x1, const T
     out[1] = TL_CAT(TL_NAME, _hsum4)(c10, c11, c12, c13);
 }
 
+/* out[0..7] = (x . w_0, ..., x . w_7) over kc values: one row of x (a single token) against 8 rows
+ * of w, so each (converted) load of x serves 8 FMAs. */
+static inline void TL_CAT(TL_NAME, _1x8)(const TL_T *x0, const TL_T *const wr[8], size_t kc,
+                                         __m128 out[2])
+{
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    const TL_T *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3];
+    const TL_T *w4 = wr[4], *w5 = wr[5], *w6 = wr[6], *w7 = wr[7];
+    size_t k = 0;
+#define TL_STEP8(px, p0, p1, p2, p3, p4, p5, p6, p7)                                               \
+    {                                                                                            \
+        __m256 a = TL_LOAD8(px);                                                                 \
+        c0 = _mm256_fmadd_ps(a, TL_LOAD8(p0), c0); c1 = _mm256_fmadd_ps(a, TL_LOAD8(p1), c1);    \
+        c2 = _mm256_fmadd_ps(a, TL_LOAD8(p2), c2); c3 = _mm256_fmadd_ps(a, TL_LOAD8(p3), c3);    \
+        c4 = _mm256_fmadd_ps(a, TL_LOAD8(p4), c4); c5 = _mm256_fmadd_ps(a, TL_LOAD8(p5), c5);    \
+        c6 = _mm256_fmadd_ps(a, TL_LOAD8(p6), c6); c7 = _mm256_fmadd_ps(a, TL_LOAD8(p7), c7);    \
+    }
+    for (; k + 8 <= kc; k += 8)
+        TL_STEP8(x0 + k, w0 + k, w1 + k, w2 + k, w3 + k, w4 + k, w5 + k, w6 + k, w7 + k)
+    if (k < kc) {                                     /* the last kc % 8 values, zero-padded */
+        TL_T pad[9][8];
+        size_t r, j;
+        for (j = 0; j < 8; j++)
+            pad[0][j] = k + j < kc ? x0[k + j] : (TL_T)0;
+        for (r = 0; r < 8; r++)
+            for (j = 0; j < 8; j++)
+                pad[r + 1][j] = k + j < kc ? wr[r][k + j] : (TL_T)0;
+        TL_STEP8(pad[0], pad[1], pad[2], pad[3], pad[4], pad[5], pad[6], pad[7], pad[8])
+    }
+#undef TL_STEP8
+    out[0] = TL_CAT(TL_NAME, _hsum4)(c0, c1, c2, c3);
+    out[1] = TL_CAT(TL_NAME, _hsum4)(c4, c5, c6, c7);
+}
+
 /* ---- few rows of x (M < 6, e.g. one token at a time): dot products, w read once, as stored ---- */
 static void TL_CAT(TL_NAME, _dot)(const TL_T *x, const TL_T *w, float *y, size_t M, size_t N, size_t K)
 {
     size_t m, n0, i, j;
+    if (M % 2) {                                      /* the odd row: 1 x 8 tiles */
+        const TL_T *xr = x + (M - 1) * K;
+        for (n0 = 0; n0 < N; n0 += 8) {
+            const TL_T *wr[8];
+            __m128 out[2];
+            float tmp[8];
+            size_t n_valid = N - n0 < 8 ? N - n0 : 8;
+            for (j = 0; j < 8; j++)
+                wr[j] = w + (n0 + (j < n_valid ? j : n_valid - 1)) * K;
+            TL_CAT(TL_NAME, _1x8)(xr, wr, K, out);
+            _mm_storeu_ps(tmp, out[0]);
+            _mm_storeu_ps(tmp + 4, out[1]);
+            for (j = 0; j < n_valid; j++)
+                y[(M - 1) * N + n0 + j] = tmp[j];
+        }
+        M -= 1;                                       /* the even rows below, 2 x 4 tiles */
+    }
     for (n0 = 0; n0 < N; n0 += 4) {
         const TL_T *wr[4];
         size_t n_valid = N - n0 < 4 ? N - n0 : 4;
