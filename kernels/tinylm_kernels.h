@@ -41,8 +41,9 @@ void tinylm_f16_to_f32(const uint16_t *h, float *x, size_t n);
 
 /* ---- fp32 matmul (matmul_f32.c) ---------------------------------------------------------------
  * y (M, N) = x (M, K) @ w (N, K).T (+ b (N,) when b is not NULL), fp32 throughout.
- * Not bit-exact: the order of the K products differs between builds (SIMD keeps 8-16 partial sums
- * and may fuse multiply-adds). Error bound used by the tests: |y - y_exact| <= K * 2^-23 * sum|x*w|.
+ * Not bit-exact: the rounding of the K products' sum differs between builds (the SIMD paths fuse
+ * multiply-adds, and for few rows of x keep 8 partial sums per output). Error bound used by the
+ * tests: |y - y_exact| <= K * 2^-23 * sum|x*w| + |y_exact| * 2^-23.
  * IEEE semantics otherwise: a NaN or inf in a row of x / w gives NaN or inf in its outputs.
  */
 void tinylm_matmul_f32(const float *x, const float *w, const float *b, float *y,
