@@ -119,11 +119,13 @@ def test_matmul_f16_handles_subnormal_and_largest_halves():
     assert_matmul_close(y, x.astype(np.float32), w.astype(np.float32), None)
 
 
-def test_matmul_f32_propagates_nan_and_inf_like_ieee():
-    x = np.array([[1.0, np.nan], [np.inf, 1.0], [1.0, 1.0]], np.float32)
+@pytest.mark.parametrize("M", [3, 8])                  # the dot-product path and the packed path
+def test_matmul_f32_propagates_nan_and_inf_like_ieee(M):
+    x = np.ones((M, 2), np.float32)
+    x[0, 1], x[1, 0] = np.nan, np.inf
     w = np.ones((9, 2), np.float32)
     y = kernels.matmul_f32(x, w)
-    assert np.isnan(y[0]).all() and np.isposinf(y[1]).all() and (y[2] == 2).all()
+    assert np.isnan(y[0]).all() and np.isposinf(y[1]).all() and (y[2:] == 2).all()
 
 
 # ---- int8: exact ---------------------------------------------------------------------------------
