@@ -1,5 +1,6 @@
 """The precision planner: its knapsack, its budgets on a small trained model, and `tinylm quantize`."""
 import itertools
+import json
 import math
 
 import numpy as np
@@ -181,6 +182,10 @@ def test_quantize_plans_saves_and_applies_a_plan(run_dir, tmp_path, capsys):
                      str(plan_path), "--figure", str(figure), *FAST]) == 0
     out = capsys.readouterr().out
     assert "planned (ppl +1%)" in out and plan_path.exists() and figure.stat().st_size > 10_000
+    assert "other validation batches" in out  # the plan is checked on batches it was not chosen on
+    saved = json.loads(plan_path.read_text())
+    assert set(saved["checked"]) == {"loss", "ppl", "ppl_change", "agreement"}
+    assert saved["sensitivity"].keys() == saved["layers"].keys()  # every layer measured, every layer planned
     plan = load_plan(plan_path)
     assert cli.main(["quantize", "--run", str(run_dir), "--plan", str(plan_path), "--out",
                      str(tmp_path / "q"), *FAST]) == 0

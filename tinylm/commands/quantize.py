@@ -6,7 +6,8 @@
     tinylm quantize --run runs/demo --plan plan.json --out runs/demo-q   # apply a plan, save it
     tinylm quantize --run runs/demo --plan int8 --out runs/demo-int8     # a precision = uniform plan
 
-Every mode prints the comparison table (Markdown) on stdout; progress goes to stderr.
+Every mode prints the comparison table (Markdown) on stdout; progress goes to stderr. The planner
+chooses on one set of validation batches (--seed) and checks its plan on another (--seed + 1).
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def register(sub):
     p.add_argument("--gen-tokens", type=int, default=32,
                    help="tokens generated (batch 1, greedy, KV cache) to measure speed; 0 skips it (default 32)")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats; the median is reported (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the evaluation batches (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the evaluation batches (default 0); the planner checks its plan on the "
+                        "batches of seed + 1")
     p.set_defaults(func=run)
 
 
@@ -188,13 +190,19 @@ def run(args):
 
     plan_path = args.save_plan or os.path.join(args.run, "quant", "plan.json")
     budget = {"max_ppl_increase": max_ppl} if max_ppl is not None else {"max_bytes": max_bytes}
-    save_plan(plan_path, plan, budget=budget, seed=args.seed,
-              measured={k: metrics[k] for k in ("loss", "ppl", "ppl_change", "agreement", "bytes")},
-              sensitivity=sens, fp32_loss=evaluator.ref_loss)
     plans = {p: uniform_plan(model, p) for p in ("fp32", "fp16", "int8:g32", "int8:channel")}
     plans[label] = plan
-    rows = compare(model, evaluator, plans, **timing)
-    print("\n" + format_table(rows))
+    # step 3, verify: measure on validation batches the planner did not see (the next seed)
+    check = Evaluator(model, val_ids, block_size=args.block_size, batch_size=args.batch_size,
+                      n_batches=args.eval_batches, seed=args.seed + 1)
+    rows = compare(model, check, plans, **timing)
+    print(f"\nchecked on {args.eval_batches} other validation batches (seed {args.seed + 1}), "
+          "not the ones the plan was chosen on:\n")
+    print(format_table(rows))
+    keys = ("loss", "ppl", "ppl_change", "agreement")
+    save_plan(plan_path, plan, budget=budget, seed=args.seed, bytes=metrics["bytes"],
+              measured={k: metrics[k] for k in keys}, checked={k: rows[-1][k] for k in keys},
+              sensitivity=sens, fp32_loss=evaluator.ref_loss)
     print(f"\nplan written to {plan_path} (apply it with --plan {plan_path})")
 
     figure = args.figure or os.path.join(os.path.dirname(plan_path), "tradeoff.png")
@@ -202,8 +210,10 @@ def run(args):
         # sweep budgets around the one asked for (or around what the byte budget reached)
         center = max_ppl if max_ppl is not None else max(metrics["ppl_change"], 1e-4)
         curve = tradeoff_curve(model, evaluator, sens, budgets=[center * f for f in (0.1, 0.25, 0.5, 1, 2, 5, 10)])
-        points = {r["plan"]: (r["bytes"]["total"], r["ppl_change"]) for r in rows[:-1]}
-        plot_tradeoff(figure, points, chosen=(label, rows[-1]["bytes"]["total"], rows[-1]["ppl_change"]),
+        # the figure stays on the planning batches, where the planner's curve was measured
+        seen = compare(model, evaluator, dict(list(plans.items())[:-1]), gen_tokens=0)
+        points = {r["plan"]: (r["bytes"]["total"], r["ppl_change"]) for r in seen}
+        plot_tradeoff(figure, points, chosen=(label, metrics["bytes"], metrics["ppl_change"]),
                       frontier=[(m["bytes"], m["ppl_change"]) for _, _, m in curve])
         print(f"figure written to {figure}")
     except ImportError:
