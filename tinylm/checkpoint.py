@@ -218,6 +218,13 @@ def plot_loss(path, history):
 # loading
 
 
+def load_run_config(run_dir):
+    """config.json of a run: {"format", "version", "model": GPTConfig fields, "train": TrainConfig fields}."""
+    run_dir = _check_run_dir(run_dir)
+    state = _read_state(run_dir)
+    return _read_config(run_dir, None if state is None else state["files"])
+
+
 def _load_weights(model, path):
     """Copy the arrays of `path` into `model`, after checking they are exactly the model's parameters."""
     arrays = load_npz(path, "model weights file")

@@ -36,9 +36,8 @@ def register(sub):
 
 
 def run(args):
-    from tinylm.checkpoint import load_model, load_tokens
+    from tinylm.checkpoint import load_model, load_run_config, load_tokens
     from tinylm.data import clean_text, encode_corpus, load_corpus, train_val_split
-    from tinylm.fileio import load_json
     from tinylm.train import evaluate
 
     if args.batch_size < 1:
@@ -46,7 +45,7 @@ def run(args):
     if args.iters is not None and args.iters < 1:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
     model, tokenizer = load_model(args.run)
-    train_settings = load_json(f"{args.run}/config.json", "run configuration").get("train", {})
+    train_settings = load_run_config(args.run).get("train", {})
     if args.data is None:
         if args.split == "all":
             raise ValueError("--split all needs --data (without it, eval uses the run's held-out tokens)")
