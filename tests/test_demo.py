@@ -115,3 +115,11 @@ def test_demo_trains_prints_loss_and_samples_and_keeps_the_run(tmp_path, capsys)
     assert json.load(open(os.path.join(run, "tokenizer.json")))  # a real, trained BPE tokenizer file
     _fails(["demo", "--out", run, "--max-iters", "3"], capsys, "already holds a run")
     _fails(["demo", "--out", run, "--max-iters", "0"], capsys, "--max-iters must be >= 1")
+
+
+def test_a_short_run_warms_up_for_a_tenth_of_its_steps(tmp_path, corpus):
+    run = str(tmp_path / "run")
+    at = TINY.index("--warmup-iters")
+    tiny = TINY[:at] + TINY[at + 2:]  # no --warmup-iters: the default adapts to --max-iters
+    assert cli.main(["train", "--data", corpus, "--out", run, "--max-iters", "20"] + tiny) == 0
+    assert json.load(open(os.path.join(run, "config.json")))["train"]["warmup_iters"] == 2

@@ -56,7 +56,7 @@ def register(sub):
     g.add_argument("--max-iters", type=int, help="optimizer steps in the whole run (default 2000)")
     g.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay (default 1e-4)")
-    g.add_argument("--warmup-iters", type=int, help="steps of linear warmup (default 100)")
+    g.add_argument("--warmup-iters", type=int, help="steps of linear warmup (default 100, or a tenth of a shorter --max-iters)")
     g.add_argument("--lr-decay-iters", type=int, help="step where the decay reaches --min-lr (default --max-iters)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay on weight matrices (default 0.1)")
     g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this; 0 = off (default 1.0)")
@@ -87,6 +87,8 @@ def new_run(args):
     model_kw = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout")
                 if getattr(args, k) is not None}
     train_kw = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    if args.warmup_iters is None and args.max_iters is not None:
+        train_kw["warmup_iters"] = min(100, max(args.max_iters, 0) // 10)  # a short run warms up briefly
     train_config = TrainConfig(data=args.data, clean=not args.no_clean, **train_kw)
     GPTConfig(**model_kw)  # bad sizes fail now, before minutes of tokenizer training
     result = start_run(args.out, train_config, model_kw, vocab_size=args.vocab_size or 512,
