@@ -333,6 +333,14 @@ def test_export_command_writes_a_folder_generate_reads_back(tmp_path, capsys):
     tokenizer_config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
     assert tokenizer_config["eos_token"] is None and tokenizer_config["model_max_length"] == 32  # no <|endoftext|>
 
+    # a second export into the same folder would replace it: refused (one line, exit 2) unless --force
+    before = (tmp_path / "hf" / "model.safetensors").read_bytes()
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 2
+    assert "already holds config.json, model.safetensors" in capsys.readouterr().err
+    assert (tmp_path / "hf" / "model.safetensors").read_bytes() == before
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "hf"), "--force"]) == 0
+    capsys.readouterr()
+
     args = ["--prompt", "to be", "--temperature", "0", "--max-new-tokens", "10"]
     assert main(["generate", "--run", str(tmp_path / "run"), *args]) == 0
     from_run = capsys.readouterr().out

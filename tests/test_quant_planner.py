@@ -192,6 +192,11 @@ def test_quantize_plans_saves_and_applies_a_plan(run_dir, tmp_path, capsys):
     assert set(_table_rows(capsys.readouterr().out)) == {"fp32", "plan"}
     assert plan_of(load_quantized(tmp_path / "q")) == {**plan_of(load_quantized(tmp_path / "q")), **plan}
     assert (tmp_path / "q" / "tokenizer.json").exists()
+    # saving again into the same folder stops before any work, and keeps the model that is there
+    saved_weights = (tmp_path / "q" / "weights.npz").read_bytes()
+    assert cli.main(["quantize", "--run", str(run_dir), "--plan", "fp16", "--out", str(tmp_path / "q")]) == 2
+    assert "already holds quantized.json, weights.npz: pass --force" in capsys.readouterr().err
+    assert (tmp_path / "q" / "weights.npz").read_bytes() == saved_weights
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -24,6 +24,16 @@ def test_train_writes_a_tokenizer_that_the_library_loads(tok_path):
     assert tok.decode(tok.encode(TEXT)) == TEXT
 
 
+def test_train_keeps_an_existing_tokenizer_unless_forced(tok_path, tmp_path, capsys):
+    saved = tok_path.read_bytes()
+    argv = ["tokenizer", "train", "--input", str(tmp_path / "corpus.txt"), "--vocab-size", "270", "--out",
+            str(tok_path), "--quiet"]
+    assert cli.main(argv) == 2
+    assert "already exists: pass --force" in capsys.readouterr().err and tok_path.read_bytes() == saved
+    assert cli.main(argv + ["--force"]) == 0
+    assert Tokenizer.load(tok_path).vocab_size == 270
+
+
 def test_encode_prints_the_ids_and_decode_prints_the_text(tok_path, capsys):
     tok = Tokenizer.load(tok_path)
     assert cli.main(["tokenizer", "encode", "--tokenizer", str(tok_path), "the cat 我"]) == 0

@@ -20,7 +20,7 @@ def atomic_open(path, mode="w", encoding="utf-8"):
     """Open a temporary file next to `path`; on success rename it to `path`, on error remove it.
 
     >>> with atomic_open("out.txt") as f:
-    ...     f.write("all or nothing")
+    ...     _ = f.write("all or nothing")
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -36,6 +36,18 @@ def atomic_open(path, mode="w", encoding="utf-8"):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def check_not_replacing(folder, names, flag="--out"):
+    """Refuse to write into `folder` when it already holds any of the files `names`, so that a
+    command never silently replaces what a user saved (its --force flag skips this check).
+
+    >>> check_not_replacing("no-such-folder", ["model.safetensors"])   # nothing there: fine
+    """
+    found = [n for n in names if os.path.exists(os.path.join(folder, n))]
+    if found:
+        raise FileExistsError(f"{flag} {folder} already holds {', '.join(found)}: pass --force to replace "
+                              f"{'it' if len(found) == 1 else 'them'}, or choose another folder")
 
 
 def save_json(path, obj):

@@ -489,6 +489,9 @@ def load_hf_tokenizer(folder):
 # ----------------------------------------------------------------------------------------------
 # GPT-2: export
 
+# the files save_hf_gpt2 writes (the last three only with a tokenizer)
+HF_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json")
+
 
 def save_hf_gpt2(model, folder, tokenizer=None):
     """Write a tinylm GPT (and its tokenizer) as a Hugging Face GPT-2 folder that `transformers` loads

@@ -28,17 +28,22 @@ def register(sub):
                    help="output format; hf = Hugging Face GPT-2 folder (the default and, for now, the only one)")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder written by `tinylm train`")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="folder to write (created if needed; files of the same names in it are replaced)")
+                   help="folder to write (created if needed; if it already holds files of the names written, "
+                        "the export stops unless --force)")
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier export in --out")
     p.set_defaults(func=run)
 
 
 def run(args):
     from tinylm.checkpoint import load_model
-    from tinylm.hf import save_hf_gpt2
+    from tinylm.fileio import check_not_replacing
+    from tinylm.hf import HF_FILES, save_hf_gpt2
     from tinylm.tokenizer import GPT2_PATTERN
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise FileExistsError(f"--out {args.out} exists and is not a folder")
+    if not args.force:
+        check_not_replacing(args.out, HF_FILES)
     model, tokenizer = load_model(args.run)
     save_hf_gpt2(model, args.out, tokenizer)
     c = model.config

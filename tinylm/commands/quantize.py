@@ -41,7 +41,8 @@ def register(sub):
                         "layer (fp16, int8, int8:g64, int8:channel); with --report it adds a row")
     p.add_argument("--out", metavar="DIR",
                    help="save the quantized model (plus its tokenizer) in DIR: the --plan, or the plan "
-                        "the planner chose")
+                        "the planner chose; if DIR already holds a quantized model, it stops unless --force")
+    p.add_argument("--force", action="store_true", help="replace the quantized model already in --out")
     p.add_argument("--save-plan", metavar="PATH",
                    help="where the planner writes its plan JSON (default: RUN/quant/plan.json)")
     p.add_argument("--figure", metavar="PATH",
@@ -130,7 +131,9 @@ def _train_settings(run_dir):
 
 def run(args):
     from tinylm.checkpoint import load_model
+    from tinylm.fileio import check_not_replacing
     from tinylm.quant import canonical_precision, save_plan, save_quantized, uniform_plan
+    from tinylm.quant.checkpoint import META_FILE, WEIGHTS_FILE
     from tinylm.quant.evaluate import Evaluator, compare, format_table
     from tinylm.quant.planner import (plan_for_byte_budget, plan_for_ppl_budget, plot_tradeoff, sensitivity,
                                       tradeoff_curve)
@@ -144,6 +147,8 @@ def run(args):
     max_bytes = parse_bytes(args.max_bytes) if args.max_bytes is not None else None
     candidates = [canonical_precision(c) for c in args.candidates.split(",") if c.strip()]
 
+    if args.out and not args.force:  # before any work: never replace a saved model by surprise
+        check_not_replacing(args.out, [META_FILE, WEIGHTS_FILE])
     if args.plan is not None and not _is_plan_file(args.plan):
         canonical_precision(args.plan)  # a bad precision fails before the model is loaded
 

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -30,7 +31,9 @@ def register(sub):
     t.add_argument("--special-tokens", nargs="*", default=["<|endoftext|>"], metavar="TOKEN",
                    help="special tokens, given the last ids (default: <|endoftext|>; none if the flag is "
                         "given without values)")
-    t.add_argument("--out", required=True, help="where to write the tokenizer JSON file")
+    t.add_argument("--out", required=True, help="where to write the tokenizer JSON file (an existing file is "
+                                                "kept unless --force)")
+    t.add_argument("--force", action="store_true", help="replace the file at --out if there is one")
     t.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     t.set_defaults(func=run_train)
 
@@ -64,6 +67,8 @@ def run_train(args):
     from tinylm.data import load_corpus
     from tinylm.tokenizer import Tokenizer
 
+    if os.path.exists(args.out) and not args.force:  # before the work, not after it
+        raise FileExistsError(f"--out {args.out} already exists: pass --force to replace it, or choose another path")
     text = load_corpus(args.input)
     start = time.perf_counter()
     tok = Tokenizer().train(text, args.vocab_size, pattern=args.pattern,
