@@ -3,6 +3,7 @@
     python -m tinylm.bench kernels      # C kernels vs NumPy
     python -m tinylm.bench tokenizer    # BPE training and encoding throughput
     python -m tinylm.bench autograd     # engine vs hand-written NumPy forward/backward
+    python -m tinylm.bench train        # nanoGPT's Shakespeare run: loss and ms/step vs PyTorch
     python -m tinylm.bench generate     # tokens/s with and without the KV cache
     python -m tinylm.bench quant        # fp32 / fp16 / int8 models: size, perplexity, speed
 

@@ -1,6 +1,15 @@
-"""`python -m tinylm.bench SUITE [options]`: run one benchmark suite (see tinylm/bench/__init__.py)."""
+"""`python -m tinylm.bench SUITE [options]`: run one benchmark suite (see tinylm/bench/__init__.py).
+
+Every suite runs single-threaded unless told otherwise: NumPy's BLAS reads its thread count once, when
+NumPy is first imported, so it is set here, before any suite imports NumPy. Set OPENBLAS_NUM_THREADS
+(or OMP_NUM_THREADS, MKL_NUM_THREADS) yourself to measure with more threads.
+"""
 import importlib
+import os
 import sys
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 from tinylm.bench import SUITES
 

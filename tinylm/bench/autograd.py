@@ -9,9 +9,10 @@ and, when tinylm.model is present, the whole small GPT (4 layers, vocab 65) agai
 written by hand, plus the AdamW step. Last, two fused operations (cross-entropy, attention) against
 the same math composed from the engine's small operations.
 The figure that matters is the ratio engine / hand-written (1.00 = no overhead); absolute times move
-with whatever else the machine is doing. Single-threaded BLAS unless told otherwise:
+with whatever else the machine is doing. Single-threaded BLAS unless told otherwise
+(python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 when it is unset):
 
-    OPENBLAS_NUM_THREADS=1 python -m tinylm.bench autograd [--repeats 30] [--threads N]
+    python -m tinylm.bench autograd [--repeats 30] [--threads N]
 """
 from __future__ import annotations
 
@@ -21,14 +22,10 @@ import os
 import sys
 import time
 
-if "numpy" not in sys.modules:  # BLAS reads these once, when NumPy loads
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from tinylm import nn  # noqa: E402
-from tinylm.autograd import Tensor, scaled_dot_product_attention, split  # noqa: E402
+from tinylm import nn
+from tinylm.autograd import Tensor, scaled_dot_product_attention, split
 
 GELU_C = math.sqrt(2.0 / math.pi)
 

@@ -7,7 +7,7 @@ Two measurements, each as ratios to fp32 taken in the same run (absolute times a
 1. one Linear layer at batch 1 (the shape generation uses): fp32 NumPy `x @ W.T + b`, Fp16Linear,
    Int8Linear, for the model's layer shapes;
 2. whole-model generation (batch 1, greedy, KV cache) in tokens/s per precision plan.
-Run it single-threaded for stable numbers: OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1.
+Single-threaded (python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 when it is unset).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ reaches a validation loss of ~1.88.
 Speed is ms per training step (forward, backward, clipping, AdamW) of tinylm and, when `torch` can be
 imported, of the same model in PyTorch on the same batches, in the same process, alternating rounds,
 median of the rounds; the ratio is what to read (absolute times depend on the machine and its load).
-For a fair single-core comparison run with OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 (PyTorch is also
-limited to one thread here with torch.set_num_threads unless --threads says otherwise).
+Both run on one core: python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 when it is unset, and PyTorch
+is limited to one thread with torch.set_num_threads unless --threads says otherwise.
 """
 from __future__ import annotations
 
