@@ -2,6 +2,7 @@
 
     python benchmarks/mcu/count.py            # print the tables
     python benchmarks/mcu/count.py --save     # and rewrite benchmarks/mcu/results.json (chapter 11)
+    python benchmarks/mcu/count.py --fetch-header   # only download qemu-plugin.h (what .ci/run does)
 
 QEMU has no cycle model, but it can count: kernels/targets/cortex-m/qemu-plugin/count_insns.c is a
 TCG plugin that counts the guest instructions executed between two marker functions, and
@@ -187,7 +188,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", action="store_true", help=f"also write {os.path.relpath(RESULTS, ROOT)}")
     parser.add_argument("--show", action="store_true", help="print the saved results without measuring")
+    parser.add_argument("--fetch-header", action="store_true",
+                        help="only download QEMU's qemu-plugin.h into the cache (for the tests), then stop")
     args = parser.parse_args(argv)
+    if args.fetch_header:
+        print(f"qemu-plugin.h in {plugin_header(fetch=True)}")
+        return 0
     if args.show:
         results = load_json(RESULTS, "MCU benchmark results")
     else:
