@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tinylm.autograd import Tensor, cat, is_grad_enabled, no_grad, split
+from tinylm.autograd import Tensor, cat, index_add, is_grad_enabled, no_grad, split
 
 
 def numeric_grad(f, arrays, i, eps=1e-6):
@@ -157,6 +157,21 @@ def test_indexing_with_repeated_ids_adds_their_gradients():
     x = Tensor(np.zeros(3), requires_grad=True)
     x[np.array([2, 2, 0, 2])].sum().backward()
     np.testing.assert_array_equal(x.grad, [1.0, 0.0, 3.0])
+
+
+def test_index_add_scatters_rows_and_sends_each_row_its_gradient():
+    idx = np.array([3, 0, 3, 1, 3])  # row 3 gets three contributions, row 2 none
+    out = gradcheck(lambda src: index_add(idx, src * src, 4), rand(5, 3))
+    assert out.shape == (4, 3) and not out.data[2].any()
+    src = rand(5, 3)
+    expected = np.zeros((4, 3))
+    np.add.at(expected, idx, src)
+    np.testing.assert_allclose(index_add(idx, Tensor(src), 4).data, expected)
+    assert index_add(np.array([], dtype=np.int64), Tensor(np.zeros((0, 3))), 2).data.tolist() == [[0.0] * 3] * 2
+    with pytest.raises(ValueError, match="ids must be in 0 .. 3"):
+        index_add(np.array([4]), Tensor(np.zeros((1, 3))), 4)
+    with pytest.raises(ValueError, match="expected integer idx"):
+        index_add(np.array([0.5]), Tensor(np.zeros((1, 3))), 4)
 
 
 def test_cat_and_split():
