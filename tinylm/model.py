@@ -4,6 +4,8 @@
       -> token embedding wte + position embedding wpe          (B, T, C)
       -> n_layer blocks, each:  x = x + attn(ln_1(x))            causal multi-head self-attention
                                 x = x + mlp(ln_2(x))             Linear(C, 4C), GELU, Linear(4C, C)
+                                                                 (or, with n_expert > 0, a mixture of
+                                                                 such MLPs: tinylm.moe, tutorial 12)
       -> final LayerNorm ln_f                                    (B, T, C)
       -> lm_head, whose weight IS wte's weight (tied)           (B, T, vocab_size) logits
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from tinylm import nn
 from tinylm.autograd import Tensor, cross_entropy, scaled_dot_product_attention, split
+from tinylm.moe import MoE
 
 # ----------------------------------------------------------------------------------------------
 # configuration
@@ -45,6 +48,9 @@ class GPTConfig:
     n_embd      width C of every token vector
     dropout     probability of zeroing an activation while training (0 <= dropout < 1)
     bias        whether Linear and LayerNorm layers have a bias (GPT-2: True)
+    n_expert    0: every block has one MLP (GPT-2). > 0: a mixture of n_expert MLPs (tinylm.moe)
+    expert_top_k  experts each token is sent to (1 .. n_expert; used when n_expert > 0)
+    moe_aux_coef  weight of the load-balancing loss added to the training loss (used when n_expert > 0)
 
     >>> GPTConfig(n_embd=100, n_head=3)
     Traceback (most recent call last):
@@ -58,6 +64,9 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    n_expert: int = 0
+    expert_top_k: int = 2
+    moe_aux_coef: float = 0.01
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -77,20 +86,42 @@ class GPTConfig:
         if not isinstance(self.bias, (bool, np.bool_)):
             raise ValueError(f"GPTConfig: bias must be true or false, got {self.bias!r}")
         self.bias = bool(self.bias)
+        for name, low in (("n_expert", 0), ("expert_top_k", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"GPTConfig: {name} must be an integer >= {low}, got {value!r}"
+                                 + (" (0 = the dense MLP)" if name == "n_expert" else ""))
+            setattr(self, name, int(value))
+        if self.n_expert and self.expert_top_k > self.n_expert:
+            raise ValueError(f"GPTConfig: expert_top_k ({self.expert_top_k}) must be at most n_expert "
+                             f"({self.n_expert})")
+        coef = self.moe_aux_coef
+        if isinstance(coef, bool) or not isinstance(coef, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(coef) or coef < 0:
+            raise ValueError(f"GPTConfig: moe_aux_coef must be a number >= 0, got {coef!r}")
+        self.moe_aux_coef = float(coef)
 
     def to_dict(self):
-        """A plain dict, ready for JSON: {'vocab_size': 256, 'block_size': 64, ...}."""
-        return asdict(self)
+        """A plain dict, ready for JSON: {'vocab_size': 256, 'block_size': 64, ...}. The mixture-of-experts
+        fields are left out while all three have their defaults (a dense model), so a dense model's
+        config.json is the same as before they existed."""
+        d = asdict(self)
+        defaults = {f.name: f.default for f in fields(self)}
+        if all(d[n] == defaults[n] for n in _MOE_FIELDS):
+            for n in _MOE_FIELDS:
+                del d[n]
+        return d
 
     @classmethod
     def from_dict(cls, d):
         """The inverse of to_dict. Every field must be present and no other key: a config read from a
-        file that does not say exactly what it means is an error, not a guess."""
+        file that does not say exactly what it means is an error, not a guess. The one exception: the
+        mixture-of-experts fields may be absent (files written before they existed), meaning dense."""
         if not isinstance(d, dict):
             raise ValueError(f"GPTConfig.from_dict: expected a dict, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(names))
-        missing = [n for n in names if n not in d]
+        missing = [n for n in names if n not in d and n not in _MOE_FIELDS]
         if unknown or missing:
             parts = []
             if unknown:
@@ -98,7 +129,10 @@ class GPTConfig:
             if missing:
                 parts.append(f"missing key(s) {', '.join(missing)}")
             raise ValueError(f"GPTConfig.from_dict: {'; '.join(parts)} (expected exactly: {', '.join(names)})")
-        return cls(**{n: d[n] for n in names})
+        return cls(**{n: d[n] for n in names if n in d})
+
+
+_MOE_FIELDS = ("n_expert", "expert_top_k", "moe_aux_coef")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,7 +195,11 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config, rng, dropout_rng)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config, rng, dropout_rng)
+        if config.n_expert:  # n_expert MLPs and a router instead of one MLP (tinylm.moe)
+            self.mlp = MoE(config.n_embd, config.n_expert, config.expert_top_k,
+                           lambda: MLP(config, rng, dropout_rng), rng=rng)
+        else:
+            self.mlp = MLP(config, rng, dropout_rng)
 
     def forward(self, x, kv_cache=None, layer=0):
         x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
@@ -226,7 +264,9 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, kv_cache=None):
         """idx (B, T) integer token ids -> logits (B, T, vocab_size) and the mean cross-entropy loss
         against `targets` (B, T) (ids; -1 = ignore) or None. With a `kv_cache`, idx holds only the new
-        tokens: their positions continue after the kv_cache.length tokens already cached."""
+        tokens: their positions continue after the kv_cache.length tokens already cached. A mixture-of-
+        experts model in training mode adds moe_aux_coef times its load-balancing loss (in eval mode,
+        as tinylm.train.evaluate runs it, the loss is the cross-entropy alone)."""
         cfg = self.config
         idx = self._check_idx(idx, "idx")
         B, T = idx.shape
@@ -259,6 +299,9 @@ class GPT(nn.Module):
             if targets.shape != (B, T):
                 raise ValueError(f"GPT: targets has shape {targets.shape}; expected {(B, T)} like idx")
             loss = cross_entropy(logits.reshape(B * T, cfg.vocab_size), targets.reshape(B * T), ignore_index=-1)
+            if cfg.n_expert and self.training and cfg.moe_aux_coef:
+                aux = [block.mlp.last.aux_loss for block in t.h]  # one scalar per MoE block
+                loss = loss + sum(aux[1:], aux[0]) * (cfg.moe_aux_coef / len(aux))  # + coef * mean
         return logits, loss
 
     def _check_idx(self, idx, what, allow_ignore=False):
