@@ -128,6 +128,20 @@ def test_int8_kernels_use_the_cores_multiply_accumulate_instructions(core_name, 
     assert {name for name in ("smlad", "vmlava") if re.search(rf"\t{name}\b", asm)} == expected
 
 
+@needs_toolchain
+@pytest.mark.parametrize("core_name, hardware", [("m3", False), ("m4", True), ("m7", True), ("m55", True)])
+def test_fp16_conversions_use_the_fpus_vcvtb_where_there_is_one(core_name, hardware, tmp_path):
+    """On cores whose FPU converts halves, matmul_f16 converts with VCVTB (the golden test checks the
+    bits); the M3 has no FPU and runs the integer conversion. With -DTINYLM_NO_F16_HW, no VCVTB anywhere."""
+    core = mcu.get_core(core_name)
+    source = os.path.join(mcu.KERNELS, "matmul_f16.c")
+    for extra, expected in (((), hardware), (("-DTINYLM_NO_F16_HW",), False)):
+        obj = mcu.compile_object(core, source, str(tmp_path / "f16.o"), extra=extra)
+        asm = subprocess.run(["arm-none-eabi-objdump", "-d", "-marmv8.1-m.main", obj], capture_output=True,
+                             text=True, check=True).stdout
+        assert bool(re.search(r"\tvcvtb\.f32\.f16\b", asm)) == expected, (core_name, extra)
+
+
 def test_unknown_core_is_a_clear_error():
     with pytest.raises(ValueError, match="core 'm0' is unknown; expected one of m3, m4, m7, m55"):
         mcu.get_core("m0")

@@ -49,7 +49,7 @@ CMSIS_NN_M4 = {"64x64": 10_971, "256x256": 135_699}
 # (name, core, extra compiler flags, what it shows)
 CONFIGS = [
     ("m4", "m4", (), "Cortex-M4F, DSP int8 path (SMLAD)"),
-    ("m4-portable", "m4", ("-U__ARM_FEATURE_DSP",), "Cortex-M4F, portable C only"),
+    ("m4-portable", "m4", ("-U__ARM_FEATURE_DSP", "-DTINYLM_NO_F16_HW"), "Cortex-M4F, portable C only"),
     ("m3", "m3", (), "Cortex-M3: no FPU (soft float), no DSP"),
     ("m55", "m55", (), "Cortex-M55, Helium int8 path (VMLADAVA); floats scalar"),
 ]
