@@ -17,6 +17,14 @@
 #include <immintrin.h>
 #endif
 
+/* AVX-512 with the VNNI int8 dot product (Intel Ice Lake and later servers, AMD Zen 4): the packed
+ * matmul of gemm_s8_avx512.h, for matmul_s8 and linear_s8 with enough rows of x. */
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define TL_S8_AVX512 1
+#else
+#define TL_S8_AVX512 0
+#endif
+
 /* sum_k a[k] * b[k], exact int32: the reference for everything below. */
 static inline int32_t tl_dot_s8(const int8_t *a, const int8_t *b, size_t n)
 {
@@ -136,7 +144,22 @@ static inline void tl_dot_s8_1x8(const int8_t *a, const int8_t *b, size_t ldb, s
                                  int32_t out[8])
 {
     size_t j, k = 0;
-#if defined(__AVX2__)
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    {                      /* VPDPBUSD: |a| * sign(b, a), 4 pairs summed into each int32, no int16 step */
+        __m256i acc[8];
+        for (j = 0; j < 8; j++)
+            acc[j] = _mm256_setzero_si256();
+        for (; k + 32 <= n; k += 32) {
+            __m256i va = _mm256_loadu_si256((const __m256i *)(a + k));
+            __m256i abs_a = _mm256_sign_epi8(va, va);
+            for (j = 0; j < 8; j++) {
+                __m256i vb = _mm256_loadu_si256((const __m256i *)(b + j * ldb + k));
+                acc[j] = _mm256_dpbusd_epi32(acc[j], abs_a, _mm256_sign_epi8(vb, va));
+            }
+        }
+        _mm256_storeu_si256((__m256i *)out, tl_hsum8_epi32(acc));
+    }
+#elif defined(__AVX2__)
     {
         const __m256i ones = _mm256_set1_epi16(1);
         __m256i acc[8];

@@ -3,6 +3,80 @@
 #include "tinylm_kernels.h"
 #include "dot_s8.h"
 
+#if TL_S8_AVX512
+#include "gemm_s8_avx512.h"
+
+/* The packed AVX-512 VNNI path (gemm_s8_avx512.h): panels of 32 rows of w_q, up to
+ * TL_S8_MAX_GROUPS groups at a time, and a 6 x 32 tile of y per step. After each group's exact
+ * int32 dots, each lane (one output) adds (x_scale * w_scale) * (float)dot to its running sum, in
+ * group order, as the portable loop does. The sums of earlier panels' groups wait in y (a float
+ * store and load: exact); the bias is added after the last group. */
+static void tl_linear_s8_avx512(const int8_t *restrict x_q, const float *restrict x_scale,
+                                const int8_t *restrict w_q, const float *restrict w_scale,
+                                const float *restrict b, float *restrict y,
+                                size_t M, size_t N, size_t K, size_t group_size)
+{
+    int32_t wp[TL_S8_PANEL_WORDS];
+    float sw[TL_S8_MAX_GROUPS][TL_S8_NR];        /* sw[g][j] = w_scale[n0 + j, g0 + g] */
+    int8_t pad[TL_S8_PANEL_WORDS / TL_S8_NR * 4 + 3];   /* >= ng * group_size + 3 */
+    size_t G = K / group_size, gw = TL_S8_GROUP_WORDS(group_size);
+    size_t per_panel = TL_S8_PANEL_WORDS / gw < TL_S8_MAX_GROUPS ? TL_S8_PANEL_WORDS / gw
+                                                                  : TL_S8_MAX_GROUPS;
+    size_t n0, g0, g, m, i, j, v;
+    for (n0 = 0; n0 < N; n0 += TL_S8_NR) {
+        size_t nr = N - n0 < TL_S8_NR ? N - n0 : TL_S8_NR;
+        __mmask16 lanes[2];
+        lanes[0] = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u);
+        lanes[1] = (__mmask16)(nr >= 32 ? 0xffffu : nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        for (g0 = 0; g0 < G; g0 += per_panel) {
+            size_t ng = G - g0 < per_panel ? G - g0 : per_panel;
+            int last = g0 + ng == G;
+            tl_s8_pack(w_q + n0 * K + g0 * group_size, K, nr, group_size, ng, wp);
+            for (g = 0; g < ng; g++)
+                for (j = 0; j < TL_S8_NR; j++)
+                    sw[g][j] = j < nr ? w_scale[(n0 + j) * G + g0 + g] : 0.0f;
+            for (m = 0; m < M; m += TL_S8_MR) {
+                size_t mr = M - m < TL_S8_MR ? M - m : TL_S8_MR;
+                const int8_t *xr[TL_S8_MR];
+                const float *sx[TL_S8_MR];
+                __m512 acc[TL_S8_MR][2];
+                tl_s8_rows(x_q, M, K, m, g0 * group_size, ng * group_size, group_size, pad, xr);
+                for (i = 0; i < TL_S8_MR; i++) {     /* rows past M repeat the last row */
+                    size_t r = m + (i < mr ? i : mr - 1);
+                    sx[i] = x_scale + r * G + g0;
+                    for (v = 0; v < 2; v++)
+                        acc[i][v] = g0 ? _mm512_maskz_loadu_ps(lanes[v], y + r * N + n0 + 16 * v)
+                                       : _mm512_setzero_ps();
+                }
+                for (g = 0; g < ng; g++) {
+                    __m512i c[TL_S8_MR][2];
+                    const int8_t *xg[TL_S8_MR];
+                    for (i = 0; i < TL_S8_MR; i++)
+                        xg[i] = xr[i] + g * group_size;
+                    tl_s8_tile(xg, group_size, wp + g * gw, c);
+                    for (i = 0; i < TL_S8_MR; i++) {
+                        __m512 s = _mm512_set1_ps(sx[i][g]);
+                        for (v = 0; v < 2; v++) {
+                            __m512 scale = _mm512_mul_ps(s, _mm512_loadu_ps(sw[g] + 16 * v));
+                            acc[i][v] = _mm512_add_ps(acc[i][v],
+                                                      _mm512_mul_ps(scale, _mm512_cvtepi32_ps(c[i][v])));
+                        }
+                    }
+                }
+                for (i = 0; i < mr; i++)
+                    for (v = 0; v < 2; v++) {
+                        float *yr = y + (m + i) * N + n0 + 16 * v;
+                        if (last && b)
+                            acc[i][v] = _mm512_add_ps(acc[i][v],
+                                                      _mm512_maskz_loadu_ps(lanes[v], b + n0 + 16 * v));
+                        _mm512_mask_storeu_ps(yr, lanes[v], acc[i][v]);
+                    }
+            }
+        }
+    }
+}
+#endif
+
 #if defined(__AVX2__)
 #include <immintrin.h>
 
@@ -50,6 +124,12 @@ void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
 
     tinylm_quantize_s8(x, x_q, x_scale, M, K, group_size);   /* x_q (M, K), x_scale (M, G) */
 
+#if TL_S8_AVX512
+    if (M >= TL_S8_MR && TL_S8_GROUP_WORDS(group_size) <= TL_S8_PANEL_WORDS) {
+        tl_linear_s8_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
+        return;
+    }
+#endif
     /* 8 output columns at a time: 8 rows of w_q stay in cache while every row of x_q passes by */
 #if defined(__AVX2__)
     for (; n0 + 8 <= N; n0 += 8) {
