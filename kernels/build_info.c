@@ -1,6 +1,21 @@
 /* build_info.c -- which SIMD paths this build compiled in (a string literal: no mutable state). */
 #include "tinylm_kernels.h"
 
+#if defined(__AVX512F__)
+#define TL_INFO_AVX512F "avx512f "
+#else
+#define TL_INFO_AVX512F ""
+#endif
+#if defined(__AVX512BW__)
+#define TL_INFO_AVX512BW "avx512bw "
+#else
+#define TL_INFO_AVX512BW ""
+#endif
+#if defined(__AVX512VNNI__)
+#define TL_INFO_AVX512VNNI "avx512vnni "
+#else
+#define TL_INFO_AVX512VNNI ""
+#endif
 #if defined(__AVX2__)
 #define TL_INFO_AVX2 "avx2 "
 #else
@@ -25,5 +40,6 @@
 const char *tinylm_build_info(void)
 {
     /* "portable" always: the portable C is compiled in every build (tails, remainders, fallbacks) */
-    return TL_INFO_AVX2 TL_INFO_FMA TL_INFO_F16C TL_INFO_DSP "portable";
+    return TL_INFO_AVX512F TL_INFO_AVX512BW TL_INFO_AVX512VNNI TL_INFO_AVX2 TL_INFO_FMA TL_INFO_F16C
+        TL_INFO_DSP "portable";
 }

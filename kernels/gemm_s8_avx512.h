@@ -29,6 +29,9 @@
 #define TL_S8_PANEL_WORDS 18432     /* 72 KB: 64 groups of 32 columns, or one group of 2300 */
 #define TL_S8_MAX_GROUPS 64         /* groups per panel (linear_s8 keeps their 32 scales beside it) */
 
+/* the gathers of tl_s8_pack take int32 byte offsets, up to 15 rows of w apart */
+#define TL_S8_MAX_K ((size_t)0x7fffffff / 16)
+
 /* words a panel needs per group of gs columns: the start values, then the steps */
 #define TL_S8_GROUP_WORDS(gs) ((((gs) + 3) / 4 + 1) * TL_S8_NR)
 
@@ -41,30 +44,45 @@ static inline int32_t tl_s8_word(const int8_t *p)
 }
 
 /* Pack rows n0 .. n0 + nr - 1 (nr <= 32) of w, starting at column pointer w (row stride ldw), as ng
- * consecutive groups of gs columns, in the layout described at the top. Rows nr .. 31 are zero. */
+ * consecutive groups of gs columns, in the layout described at the top. Rows nr .. 31 are zero.
+ * Each step of 16 rows is one gather of 16 words (one from each row), so the panel is written in
+ * order; VPDPBUSD with bytes of 1 sums the 4 bytes of each word into the group's row sums. A group's
+ * short last step is read byte by byte (its word may end past the end of w). */
 static void tl_s8_pack(const int8_t *w, size_t ldw, size_t nr, size_t gs, size_t ng, int32_t *wp)
 {
-    size_t full = gs / 4, steps = (gs + 3) / 4, j, g, s, k;
-    for (j = 0; j < TL_S8_NR; j++) {
-        const int8_t *wr = w + (j < nr ? j : 0) * ldw;
-        int32_t *out = wp + j;
-        for (g = 0; g < ng; g++, wr += gs, out += (steps + 1) * TL_S8_NR) {
-            int32_t sum = 0;
-            if (j >= nr) {
-                for (s = 0; s <= steps; s++)
-                    out[s * TL_S8_NR] = 0;
-                continue;
+    const __m512i ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+    size_t full = gs / 4, steps = (gs + 3) / 4, v, j, g, s;
+    for (v = 0; v < 2; v++) {                     /* rows 16 v .. 16 v + 15, lanes 0 .. 15 */
+        size_t j0 = 16 * v;
+        __mmask16 live = (__mmask16)(nr <= j0 ? 0u : nr - j0 >= 16 ? 0xffffu : (1u << (nr - j0)) - 1u);
+        const int8_t *row0 = w + (nr > j0 ? j0 : 0) * ldw;
+        int32_t offsets[16];
+        __m512i idx;
+        for (j = 0; j < 16; j++)                   /* byte offsets of the 16 rows: < 2^31 */
+            offsets[j] = (int32_t)((j0 + j < nr ? j : 0) * ldw);
+        idx = _mm512_loadu_si512((const void *)offsets);
+        for (g = 0; g < ng; g++) {
+            const int8_t *col = row0 + g * gs;
+            int32_t *out = wp + g * (steps + 1) * TL_S8_NR + j0;
+            __m512i sum = zero, word;
+            for (s = 0; s < full; s++, col += 4) {
+                word = _mm512_mask_i32gather_epi32(zero, live, idx, (const void *)col, 1);
+                sum = _mm512_dpbusd_epi32(sum, ones, word);
+                _mm512_storeu_si512((void *)(out + (s + 1) * TL_S8_NR), word);
             }
-            for (k = 0; k < gs; k++)
-                sum += wr[k];
-            out[0] = -128 * sum;                /* |sum| <= 127 * 2300: no overflow */
-            for (s = 0; s < full; s++)
-                out[(s + 1) * TL_S8_NR] = tl_s8_word(wr + 4 * s);
-            if (full < steps) {                 /* the short last step, zero-padded */
-                int32_t v = 0;
-                memcpy(&v, wr + 4 * full, gs - 4 * full);
-                out[steps * TL_S8_NR] = v;
+            if (full < steps) {                   /* the short last step, zero-padded */
+                int32_t tail[16];
+                for (j = 0; j < 16; j++) {
+                    tail[j] = 0;
+                    if (j0 + j < nr)
+                        memcpy(&tail[j], col + offsets[j], gs - 4 * full);
+                }
+                word = _mm512_loadu_si512((const void *)tail);
+                sum = _mm512_dpbusd_epi32(sum, ones, word);
+                _mm512_storeu_si512((void *)(out + steps * TL_S8_NR), word);
             }
+            /* start values -128 * sum: |sum| <= 127 * 2300, no overflow */
+            _mm512_storeu_si512((void *)out, _mm512_slli_epi32(_mm512_sub_epi32(zero, sum), 7));
         }
     }
 }

@@ -125,7 +125,7 @@ void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
     tinylm_quantize_s8(x, x_q, x_scale, M, K, group_size);   /* x_q (M, K), x_scale (M, G) */
 
 #if TL_S8_AVX512
-    if (M >= TL_S8_MR && TL_S8_GROUP_WORDS(group_size) <= TL_S8_PANEL_WORDS) {
+    if (M >= TL_S8_MR && TL_S8_GROUP_WORDS(group_size) <= TL_S8_PANEL_WORDS && K <= TL_S8_MAX_K) {
         tl_linear_s8_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
         return;
     }

@@ -85,9 +85,44 @@ static inline __m256 tl_exp8(__m256 x)
 }
 #endif
 
+#if defined(__AVX512F__)
+/* The same algorithm, 16 lanes at a time, the same operations in the same order (no FMA) up to
+ * the polynomial p. The last step differs in form, not in value: tl_exp multiplies p by 2^(n/2)
+ * and then by 2^(n - n/2) (two halves, so that n = 128 works); VSCALEFPS multiplies by 2^n in one
+ * step. For every x in [TL_EXP_MIN, TL_EXP_MAX], p * 2^n is a normal float (1.2e-38 .. 3.4e38), so
+ * each of those multiplications by a power of two is exact and both give the same bits. The lanes
+ * tl_exp returns early for (NaN, x < TL_EXP_MIN, x > TL_EXP_MAX) are set afterwards from masks;
+ * whatever the polynomial computed there is discarded. */
+static inline __m512 tl_exp16(__m512 x)
+{
+    __mmask16 nan_mask = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __mmask16 zero_mask = _mm512_cmp_ps_mask(x, _mm512_set1_ps(TL_EXP_MIN), _CMP_LT_OQ);
+    __mmask16 inf_mask = _mm512_cmp_ps_mask(x, _mm512_set1_ps(TL_EXP_MAX), _CMP_GT_OQ);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(TL_LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(TL_LN2_HI))),
+                             _mm512_mul_ps(n, _mm512_set1_ps(TL_LN2_LO)));
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f), result;
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    result = _mm512_maskz_scalef_ps((__mmask16)~zero_mask, p, n);        /* x < TL_EXP_MIN: 0 */
+    result = _mm512_mask_mov_ps(result, inf_mask, _mm512_castsi512_ps(_mm512_set1_epi32(0x7f800000)));
+    return _mm512_mask_mov_ps(result, nan_mask, x);
+}
+#endif
+
 void tinylm_exp_f32(const float *restrict x, float *restrict y, size_t n)
 {
     size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, tl_exp16(_mm512_loadu_ps(x + i)));
+#endif
 #if defined(__AVX2__)
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, tl_exp8(_mm256_loadu_ps(x + i)));
@@ -97,6 +132,43 @@ void tinylm_exp_f32(const float *restrict x, float *restrict y, size_t n)
 }
 
 /* ---- fp32 ----------------------------------------------------------------------------------- */
+
+#if defined(__AVX512F__)
+/* softmax_row_f32 (below) 16 values at a time: the same three passes over the row (it is in L1:
+ * 16 KB for 4096 values), the last partial vector of each pass through a lane mask. */
+static void softmax_row_f32_avx512(const float *restrict x, float *restrict y, size_t cols,
+                                   size_t visible)
+{
+    const __m512 neg_inf = _mm512_castsi512_ps(_mm512_set1_epi32((int32_t)0xff800000u));
+    size_t j, n16 = visible - visible % 16;
+    __mmask16 tail = (__mmask16)((1u << (visible % 16)) - 1u);
+    __m512 vmax = neg_inf, vsum = _mm512_setzero_ps(), vs;
+    float max;
+    for (j = 0; j < n16; j += 16)                 /* (a NaN may win here or not: the row is NaN) */
+        vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + j));
+    vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(neg_inf, tail, x + n16));
+    max = _mm512_reduce_max_ps(vmax);
+    vmax = _mm512_set1_ps(max);
+    for (j = 0; j < n16; j += 16) {
+        __m512 e = tl_exp16(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmax));
+        _mm512_storeu_ps(y + j, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (tail) {                                   /* lanes past `visible` add exactly 0 */
+        __m512 e = _mm512_maskz_mov_ps(tail, tl_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + n16),
+                                                                    vmax)));
+        _mm512_mask_storeu_ps(y + n16, tail, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    vs = _mm512_set1_ps(_mm512_reduce_add_ps(vsum));
+    for (j = 0; j < n16; j += 16)
+        _mm512_storeu_ps(y + j, _mm512_div_ps(_mm512_loadu_ps(y + j), vs));
+    if (tail)
+        _mm512_mask_storeu_ps(y + n16, tail, _mm512_div_ps(_mm512_maskz_loadu_ps(tail, y + n16), vs));
+    for (j = visible; j < cols; j++)
+        y[j] = 0.0f;
+}
+#endif
 
 /* softmax of the first `visible` values of one row; the rest of the row (a causal mask) gets 0. */
 static void softmax_row_f32(const float *restrict x, float *restrict y, size_t cols, size_t visible)
@@ -160,6 +232,10 @@ void tinylm_softmax_f32(const float *restrict x, float *restrict y, size_t rows,
     for (r = 0; r < rows; r++) {
         /* query i of its (Tq, cols) matrix sees keys j <= i + (cols - Tq) */
         size_t visible = causal_tq ? (r % causal_tq) + (cols - causal_tq) + 1 : cols;
+#if defined(__AVX512F__)
+        softmax_row_f32_avx512(x + r * cols, y + r * cols, cols, visible);
+        continue;
+#endif
         softmax_row_f32(x + r * cols, y + r * cols, cols, visible);
     }
 }
