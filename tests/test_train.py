@@ -1,6 +1,8 @@
 """The training loop: it learns, its evaluation is on fixed batches, and a resumed run is exact."""
 import csv
+import importlib.util
 import math
+import re
 
 import numpy as np
 import pytest
@@ -116,3 +118,27 @@ def test_ctrl_c_saves_the_last_whole_step_and_the_run_resumes_exactly(tmp_path, 
     assert ck.step == 5
     resumed = train(ck.model, ids[0], ids[1], tc, tokenizer=ck.tokenizer, run_dir=tmp_path, resume=ck, verbose=False)
     assert resumed.history["loss"] == straight.history["loss"]
+
+
+@pytest.mark.slow
+def test_shakespeare_benchmark_runs_end_to_end_on_a_small_text(tmp_path, capsys):
+    from tinylm.bench import train as bench_train
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40)
+    args = ["--data", str(text), "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1",
+            "--rounds", "1", "--timing-steps", "1"]
+    if importlib.util.find_spec("torch") is not None:
+        args.append("--torch-loss")
+    assert bench_train.main(args) == 0
+    out = capsys.readouterr().out
+    assert "ms/step (median of 1 rounds of 1): tinylm" in out
+    losses = [float(v) for v in re.findall(r"([0-9.]+) on the whole validation split", out)]
+    assert losses and all(0 < v < math.log(256) + 0.5 for v in losses)  # at most a little above chance
+
+
+def test_shakespeare_benchmark_names_a_missing_corpus(tmp_path):
+    from tinylm.bench import train as bench_train
+
+    with pytest.raises(FileNotFoundError, match="Shakespeare corpus not found"):
+        bench_train.main(["--data", str(tmp_path / "nope.txt"), "--max-iters", "0"])

@@ -20,7 +20,11 @@ def main(argv=None):
         print(__doc__.strip())
         print("suites: " + ", ".join(SUITES))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return importlib.import_module(f"tinylm.bench.{argv[0]}").main(argv[1:]) or 0
+    try:
+        return importlib.import_module(f"tinylm.bench.{argv[0]}").main(argv[1:]) or 0
+    except (OSError, ValueError) as exc:  # a missing corpus, a bad value: one line, not a traceback
+        print(f"python -m tinylm.bench {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

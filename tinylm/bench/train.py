@@ -9,10 +9,15 @@ reaches a validation loss of ~1.88.
     python -m tinylm.bench train                     # speed (vs PyTorch when importable), then 2000 steps
     python -m tinylm.bench train --max-iters 200     # a shorter run
     python -m tinylm.bench train --max-iters 0       # speed only
+    python -m tinylm.bench train --torch-loss        # also train the PyTorch twin for 2000 steps (+2-3 min)
 
 Speed is ms per training step (forward, backward, clipping, AdamW) of tinylm and, when `torch` can be
 imported, of the same model in PyTorch on the same batches, in the same process, alternating rounds,
 median of the rounds; the ratio is what to read (absolute times depend on the machine and its load).
+--torch-loss answers "is 1.88 a fair target?": the same model, initialisation (nanoGPT's: N(0, 0.02),
+residual projections / sqrt(2 n_layer)), batches and schedule, trained by PyTorch, scored on the same
+whole validation split.
+
 Both run on one core: python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 when it is unset, and PyTorch
 is limited to one thread with torch.set_num_threads unless --threads says otherwise.
 """
@@ -46,6 +51,8 @@ def parse_args(argv):
                                                           "OPENBLAS_NUM_THREADS)")
     p.add_argument("--out", default=None, help="run folder to save the trained model in (default: not saved)")
     p.add_argument("--seed", type=int, default=1337, help="seed of weights and batches")
+    p.add_argument("--torch-loss", action="store_true",
+                   help="also train the same model with PyTorch for --max-iters steps and report its validation loss")
     return p.parse_args(argv)
 
 
@@ -129,6 +136,11 @@ def torch_stepper(train_ids, seed, threads):
             return F.cross_entropy(logits.view(-1, 256), targets.view(-1))
 
     model = TorchGPT()
+    with torch.no_grad():  # nanoGPT's (and tinylm's) GPT-2 initialisation
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                residual = name.endswith(("attn_proj.weight", "mlp_proj.weight"))
+                p.normal_(0.0, 0.02 / math.sqrt(2 * MODEL["n_layer"]) if residual else 0.02)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith(("wte", "wpe"))]
     rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith(("wte", "wpe")))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": TRAIN["weight_decay"]},
@@ -137,14 +149,44 @@ def torch_stepper(train_ids, seed, threads):
     rng = np.random.default_rng(seed)
     from tinylm.data import get_batch
 
-    def step():
+    def step(lr=TRAIN["lr"]):
+        for group in opt.param_groups:
+            group["lr"] = lr
         x, y = get_batch(train_ids, TRAIN["batch_size"], T, rng)
         loss = model(torch.from_numpy(x), torch.from_numpy(y))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN["grad_clip"])
         opt.step()
+
+    def val_loss(val_ids):
+        """Mean loss over every non-overlapping window of the validation split, as tinylm's evaluate."""
+        n = (len(val_ids) - 1) // T
+        x = np.asarray(val_ids[:n * T], dtype=np.int64).reshape(n, T)
+        y = np.asarray(val_ids[1:n * T + 1], dtype=np.int64).reshape(n, T)
+        with torch.no_grad():
+            total = sum(float(model(torch.from_numpy(x[i:i + 64]), torch.from_numpy(y[i:i + 64]))) * len(x[i:i + 64])
+                        for i in range(0, n, 64))
+        return total / n
+    step.val_loss = val_loss
     return step
+
+
+def torch_training(train_ids, val_ids, args):
+    """Train the PyTorch twin with tinylm's schedule (nanoGPT's) for --max-iters steps; its val loss."""
+    from tinylm.optim import cosine_schedule
+    from tinylm.progress import Progress
+
+    step = torch_stepper(train_ids, args.seed, args.threads)
+    if step is None:
+        return None
+    progress = Progress(args.max_iters, what="PyTorch steps")
+    for it in range(args.max_iters):
+        step(cosine_schedule(it, TRAIN["lr"], TRAIN["min_lr"], min(TRAIN["warmup_iters"], args.max_iters),
+                             args.max_iters))
+        progress.update(it + 1)
+    progress.done()
+    return step.val_loss(val_ids)
 
 
 def ms_per_step(step, n):
@@ -216,4 +258,11 @@ def main(argv=None):
             print(f"target: val loss <= {TARGET_VAL_LOSS} at 2000 steps (nanoGPT's figure, an estimate on "
                   f"{args.eval_iters} random batches): the same estimate here {verdict(result.val_loss)}; "
                   f"the whole validation split {verdict(full_val)}")
+        if args.torch_loss:
+            torch_val = torch_training(train_ids, val_ids, args)
+            if torch_val is None:
+                print("--torch-loss: PyTorch is not importable")
+            else:
+                print(f"PyTorch, the same model, init, batches and schedule, {args.max_iters} steps: val loss "
+                      f"{torch_val:.4f} on the whole validation split (tinylm {full_val:.4f})")
     return 0
