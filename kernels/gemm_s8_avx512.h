@@ -29,9 +29,6 @@
 #define TL_S8_PANEL_WORDS 18432     /* 72 KB: 64 groups of 32 columns, or one group of 2300 */
 #define TL_S8_MAX_GROUPS 64         /* groups per panel (linear_s8 keeps their 32 scales beside it) */
 
-/* the gathers of tl_s8_pack take int32 byte offsets, up to 15 rows of w apart */
-#define TL_S8_MAX_K ((size_t)0x7fffffff / 16)
-
 /* words a panel needs per group of gs columns: the start values, then the steps */
 #define TL_S8_GROUP_WORDS(gs) ((((gs) + 3) / 4 + 1) * TL_S8_NR)
 
@@ -43,61 +40,93 @@ static inline int32_t tl_s8_word(const int8_t *p)
     return v;
 }
 
-/* Pack rows n0 .. n0 + nr - 1 (nr <= 32) of w, starting at column pointer w (row stride ldw), as ng
- * consecutive groups of gs columns, in the layout described at the top. Rows nr .. 31 are zero.
- * Each step of 16 rows is one gather of 16 words (one from each row), so the panel is written in
- * order; VPDPBUSD with bytes of 1 sums the 4 bytes of each word into the group's row sums. A group's
- * short last step is read byte by byte (its word may end past the end of w). */
-static void tl_s8_pack(const int8_t *w, size_t ldw, size_t nr, size_t gs, size_t ng, int32_t *wp)
+/* out[c] (lane j) = word c of rows[j], for the first `bytes` (<= 64) bytes of each row and c < 16:
+ * a 16 x 16 transpose of 32-bit words (64 shuffles). Bytes past `bytes` read as 0 (masked loads). */
+static inline void tl_transpose16(const void *const rows[16], size_t bytes, __m512i out[16])
 {
-    const __m512i ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
-    size_t full = gs / 4, steps = (gs + 3) / 4, v, j, g, s;
-    for (v = 0; v < 2; v++) {                     /* rows 16 v .. 16 v + 15, lanes 0 .. 15 */
-        size_t j0 = 16 * v;
-        __mmask16 live = (__mmask16)(nr <= j0 ? 0u : nr - j0 >= 16 ? 0xffffu : (1u << (nr - j0)) - 1u);
-        const int8_t *row0 = w + (nr > j0 ? j0 : 0) * ldw;
-        int32_t offsets[16];
-        __m512i idx;
-        for (j = 0; j < 16; j++)                   /* byte offsets of the 16 rows: < 2^31 */
-            offsets[j] = (int32_t)((j0 + j < nr ? j : 0) * ldw);
-        idx = _mm512_loadu_si512((const void *)offsets);
-        for (g = 0; g < ng; g++) {
-            const int8_t *col = row0 + g * gs;
-            int32_t *out = wp + g * (steps + 1) * TL_S8_NR + j0;
-            __m512i sum = zero, word;
-            for (s = 0; s < full; s++, col += 4) {
-                word = _mm512_mask_i32gather_epi32(zero, live, idx, (const void *)col, 1);
-                sum = _mm512_dpbusd_epi32(sum, ones, word);
-                _mm512_storeu_si512((void *)(out + (s + 1) * TL_S8_NR), word);
-            }
-            if (full < steps) {                   /* the short last step, zero-padded */
-                int32_t tail[16];
-                for (j = 0; j < 16; j++) {
-                    tail[j] = 0;
-                    if (j0 + j < nr)
-                        memcpy(&tail[j], col + offsets[j], gs - 4 * full);
-                }
-                word = _mm512_loadu_si512((const void *)tail);
-                sum = _mm512_dpbusd_epi32(sum, ones, word);
-                _mm512_storeu_si512((void *)(out + steps * TL_S8_NR), word);
-            }
-            /* start values -128 * sum: |sum| <= 127 * 2300, no overflow */
-            _mm512_storeu_si512((void *)out, _mm512_slli_epi32(_mm512_sub_epi32(zero, sum), 7));
-        }
+    __mmask64 live = bytes >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << bytes) - 1;
+    __m512i r[16], t[16];
+    size_t i;
+    for (i = 0; i < 16; i++)
+        r[i] = _mm512_maskz_loadu_epi8(live, rows[i]);
+    for (i = 0; i < 16; i += 2) {         /* per 128 bits: rows i, i+1 at words 0, 1 | 2, 3 */
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {         /* per 128 bits: rows i .. i+3 at word 0 | 1 | 2 | 3 */
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (i = 0; i < 4; i++) {             /* 128-bit blocks of rows 0-3, 4-7 | rows 8-11, 12-15 */
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (i = 0; i < 4; i++) {             /* word 4 q + i from the 128-bit lane q of every row */
+        out[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        out[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+        out[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+        out[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
     }
 }
 
-/* acc + VPDPBUSD(u, b), computed in place. GCC 12 gives the intrinsic's accumulator a fresh
- * register each loop iteration and copies all 12 back (a move per VPDPBUSD); an asm statement with
- * the accumulator as an in-out operand keeps it where it is. The same instruction either way. */
-static inline __m512i tl_dpbusd(__m512i acc, __m512i u, __m512i b)
+/* Pack rows n0 .. n0 + nr - 1 (nr <= 32) of w, starting at column pointer w (row stride ldw), as ng
+ * consecutive groups of gs columns, in the layout described at the top. Lanes of rows past nr
+ * repeat the last row (their results are never stored). 16 rows x 64 columns at a time are read
+ * as stored and transposed in registers, so both w and the panel are accessed in order; VPDPBUSD
+ * with bytes of 1 sums each word's 4 bytes into the group's row sums. When a group does not end on
+ * a word (gs % 4) and another follows it, the words are not those of the rows as stored: then the
+ * panel is filled one word at a time. */
+static void tl_s8_pack(const int8_t *w, size_t ldw, size_t nr, size_t gs, size_t ng, int32_t *wp)
 {
-#if defined(__GNUC__) && !defined(__clang__)
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(b));    /* AT&T order: b, u, acc */
-    return acc;
-#else
-    return _mm512_dpbusd_epi32(acc, u, b);
-#endif
+    const __m512i ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+    size_t steps = (gs + 3) / 4, v, j, g, s, t, k;
+    for (v = 0; v < 2; v++) {                     /* rows 16 v .. 16 v + 15, lanes 0 .. 15 */
+        const int8_t *rows[16];
+        int32_t *out = wp + 16 * v;
+        __m512i sum = zero;
+        for (j = 0; j < 16; j++)
+            rows[j] = w + (16 * v + j < nr ? 16 * v + j : nr - 1) * ldw;
+        if (gs % 4 && ng > 1) {
+            for (g = 0; g < ng; g++, out += (steps + 1) * TL_S8_NR)
+                for (j = 0; j < 16; j++) {
+                    const int8_t *wr = rows[j] + g * gs;
+                    int32_t rsum = 0;
+                    for (k = 0; k < gs; k++)
+                        rsum += wr[k];
+                    out[j] = -128 * rsum;         /* |rsum| <= 127 * 2300: no overflow */
+                    for (s = 0; s < steps; s++) {
+                        int32_t word = 0;
+                        memcpy(&word, wr + 4 * s, gs - 4 * s < 4 ? gs - 4 * s : 4);
+                        out[(s + 1) * TL_S8_NR + j] = word;
+                    }
+                }
+            continue;
+        }
+        /* the words of a row are its groups' steps in order; after each group's last, its sums */
+        for (s = 0, g = 0, k = 0; g < ng; k += 64) {
+            const void *at[16];
+            __m512i word[16];
+            size_t bytes = ng * gs - k < 64 ? ng * gs - k : 64;
+            for (j = 0; j < 16; j++)
+                at[j] = rows[j] + k;
+            tl_transpose16(at, bytes, word);
+            for (t = 0; t < (bytes + 3) / 4; t++) {
+                sum = _mm512_dpbusd_epi32(sum, ones, word[t]);
+                _mm512_storeu_si512((void *)(out + (s + 1) * TL_S8_NR), word[t]);
+                if (++s == steps) {               /* start values -128 * sum (no overflow) */
+                    _mm512_storeu_si512((void *)out, _mm512_slli_epi32(_mm512_sub_epi32(zero, sum), 7));
+                    out += (steps + 1) * TL_S8_NR;
+                    sum = zero;
+                    s = 0;
+                    g++;
+                }
+            }
+        }
+    }
 }
 
 /* one step of the tile: 4 columns of each of the 6 rows of x (u = x ^ 0x80, broadcast to 16
