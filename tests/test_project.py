@@ -61,6 +61,17 @@ def test_python_dash_m_tinylm_runs_info():
     assert out.stdout.startswith("tinylm ")
 
 
+def test_info_says_what_tinylm_changed_in_malloc_and_how_to_turn_it_off():
+    def info(**env):
+        done = subprocess.run([sys.executable, "-m", "tinylm", "info"], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, **env})
+        return [line for line in done.stdout.splitlines() if line.startswith("malloc:")]
+    assert info(TINYLM_MALLOC="0") == ["malloc: default (TINYLM_MALLOC=0)"]
+    default = info()
+    expected = "mmap threshold 32 MB" if sys.platform.startswith("linux") else "malloc: default"
+    assert len(default) == 1 and expected in default[0]
+
+
 def test_no_command_prints_usage_and_exits_2(capsys):
     assert cli.main([]) == 2
     assert "usage: tinylm" in capsys.readouterr().out
