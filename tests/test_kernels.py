@@ -141,9 +141,10 @@ def test_matmul_s8_is_exact(M, N, K, seed):
     np.testing.assert_array_equal(y, ref.matmul_s8(x, w))
 
 
-def test_matmul_s8_at_saturation_reaches_the_largest_sums_exactly():
-    K = 1000
-    x = np.full((3, K), 127, np.int8)
+@pytest.mark.parametrize("M", [3, 7])         # few rows (w read as stored) and packed panels of w
+def test_matmul_s8_at_saturation_reaches_the_largest_sums_exactly(M):
+    K = 2400                                       # more than one block of columns (2300) when packed
+    x = np.full((M, K), 127, np.int8)
     x[1] = -127
     w = np.full((9, K), 127, np.int8)
     w[4] = -127
@@ -152,7 +153,7 @@ def test_matmul_s8_at_saturation_reaches_the_largest_sums_exactly():
     np.testing.assert_array_equal(y, ref.matmul_s8(x, w))
 
 
-group_sizes = st.sampled_from([1, 2, 3, 7, 8, 16, 31, 32, 33, 64, 96])
+group_sizes = st.sampled_from([1, 2, 3, 7, 8, 16, 31, 32, 33, 64, 96, 128])
 
 
 @FEW
@@ -204,12 +205,13 @@ def test_linear_s8_is_bit_exact_against_reference(M, N, G, group_size, with_bias
     np.testing.assert_array_equal(bits32(y), bits32(ref.linear_s8(x, w_q, w_scale, b)))
 
 
-@pytest.mark.parametrize("group_size", [2, 3])
-def test_linear_s8_with_more_groups_than_one_chunk_is_bit_exact(group_size):
+@pytest.mark.parametrize("M", [5, 7])                  # few rows of x, and packed panels of w
+@pytest.mark.parametrize("group_size", [2, 3, 32])
+def test_linear_s8_with_more_groups_than_one_chunk_is_bit_exact(group_size, M):
     rng = np.random.default_rng(6)
     K = 150 * group_size                                   # 150 groups: more than a chunk of 64
-    x, b = rand_f32(rng, (5, K)), rand_f32(rng, (17,))
-    w_q, w_scale = ref.quantize_s8(rand_f32(rng, (17, K)), group_size)
+    x, b = rand_f32(rng, (M, K)), rand_f32(rng, (37,))     # 37 outputs: two panels of 32 and a tail
+    w_q, w_scale = ref.quantize_s8(rand_f32(rng, (37, K)), group_size)
     y = kernels.linear_s8(x, w_q, w_scale, b)
     np.testing.assert_array_equal(bits32(y), bits32(ref.linear_s8(x, w_q, w_scale, b)))
 
@@ -238,6 +240,21 @@ def test_exp_approximation_max_relative_error_is_within_the_documented_bound():
     out = np.empty_like(special)
     lib.tinylm_exp_f32(ffi.cast("float *", special.ctypes.data), ffi.cast("float *", out.ctypes.data), 6)
     assert np.isnan(out[0]) and out[1:].tolist() == [0, np.inf, 0, np.inf, 1]
+
+
+def test_exp_simd_lanes_give_the_same_bits_as_the_scalar_exp():
+    # a call for fewer values than a vector takes the scalar tl_exp; a long call the SIMD lanes
+    from tinylm._kernels import ffi, lib
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.linspace(-100, 100, 60_000), rng.standard_normal(20_000) * 40,
+                        [np.nan, -np.inf, np.inf, -87.33, -87.32, 88.72, 88.73, -0.0, 1e-40]])
+    x = x.astype(np.float32)
+    simd, scalar = np.empty_like(x), np.empty_like(x)
+    lib.tinylm_exp_f32(ffi.cast("float *", x.ctypes.data), ffi.cast("float *", simd.ctypes.data), x.size)
+    for i in range(0, x.size, 7):
+        n = min(7, x.size - i)
+        lib.tinylm_exp_f32(ffi.cast("float *", x[i:].ctypes.data), ffi.cast("float *", scalar[i:].ctypes.data), n)
+    np.testing.assert_array_equal(bits32(simd), bits32(scalar))
 
 
 def assert_softmax_close(y, y_ref):

@@ -104,13 +104,110 @@ static void test_matmul(void)
     report("matmul_f16", count_outside(out_f, tv_mmh_y, tv_mmh_tol, n), n, "K*2^-23*|x||w| + |y|*2^-23");
 }
 
+/* ---- larger int8 cases, checked against the contract written out as plain loops ----------------
+ * The vectors of vectors.h are small (they must fit a 512 KB board next to the kernels). These
+ * cases are sized to reach the blocking of the SIMD paths: more than one panel of 32 rows of w,
+ * a column block boundary (matmul_s8 packs 2300 columns at a time on AVX-512), more than 64 groups,
+ * M on both sides of the few-rows / packed switch (6), and short last steps (K % 4, group_size % 4).
+ * The inputs come from a fixed LCG; int8 values include the extremes +-127. */
+#define BIG_M 7
+#define BIG_N 37
+#define BIG_K 2305
+#define BIG_G 70                                        /* the most groups of a case below */
+static int8_t big_x[BIG_M * BIG_K], big_w[BIG_N * BIG_K], big_xq[BIG_M * BIG_K];
+static float big_xf[BIG_M * BIG_K], big_ws[BIG_N * BIG_G], big_b[BIG_N];
+static float big_xs[BIG_M * BIG_G], big_xs_ref[BIG_M * BIG_G], big_y[BIG_M * BIG_N];
+static int32_t big_yi[BIG_M * BIG_N];
+
+static uint32_t lcg_state = 12345u;
+
+static uint32_t lcg(void)
+{
+    lcg_state = lcg_state * 1664525u + 1013904223u;
+    return lcg_state >> 8;                              /* 24 random bits */
+}
+
+static int8_t lcg_s8(void)
+{
+    uint32_t r = lcg() % 263u;                          /* 8 / 263 of the values are +-127 */
+    return (int8_t)(r < 4u ? 127 : r < 8u ? -127 : (int32_t)(r % 255u) - 127);
+}
+
+static float lcg_f32(float scale)                       /* uniform in (-scale, scale) */
+{
+    return ((float)lcg() / 8388608.0f - 1.0f) * scale;
+}
+
+static int32_t plain_dot(const int8_t *a, const int8_t *b, long n)
+{
+    int32_t sum = 0;
+    long k;
+    for (k = 0; k < n; k++)
+        sum += (int32_t)a[k] * (int32_t)b[k];
+    return sum;
+}
+
+/* matmul_s8 on the first M rows of big_x, K columns (row stride K), against plain_dot */
+static long big_matmul_s8(long M, long N, long K)
+{
+    long bad = 0, m, n;
+    tinylm_matmul_s8(big_x, big_w, big_yi, (size_t)M, (size_t)N, (size_t)K);
+    for (m = 0; m < M; m++)
+        for (n = 0; n < N; n++)
+            bad += big_yi[m * N + n] != plain_dot(big_x + m * K, big_w + n * K, K);
+    return bad;
+}
+
+/* linear_s8 against its contract: x quantized by tinylm_quantize_s8 (bit-exact against NumPy
+ * above), exact int32 dots per group, acc = acc + (x_scale * w_scale) * (float)dot in group order,
+ * then + b. w_q is big_w and w_scale big_ws with a row stride of K and G. */
+static long big_linear_s8(long M, long N, long K, long gs)
+{
+    long G = K / gs, bad = 0, m, n, g;
+    tinylm_linear_s8(big_xf, big_w, big_ws, big_b, big_y, big_xq, big_xs, (size_t)M, (size_t)N,
+                     (size_t)K, (size_t)gs);
+    tinylm_quantize_s8(big_xf, big_x, big_xs_ref, (size_t)M, (size_t)K, (size_t)gs);
+    for (m = 0; m < M; m++)
+        for (n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (g = 0; g < G; g++) {
+                int32_t dot = plain_dot(big_x + m * K + g * gs, big_w + n * K + g * gs, gs);
+                acc = acc + (big_xs_ref[m * G + g] * big_ws[n * G + g]) * (float)dot;
+            }
+            bad += as_bits(big_y[m * N + n]) != as_bits(acc + big_b[n]);
+        }
+    return bad;
+}
+
+static void big_inputs(void)
+{
+    long i;
+    for (i = 0; i < BIG_M * BIG_K; i++) {
+        big_x[i] = lcg_s8();
+        big_xf[i] = lcg_f32(3.0f);
+    }
+    for (i = 0; i < BIG_N * BIG_K; i++)
+        big_w[i] = lcg_s8();
+    for (i = 0; i < BIG_N * BIG_G; i++)
+        big_ws[i] = lcg_f32(0.01f) + 0.011f;            /* positive weight scales */
+    for (i = 0; i < BIG_N; i++)
+        big_b[i] = lcg_f32(1.0f);
+}
+
 static void test_matmul_s8(void)
 {
-    long bad = 0, i;
+    /* (M, N, K): the packed path with two column blocks, two panels and a 1-column last step; the
+     * few-rows path with the same; one 32-row panel exactly; a 1 x 1 */
+    static const long cases[][3] = {{7, 37, 2305}, {3, 37, 2305}, {6, 32, 64}, {1, 1, 1}, {5, 17, 63}};
+    long bad = 0, total = TV_S8_M * TV_S8_N, i;
     tinylm_matmul_s8(tv_s8_x, tv_s8_w, out_i, TV_S8_M, TV_S8_N, TV_S8_K);
     for (i = 0; i < TV_S8_M * TV_S8_N; i++)
         bad += out_i[i] != tv_s8_y[i];
-    report("matmul_s8", bad, TV_S8_M * TV_S8_N, "exact");
+    for (i = 0; i < (long)(sizeof cases / sizeof cases[0]); i++) {
+        bad += big_matmul_s8(cases[i][0], cases[i][1], cases[i][2]);
+        total += cases[i][0] * cases[i][1];
+    }
+    report("matmul_s8", bad, total, "exact");
 }
 
 static void test_quantize(void)
@@ -144,7 +241,20 @@ static void test_linear_s8(void)
                      TV_LIN_M, TV_LIN_N, TV_LIN_K, TV_LIN_GS);
     for (i = 0; i < TV_LIN_M * TV_LIN_N; i++)
         bad += as_bits(out_f[i]) != tv_lin_y[i];
-    report("linear_s8", bad, TV_LIN_M * TV_LIN_N, "bit-exact");
+    {
+        /* (M, N, K, group_size): packed with 70 groups (two chunks of up to 64) of 32 and of 3
+         * (short steps); few rows with 70 groups of 32 and 2 of 128; few rows with groups of 3 (the
+         * 1 x 8 path); one group per row (K = 2240 columns); 1 x 1 */
+        static const long cases[][4] = {{7, 37, 2240, 32}, {7, 37, 210, 3}, {3, 37, 2240, 32},
+                                        {2, 37, 256, 128}, {3, 37, 210, 3}, {6, 33, 2240, 2240},
+                                        {1, 1, 1, 1}};
+        long total = TV_LIN_M * TV_LIN_N;
+        for (i = 0; i < (long)(sizeof cases / sizeof cases[0]); i++) {
+            bad += big_linear_s8(cases[i][0], cases[i][1], cases[i][2], cases[i][3]);
+            total += cases[i][0] * cases[i][1];
+        }
+        report("linear_s8", bad, total, "bit-exact");
+    }
 }
 
 static long softmax_outside(const float *y, const uint32_t *want, long n)
@@ -193,12 +303,32 @@ static void test_softmax(void)
         float w = as_f32(tv_exp_y[i]);
         bad += !(absf(out_f[i] - w) <= 2.2e-7f * w);
     }
-    report("exp_f32", bad, TV_EXP_N, "relative 1.5e-7 (+ rounding)");
+    {
+        /* SIMD lanes against the scalar exp (a call for 1 value takes the scalar tail): the same
+         * bits, on a sweep through all the ranges and the special values */
+        static float sweep[4096 + 6], sweep_y[4096 + 6], one[1];
+        long n = 4096 + 6;
+        for (i = 0; i < 4096; i++)
+            sweep[i] = -100.0f + 200.0f * (float)i / 4095.0f + lcg_f32(0.02f);
+        sweep[4096] = as_f32(0x7fc00000u);             /* NaN */
+        sweep[4097] = as_f32(0xff800000u);             /* -inf */
+        sweep[4098] = as_f32(0x7f800000u);             /* +inf */
+        sweep[4099] = -87.33f;
+        sweep[4100] = 88.72f;
+        sweep[4101] = -0.0f;
+        tinylm_exp_f32(sweep, sweep_y, (size_t)n);
+        for (i = 0; i < n; i++) {
+            tinylm_exp_f32(sweep + i, one, 1);
+            bad += !same_f32(sweep_y[i], as_bits(one[0]));
+        }
+        report("exp_f32", bad, TV_EXP_N + n, "rel. 1.5e-7; SIMD = scalar");
+    }
 }
 
 int main(void)
 {
     printf("tinylm C kernel tests (build: %s)\n", tinylm_build_info());
+    big_inputs();
     test_half();
     test_matmul();
     test_matmul_s8();
