@@ -257,6 +257,21 @@ def test_exp_simd_lanes_give_the_same_bits_as_the_scalar_exp():
     np.testing.assert_array_equal(bits32(simd), bits32(scalar))
 
 
+def test_softmax_f32_exponentials_are_the_bits_of_exp_f32():
+    # a row (0, v): e = (1, exp(v)), so y[1] = exp(v) / (1 + exp(v)) in float32, whatever the
+    # summation order; the SIMD softmax's own exponential must give exp_f32's bits
+    from tinylm._kernels import ffi, lib
+    v = np.concatenate([-np.geomspace(1e-8, 100, 20_000), [0.0, -87.33, -87.34, -np.inf]])
+    v = v.astype(np.float32)
+    e = np.empty_like(v)
+    for i in range(0, v.size, 7):                              # the scalar exp (fewer than a vector)
+        n = min(7, v.size - i)
+        lib.tinylm_exp_f32(ffi.cast("float *", v[i:].ctypes.data), ffi.cast("float *", e[i:].ctypes.data), n)
+    rows = np.stack([np.zeros_like(v), v], axis=1)             # (n, 2)
+    y = kernels.softmax_f32(rows)
+    np.testing.assert_array_equal(bits32(y[:, 1]), bits32(e / (np.float32(1) + e)))
+
+
 def assert_softmax_close(y, y_ref):
     # own exp (< 1.5e-7 relative) + another summation order: 1e-6 + 2e-6 * y (tinylm_kernels.h)
     assert np.all(np.abs(y - y_ref) <= 1e-6 + 2e-6 * np.abs(y_ref)), np.abs(y - y_ref).max()
