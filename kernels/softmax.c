@@ -110,39 +110,10 @@ static inline __m256 tl_exp8(__m256 x)
  * the polynomial p. The last step differs in form, not in value: tl_exp multiplies p by 2^(n/2)
  * and then by 2^(n - n/2) (two halves, so that n = 128 works); VSCALEFPS multiplies by 2^n in one
  * step. For every x in [TL_EXP_MIN, TL_EXP_MAX], p * 2^n is a normal float (1.2e-38 .. 3.4e38), so
- * each of those multiplications by a power of two is exact and both give the same bits. The lanes
- * tl_exp returns early for (NaN, x < TL_EXP_MIN, x > TL_EXP_MAX) are set afterwards from masks;
- * whatever the polynomial computed there is discarded. */
-static inline __m512 tl_exp16(__m512 x)
+ * each of those multiplications by a power of two is exact and both give the same bits. Lanes not
+ * in `keep` are 0; what the polynomial computes for x outside the range is never used. */
+static inline __m512 tl_exp16_in_range(__m512 x, __mmask16 keep)
 {
-    __mmask16 nan_mask = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    __mmask16 zero_mask = _mm512_cmp_ps_mask(x, _mm512_set1_ps(TL_EXP_MIN), _CMP_LT_OQ);
-    __mmask16 inf_mask = _mm512_cmp_ps_mask(x, _mm512_set1_ps(TL_EXP_MAX), _CMP_GT_OQ);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(TL_LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(TL_LN2_HI))),
-                             _mm512_mul_ps(n, _mm512_set1_ps(TL_LN2_LO)));
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f), result;
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-    result = _mm512_maskz_scalef_ps((__mmask16)~zero_mask, p, n);        /* x < TL_EXP_MIN: 0 */
-    result = _mm512_mask_mov_ps(result, inf_mask, _mm512_castsi512_ps(_mm512_set1_epi32(0x7f800000)));
-    return _mm512_mask_mov_ps(result, nan_mask, x);
-}
-#endif
-
-#if defined(__AVX512F__)
-/* tl_exp16 for x <= 0 or NaN (e^(x - max) in a softmax), as tl_exp_nonpos is for tl_exp: no
- * overflow lanes, so one mask fewer. The same bits. */
-static inline __m512 tl_exp16_nonpos(__m512 x)
-{
-    __mmask16 nan_mask = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    __mmask16 ok_mask = _mm512_cmp_ps_mask(x, _mm512_set1_ps(TL_EXP_MIN), _CMP_GE_OQ);
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(TL_LOG2E)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(TL_LN2_HI))),
@@ -155,7 +126,27 @@ static inline __m512 tl_exp16_nonpos(__m512 x)
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-    return _mm512_mask_mov_ps(_mm512_maskz_scalef_ps(ok_mask, p, n), nan_mask, x);
+    return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
+/* tl_exp, 16 lanes: tl_exp's early returns (NaN, x < TL_EXP_MIN, x > TL_EXP_MAX) become masks */
+static inline __m512 tl_exp16(__m512 x)
+{
+    __mmask16 nan_mask = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __mmask16 zero_mask = _mm512_cmp_ps_mask(x, _mm512_set1_ps(TL_EXP_MIN), _CMP_LT_OQ);
+    __mmask16 inf_mask = _mm512_cmp_ps_mask(x, _mm512_set1_ps(TL_EXP_MAX), _CMP_GT_OQ);
+    __m512 result = tl_exp16_in_range(x, (__mmask16)~zero_mask);             /* x < TL_EXP_MIN: 0 */
+    result = _mm512_mask_mov_ps(result, inf_mask, _mm512_castsi512_ps(_mm512_set1_epi32(0x7f800000)));
+    return _mm512_mask_mov_ps(result, nan_mask, x);
+}
+
+/* tl_exp_nonpos, 16 lanes: for x <= 0 or NaN (e^(x - max) in a softmax) there is no overflow lane,
+ * so one compare and one mask fewer. The same bits. */
+static inline __m512 tl_exp16_nonpos(__m512 x)
+{
+    __mmask16 nan_mask = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __mmask16 ok_mask = _mm512_cmp_ps_mask(x, _mm512_set1_ps(TL_EXP_MIN), _CMP_GE_OQ);  /* not NaN */
+    return _mm512_mask_mov_ps(tl_exp16_in_range(x, ok_mask), nan_mask, x);
 }
 #endif
 
@@ -198,8 +189,8 @@ static void softmax_row_f32_avx512(const float *restrict x, float *restrict y, s
         vsum = _mm512_add_ps(vsum, e);
     }
     if (tail) {                                   /* lanes past `visible` add exactly 0 */
-        __m512 e = _mm512_maskz_mov_ps(tail, tl_exp16_nonpos(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + n16),
-                                                                    vmax)));
+        __m512 e = tl_exp16_nonpos(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + n16), vmax));
+        e = _mm512_maskz_mov_ps(tail, e);
         _mm512_mask_storeu_ps(y + n16, tail, e);
         vsum = _mm512_add_ps(vsum, e);
     }
