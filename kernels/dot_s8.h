@@ -256,11 +256,11 @@ static inline void tl_s8_fold16(const __m512i v[16], __m512i *lo, __m512i *hi)
     *hi = _mm512_shuffle_i32x4(x, y, 0xdd);
 }
 
-/* lo, hi (lane j for row j of b, which starts at b[j] + k0) = the dots of a with the 16 rows over
- * n columns, split as above for n <= 64; for n > 64 over every 64-column block, summed (so lo + hi
- * is the dot). Loads past n are masked off: they read nothing. */
-static inline void tl_dot_s8_1x16_avx512(const int8_t *a, const int8_t *const b[16], size_t k0,
-                                         size_t n, __m512i *lo, __m512i *hi)
+/* lo, hi (lane j for row j of b, at b + j * ldb) = the dots of a with the 16 rows over n columns,
+ * split as above for n <= 64; for n > 64 over every 64-column block, summed (so lo + hi is the
+ * dot). Loads past n are masked off: they read nothing. */
+static inline void tl_dot_s8_1x16_avx512(const int8_t *a, const int8_t *b, size_t ldb, size_t n,
+                                         __m512i *lo, __m512i *hi)
 {
     const __m512i zero = _mm512_setzero_si512();
     __m512i acc[16];
@@ -273,7 +273,7 @@ static inline void tl_dot_s8_1x16_avx512(const int8_t *a, const int8_t *const b[
         __m512i abs_a = _mm512_abs_epi8(va);
         __mmask64 neg = _mm512_movepi8_mask(va);                       /* a < 0 */
         for (j = 0; j < 16; j++) {
-            __m512i vb = _mm512_maskz_loadu_epi8(live, b[j] + k0 + k);
+            __m512i vb = _mm512_maskz_loadu_epi8(live, b + j * ldb + k);
             acc[j] = tl_dpbusd(acc[j], abs_a, _mm512_mask_sub_epi8(vb, neg, zero, vb));
         }
     }

@@ -77,27 +77,21 @@ static void tl_linear_s8_avx512(const int8_t *restrict x_q, const float *restric
 }
 
 /* Few rows of x (a token at a time): 16 rows of w_q at a time read as stored (dot_s8.h), for
- * group sizes of 32 (two groups per 64-column load) or a multiple of 64. Lane j of every vector is
- * output column n0 + j. The weight scales of up to 64 groups are transposed into sw first; as in
- * the AVX2 path, the running sums of earlier chunks of groups wait in y (exact). The same order of
- * float operations per output as the portable loop. */
+ * group sizes of 32 (two groups per 64-column load) or a multiple of 64, and N >= 16. Lane j of
+ * every vector is output column n0 + j; the last block of 16 overlaps the one before it (those
+ * outputs are computed twice, the same bits). The weight scales of up to 64 groups are transposed
+ * into sw first; as in the AVX2 path, the running sums of earlier chunks of groups wait in y
+ * (exact). The same order of float operations per output as the portable loop. */
 static void tl_linear_s8_few_avx512(const int8_t *restrict x_q, const float *restrict x_scale,
                                     const int8_t *restrict w_q, const float *restrict w_scale,
                                     const float *restrict b, float *restrict y,
                                     size_t M, size_t N, size_t K, size_t group_size)
 {
     __m512 sw[TL_S8_MAX_GROUPS];                 /* sw[g] lane j = w_scale[n0 + j, g0 + g] */
-    size_t G = K / group_size, n0, g0, m, g, j;
-    for (n0 = 0; n0 < N; n0 += 16) {
-        const int8_t *rows[16];
-        const float *scale_rows[16];
-        size_t nr = N - n0 < 16 ? N - n0 : 16;
-        __mmask16 live = (__mmask16)(nr == 16 ? 0xffffu : (1u << nr) - 1u);
-        for (j = 0; j < 16; j++) {                /* rows past N repeat the last (not stored) */
-            size_t r = n0 + (j < nr ? j : nr - 1);
-            rows[j] = w_q + r * K;
-            scale_rows[j] = w_scale + r * G;
-        }
+    size_t G = K / group_size, i, g0, m, g, j;
+    for (i = 0; i < N; i += 16) {
+        size_t n0 = i + 16 <= N ? i : N - 16;
+        const int8_t *wb = w_q + n0 * K;
         for (g0 = 0; g0 < G; g0 += TL_S8_MAX_GROUPS) {
             size_t gc = G - g0 < TL_S8_MAX_GROUPS ? G - g0 : TL_S8_MAX_GROUPS;
             for (g = 0; g < gc; g += 16) {            /* (floats moved as 32-bit words) */
@@ -105,7 +99,7 @@ static void tl_linear_s8_few_avx512(const int8_t *restrict x_q, const float *res
                 __m512i t[16];
                 size_t c;
                 for (j = 0; j < 16; j++)
-                    cols[j] = scale_rows[j] + g0 + g;
+                    cols[j] = w_scale + (n0 + j) * G + g0 + g;
                 tl_transpose16(cols, 4 * (gc - g < 16 ? gc - g : 16), t);
                 for (c = 0; c < 16 && g + c < gc; c++)
                     sw[g + c] = _mm512_castsi512_ps(t[c]);
@@ -114,26 +108,26 @@ static void tl_linear_s8_few_avx512(const int8_t *restrict x_q, const float *res
                 const int8_t *xr = x_q + m * K;
                 const float *sx = x_scale + m * G + g0;
                 float *yr = y + m * N + n0;
-                __m512 acc = g0 ? _mm512_maskz_loadu_ps(live, yr) : _mm512_setzero_ps();
+                __m512 acc = g0 ? _mm512_loadu_ps(yr) : _mm512_setzero_ps();
                 __m512i lo, hi;
                 for (g = 0; g < gc; g++) {
                     size_t k = (g0 + g) * group_size;
                     if (group_size == 32 && g + 1 < gc) {     /* groups g, g + 1: 64 columns */
-                        tl_dot_s8_1x16_avx512(xr + k, rows, k, 64, &lo, &hi);
+                        tl_dot_s8_1x16_avx512(xr + k, wb + k, K, 64, &lo, &hi);
                         acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(sx[g]), sw[g]),
                                                                _mm512_cvtepi32_ps(lo)));
                         g++;
                         acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(sx[g]), sw[g]),
                                                                _mm512_cvtepi32_ps(hi)));
                     } else {
-                        tl_dot_s8_1x16_avx512(xr + k, rows, k, group_size, &lo, &hi);
+                        tl_dot_s8_1x16_avx512(xr + k, wb + k, K, group_size, &lo, &hi);
                         acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(sx[g]), sw[g]),
                                                                _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi))));
                     }
                 }
                 if (b && g0 + gc == G)
-                    acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(live, b + n0));
-                _mm512_mask_storeu_ps(yr, live, acc);
+                    acc = _mm512_add_ps(acc, _mm512_loadu_ps(b + n0));
+                _mm512_storeu_ps(yr, acc);
             }
         }
     }
@@ -192,7 +186,7 @@ void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
         tl_linear_s8_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
         return;
     }
-    if (group_size == 32 || group_size % 64 == 0) {
+    if ((group_size == 32 || group_size % 64 == 0) && N >= 16) {
         tl_linear_s8_few_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
         return;
     }

@@ -52,19 +52,14 @@ void tinylm_matmul_s8(const int8_t *restrict x, const int8_t *restrict w, int32_
         tl_matmul_s8_avx512(x, w, y, M, N, K);
         return;
     }
-    for (; n0 < N; n0 += 16) {                    /* few rows: 16 rows of w at a time, as stored */
-        const int8_t *rows[16];
-        size_t j, nr = N - n0 < 16 ? N - n0 : 16;
-        __mmask16 live = (__mmask16)(nr == 16 ? 0xffffu : (1u << nr) - 1u);
-        for (j = 0; j < 16; j++)                  /* rows past N repeat the last (not stored) */
-            rows[j] = w + (n0 + (j < nr ? j : nr - 1)) * K;
+    for (; N >= 16 && n0 < N; n0 += 16) {       /* few rows: 16 rows of w at a time, as stored */
+        size_t n = n0 + 16 <= N ? n0 : N - 16;    /* the last block overlaps the one before it */
         for (m = 0; m < M; m++) {
             __m512i lo, hi;
-            tl_dot_s8_1x16_avx512(x + m * K, rows, 0, K, &lo, &hi);
-            _mm512_mask_storeu_epi32(y + m * N + n0, live, _mm512_add_epi32(lo, hi));
+            tl_dot_s8_1x16_avx512(x + m * K, w + n * K, K, K, &lo, &hi);
+            _mm512_storeu_si512((void *)(y + m * N + n), _mm512_add_epi32(lo, hi));
         }
     }
-    return;
 #endif
     /* blocks of 8 output columns: 8 rows of w (8 * K bytes) stay in cache while every row of x
      * passes by */
