@@ -5,6 +5,10 @@
  *   __AVX2__: _mm256_maddubs_epi16 multiplies unsigned by signed bytes, so we feed it |a| and
  *             b * sign(a) (_mm256_sign_epi8). Each pair sum of products is at most 2 * 127 * 127 =
  *             32258, which fits int16 without saturating; _mm256_madd_epi16 with ones widens to int32.
+ *   __AVX512VNNI__ (with __AVX512VL__): VPDPBUSD does those three steps in one instruction: it
+ *             multiplies 4 unsigned by 4 signed bytes and adds the 4 products to an int32 lane.
+ *   TL_S8_AVX512 (AVX-512F + BW + VNNI): 64 columns per instruction, one row of x against 16 rows
+ *             of w (below, for few rows of x), and the packed matmul of gemm_s8_avx512.h (many rows).
  *   (Arm DSP / MVE blocks are added here by the microcontroller port.)
  */
 #ifndef TINYLM_DOT_S8_H
@@ -17,11 +21,10 @@
 #include <immintrin.h>
 #endif
 
-/* AVX-512 with the VNNI int8 dot product (Intel Ice Lake and later servers, AMD Zen 4): the packed
- * matmul of gemm_s8_avx512.h, for matmul_s8 and linear_s8 with enough rows of x. */
+/* AVX-512 with the VNNI int8 dot product (Intel Cascade Lake, Ice Lake and later; AMD Zen 4 and
+ * later): the 1 x 16 dots below and the packed matmul of gemm_s8_avx512.h. */
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define TL_S8_AVX512 1
-
 #else
 #define TL_S8_AVX512 0
 #endif

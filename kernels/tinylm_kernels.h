@@ -13,7 +13,9 @@
  *   - Floating-point expressions are written in the order the references use. Build with
  *     -ffp-contract=off (the default for -std=c99) so the compiler never fuses a*b+c on its own:
  *     the kernels marked "exact" below depend on it. SIMD blocks (guarded by __AVX2__, __F16C__,
- *     __FMA__, later __ARM_FEATURE_DSP) compute the same results as the portable C beside them.
+ *     __FMA__, __AVX512F__ / __AVX512BW__ / __AVX512VNNI__, __ARM_FEATURE_DSP, __ARM_FEATURE_MVE)
+ *     compute the same results as the portable C beside them (bit for bit where a contract says
+ *     "exact"; the others, within their stated bounds).
  *
  * int8 format (DESIGN.md): symmetric, zero point 0, values in [-127, 127] (-128 is never produced
  * and is rejected by the Python boundary), one float32 scale per row and per group of `group_size`
