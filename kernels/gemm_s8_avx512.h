@@ -16,10 +16,12 @@
  * another. For each group of `gs` columns the panel holds
  *     32 words  c[j] = -128 * sum_k w[n0 + j, k]        (the start of the accumulators)
  *     ceil(gs / 4) steps of 32 words, word j = the 4 bytes w[n0 + j, k .. k + 3]
- * with zeros past the group's end and in rows past N. One step of the tile below loads the 2 vectors
- * of a step and meets TL_S8_MR broadcast words of x (4 bytes of each of TL_S8_MR rows): 2 * MR
- * VPDPBUSD into 2 * MR accumulators, a 4 x 32 block of w reused MR times from registers and every
- * word of x reused 32 times. matmul_s8 packs a block of columns as one "group" (no float step).
+ * with zeros past the group's end (lanes of rows past N repeat the last row; they are never
+ * stored). One step of the tile below loads the 2 vectors of a step and meets TL_S8_MR broadcast
+ * words of x (4 bytes of each of TL_S8_MR rows): 2 * MR VPDPBUSD into 2 * MR accumulators, a 4 x 32
+ * block of w reused MR times from registers and every word of x reused 32 times. matmul_s8 packs a
+ * block of columns as one "group" (no float step). Packing costs about as much as computing 6 rows
+ * of y, so fewer rows of x take the 1 x 16 dots of dot_s8.h instead, on w as stored.
  */
 
 #include <string.h>
@@ -142,7 +144,7 @@ static void tl_s8_pack(const int8_t *w, size_t ldw, size_t nr, size_t gs, size_t
 /* c[i][v] = the exact int32 dots of x row i (gs columns from xr[i]) with the 32 rows of one packed
  * group at wp (its start words, then its steps): lane j of c[i][v] is row 16 * v + j of the panel.
  * A short last step reads up to 3 bytes past the group (w is zero there, so they add nothing): the
- * caller makes sure those bytes exist (tl_s8_safe_rows). */
+ * caller makes sure those bytes exist (tl_s8_rows). */
 static inline void tl_s8_tile(const int8_t *const xr[TL_S8_MR], size_t gs, const int32_t *wp,
                               __m512i c[TL_S8_MR][2])
 {
