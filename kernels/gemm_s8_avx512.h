@@ -183,3 +183,41 @@ static inline void tl_s8_rows(const int8_t *x, size_t M, size_t K, size_t m, siz
             xr[i] = pad;
     }
 }
+
+#define TL_S8_KC ((TL_S8_PANEL_WORDS / TL_S8_NR - 1) * 4)   /* columns per panel: 2300 */
+
+/* y (M, N) int32 = x @ w.T, for matmul_s8 and for linear_s8 with one group per row: panels of 32
+ * rows of w and TL_S8_KC columns (one "group" per panel), a 6 x 32 tile of y per step. Lanes past
+ * N are masked off; the sums of earlier column blocks wait in y (int32 adds: exact). y is only
+ * read and written through vector loads and stores (linear_s8 lends its float output for it). */
+static void tl_matmul_s8_avx512(const int8_t *x, const int8_t *w, int32_t *y, size_t M, size_t N,
+                                size_t K)
+{
+    int32_t wp[TL_S8_PANEL_WORDS];
+    int8_t pad[TL_S8_KC + 3];
+    size_t n0, k0, m, i, v;
+    for (n0 = 0; n0 < N; n0 += TL_S8_NR) {
+        size_t nr = N - n0 < TL_S8_NR ? N - n0 : TL_S8_NR;
+        __mmask16 lanes[2];
+        lanes[0] = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u);
+        lanes[1] = (__mmask16)(nr >= 32 ? 0xffffu : nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        for (k0 = 0; k0 < K; k0 += TL_S8_KC) {
+            size_t kc = K - k0 < TL_S8_KC ? K - k0 : TL_S8_KC;
+            tl_s8_pack(w + n0 * K + k0, K, nr, kc, 1, wp);
+            for (m = 0; m < M; m += TL_S8_MR) {
+                size_t mr = M - m < TL_S8_MR ? M - m : TL_S8_MR;
+                const int8_t *xr[TL_S8_MR];
+                __m512i c[TL_S8_MR][2];
+                tl_s8_rows(x, M, K, m, k0, kc, kc, pad, xr);
+                tl_s8_tile(xr, kc, wp, c);
+                for (i = 0; i < mr; i++)
+                    for (v = 0; v < 2; v++) {
+                        int32_t *yr = y + (m + i) * N + n0 + 16 * v;
+                        if (k0)
+                            c[i][v] = _mm512_add_epi32(c[i][v], _mm512_maskz_loadu_epi32(lanes[v], yr));
+                        _mm512_mask_storeu_epi32(yr, lanes[v], c[i][v]);
+                    }
+            }
+        }
+    }
+}

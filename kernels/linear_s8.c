@@ -76,6 +76,32 @@ static void tl_linear_s8_avx512(const int8_t *restrict x_q, const float *restric
     }
 }
 
+/* One group per row (per-channel scales, any K): the int32 dots of tl_matmul_s8_avx512 go into
+ * y's memory first (as int32, through vector loads and stores only), then each becomes, in place,
+ * y = (0 + (x_scale * w_scale) * (float)dot) + b: the portable loop's operations for G = 1. */
+static void tl_linear_s8_channel_avx512(const int8_t *restrict x_q, const float *restrict x_scale,
+                                        const int8_t *restrict w_q, const float *restrict w_scale,
+                                        const float *restrict b, float *restrict y,
+                                        size_t M, size_t N, size_t K)
+{
+    size_t m, n0;
+    tl_matmul_s8_avx512(x_q, w_q, (int32_t *)(void *)y, M, N, K);
+    for (m = 0; m < M; m++) {
+        const __m512 sx = _mm512_set1_ps(x_scale[m]);
+        for (n0 = 0; n0 < N; n0 += 16) {
+            __mmask16 live = (__mmask16)(N - n0 >= 16 ? 0xffffu : (1u << (N - n0)) - 1u);
+            float *yr = y + m * N + n0;
+            __m512 dot = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, yr));
+            __m512 acc = _mm512_add_ps(_mm512_setzero_ps(),
+                                       _mm512_mul_ps(_mm512_mul_ps(sx, _mm512_maskz_loadu_ps(live, w_scale + n0)),
+                                                     dot));
+            if (b)
+                acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(live, b + n0));
+            _mm512_mask_storeu_ps(yr, live, acc);
+        }
+    }
+}
+
 /* Few rows of x (a token at a time): 16 rows of w_q at a time read as stored (dot_s8.h), for
  * group sizes of 32 (two groups per 64-column load) or a multiple of 64, and N >= 16. Lane j of
  * every vector is output column n0 + j; the last block of 16 overlaps the one before it (those
@@ -182,6 +208,10 @@ void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
     tinylm_quantize_s8(x, x_q, x_scale, M, K, group_size);   /* x_q (M, K), x_scale (M, G) */
 
 #if TL_S8_AVX512
+    if (M >= TL_S8_MR && G == 1) {
+        tl_linear_s8_channel_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K);
+        return;
+    }
     if (M >= TL_S8_MR && TL_S8_GROUP_WORDS(group_size) <= TL_S8_PANEL_WORDS) {
         tl_linear_s8_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
         return;

@@ -216,6 +216,17 @@ def test_linear_s8_with_more_groups_than_one_chunk_is_bit_exact(group_size, M):
     np.testing.assert_array_equal(bits32(y), bits32(ref.linear_s8(x, w_q, w_scale, b)))
 
 
+@pytest.mark.parametrize("M", [3, 7])
+def test_linear_s8_with_one_scale_per_row_and_a_long_k_is_bit_exact(M):
+    rng = np.random.default_rng(7)
+    K = 2400                                               # more than one packed block of columns
+    x, b = rand_f32(rng, (M, K)), rand_f32(rng, (37,))
+    w_q, w_scale = ref.quantize_s8(rand_f32(rng, (37, K)), K)
+    for bias in (b, None):
+        y = kernels.linear_s8(x, w_q, w_scale, bias)
+        np.testing.assert_array_equal(bits32(y), bits32(ref.linear_s8(x, w_q, w_scale, bias)))
+
+
 def test_linear_s8_is_close_to_the_float_layer_it_approximates():
     # an independent sanity check of the reference itself: int8 per-row/group quantization of
     # x and w has relative error ~ 1/254 per value, so the output error is a small fraction of |y|

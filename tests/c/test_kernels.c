@@ -297,9 +297,10 @@ static void test_x86_blocks(void)
     static const long mm[][3] = {{7, 37, 2305}, {3, 37, 2305}, {6, 32, 64}, {1, 1, 1}, {5, 17, 63}};
     /* (M, N, K, group_size): packed with 70 groups (two chunks of up to 64) of 32 and of 3 (short
      * steps); few rows with 70 groups of 32, 2 of 128, and of 3 (the 1 x 8 path); one group per
-     * row of 2240 columns; 1 x 1 */
+     * row of 2305 columns (two column blocks) and of 2240; 1 x 1 */
     static const long lin[][4] = {{7, 37, 2240, 32}, {7, 37, 210, 3}, {3, 37, 2240, 32},
-                                  {2, 37, 256, 128}, {3, 37, 210, 3}, {6, 33, 2240, 2240}, {1, 1, 1, 1}};
+                                  {2, 37, 256, 128}, {3, 37, 210, 3}, {7, 37, 2305, 2305},
+                                  {6, 33, 2240, 2240}, {1, 1, 1, 1}};
     static float sweep[4096 + 6], sweep_y[4096 + 6], one[1];
     long bad = 0, total = 0, i, n = 4096 + 6;
     big_inputs();
