@@ -226,6 +226,12 @@ static inline void tl_dot_s8_1x8(const int8_t *a, const int8_t *b, size_t ldb, s
  * over columns 4l .. 4l + 3 of each 64; tl_s8_fold16 adds them up, into the sums over the first 32
  * and the last 32 columns (the two groups of a 64-column block when group_size = 32). */
 
+/* the mask of lanes 0 .. n - 1 of 16 (all 16 for n >= 16, none for n = 0) */
+static inline __mmask16 tl_lanes16(size_t n)
+{
+    return (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
+}
+
 /* acc + VPDPBUSD(u, b), computed in place. GCC 12 gives the intrinsic's accumulator a fresh
  * register each loop iteration and copies it back (a move per VPDPBUSD in a loop with many
  * accumulators); an asm statement with the accumulator as an in-out operand keeps it where it is.

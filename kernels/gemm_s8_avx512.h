@@ -198,9 +198,9 @@ static void tl_matmul_s8_avx512(const int8_t *x, const int8_t *w, int32_t *y, si
     size_t n0, k0, m, i, v;
     for (n0 = 0; n0 < N; n0 += TL_S8_NR) {
         size_t nr = N - n0 < TL_S8_NR ? N - n0 : TL_S8_NR;
-        __mmask16 lanes[2];
-        lanes[0] = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u);
-        lanes[1] = (__mmask16)(nr >= 32 ? 0xffffu : nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        __mmask16 lanes[2];                       /* the columns n0 .. n0 + nr - 1 of y */
+        lanes[0] = tl_lanes16(nr);
+        lanes[1] = tl_lanes16(nr > 16 ? nr - 16 : 0);
         for (k0 = 0; k0 < K; k0 += TL_S8_KC) {
             size_t kc = K - k0 < TL_S8_KC ? K - k0 : TL_S8_KC;
             tl_s8_pack(w + n0 * K + k0, K, nr, kc, 1, wp);

@@ -25,9 +25,9 @@ static void tl_linear_s8_avx512(const int8_t *restrict x_q, const float *restric
     size_t n0, g0, g, m, i, j, v;
     for (n0 = 0; n0 < N; n0 += TL_S8_NR) {
         size_t nr = N - n0 < TL_S8_NR ? N - n0 : TL_S8_NR;
-        __mmask16 lanes[2];
-        lanes[0] = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u);
-        lanes[1] = (__mmask16)(nr >= 32 ? 0xffffu : nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        __mmask16 lanes[2];                       /* the columns n0 .. n0 + nr - 1 of y */
+        lanes[0] = tl_lanes16(nr);
+        lanes[1] = tl_lanes16(nr > 16 ? nr - 16 : 0);
         for (g0 = 0; g0 < G; g0 += per_panel) {
             size_t ng = G - g0 < per_panel ? G - g0 : per_panel;
             int last = g0 + ng == G;
@@ -89,7 +89,7 @@ static void tl_linear_s8_channel_avx512(const int8_t *restrict x_q, const float 
     for (m = 0; m < M; m++) {
         const __m512 sx = _mm512_set1_ps(x_scale[m]);
         for (n0 = 0; n0 < N; n0 += 16) {
-            __mmask16 live = (__mmask16)(N - n0 >= 16 ? 0xffffu : (1u << (N - n0)) - 1u);
+            __mmask16 live = tl_lanes16(N - n0);
             float *yr = y + m * N + n0;
             __m512 dot = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, yr));
             __m512 acc = _mm512_add_ps(_mm512_setzero_ps(),
