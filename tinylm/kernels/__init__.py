@@ -105,9 +105,14 @@ def _c():
     return ext.ffi, ext.lib
 
 
+# the C array type cffi's from_buffer wants for each pointer type (a dict: this runs on every call)
+_BUFFER_TYPES = {f"{t} *": f"{t}[]" for t in ("float", "int8_t", "uint8_t", "uint16_t", "int32_t",
+                                              "uint32_t")}
+
+
 def _ptr(ffi, ctype, a):
     """A C pointer to the data of the contiguous array a (kept alive by the cdata object)."""
-    return ffi.from_buffer(ctype[:-1] + "[]", a)        # "float *" -> "float[]"
+    return ffi.from_buffer(_BUFFER_TYPES[ctype], a)     # "float *" -> "float[]"
 
 
 # ---- argument checks ------------------------------------------------------------------------------
