@@ -169,9 +169,11 @@ void tinylm_exp_f32(const float *restrict x, float *restrict y, size_t n)
 
 #if defined(__AVX512F__)
 /* softmax_row_f32 (below) 16 values at a time: the same three passes over the row (it is in L1:
- * 16 KB for 4096 values), the last partial vector of each pass through a lane mask. */
+ * 16 KB for 4096 values), the last partial vector of each pass through a lane mask. While the
+ * exponentials are computed, the row `next` is fetched into the cache, a line per vector: the
+ * next row's first pass then does not wait for memory. */
 static void softmax_row_f32_avx512(const float *restrict x, float *restrict y, size_t cols,
-                                   size_t visible)
+                                   size_t visible, const float *next)
 {
     const __m512 neg_inf = _mm512_castsi512_ps(_mm512_set1_epi32((int32_t)0xff800000u));
     size_t j, n16 = visible - visible % 16;
@@ -184,7 +186,9 @@ static void softmax_row_f32_avx512(const float *restrict x, float *restrict y, s
     max = _mm512_reduce_max_ps(vmax);
     vmax = _mm512_set1_ps(max);
     for (j = 0; j < n16; j += 16) {
-        __m512 e = tl_exp16_nonpos(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmax));
+        __m512 e;
+        _mm_prefetch((const char *)(next + j), _MM_HINT_T0);
+        e = tl_exp16_nonpos(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmax));
         _mm512_storeu_ps(y + j, e);
         vsum = _mm512_add_ps(vsum, e);
     }
@@ -267,7 +271,8 @@ void tinylm_softmax_f32(const float *restrict x, float *restrict y, size_t rows,
         /* query i of its (Tq, cols) matrix sees keys j <= i + (cols - Tq) */
         size_t visible = causal_tq ? (r % causal_tq) + (cols - causal_tq) + 1 : cols;
 #if defined(__AVX512F__)
-        softmax_row_f32_avx512(x + r * cols, y + r * cols, cols, visible);
+        softmax_row_f32_avx512(x + r * cols, y + r * cols, cols, visible,
+                               x + (r + 1 < rows ? r + 1 : r) * cols);    /* (the last: itself) */
         continue;
 #endif
         softmax_row_f32(x + r * cols, y + r * cols, cols, visible);
