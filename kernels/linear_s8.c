@@ -208,6 +208,8 @@ void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
     tinylm_quantize_s8(x, x_q, x_scale, M, K, group_size);   /* x_q (M, K), x_scale (M, G) */
 
 #if TL_S8_AVX512
+    /* AVX-512 VNNI: 6 rows of x or more take packed panels of w (one scale per row: through the
+     * int32 matmul); fewer take 1 x 16 dots on w as stored; other shapes go on to the AVX2 loop */
     if (M >= TL_S8_MR && G == 1) {
         tl_linear_s8_channel_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K);
         return;
