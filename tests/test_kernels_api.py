@@ -60,6 +60,13 @@ BAD_INPUTS = [
      "linear_s8: b has shape (2,); expected (3,)"),
     (lambda: kernels.linear_s8(ones((2, 8)), np.full((3, 8), -128, i8), ones((3, 2))), ValueError,
      "linear_s8: w_q contains -128"),
+    (lambda: kernels.LinearS8(np.full((3, 8), -128, i8), ones((3, 2))), ValueError, "linear_s8: w_q contains -128"),
+    (lambda: kernels.LinearS8(ones((3, 8), i8), ones((3, 2)))(ones((2, 6))), ValueError,
+     "linear_s8: x has shape (2, 6); expected (M, 8) to match w_q's K=8"),
+    (lambda: kernels.LinearS8(ones((3, 8), i8), ones((3, 2)))(ones((2, 8), np.float64)), TypeError,
+     "linear_s8: x has dtype float64; expected float32"),
+    (lambda: kernels.LinearS8(ones((3, 8), i8), ones((3, 2)))(ones((2, 8)), ones(4)), ValueError,
+     "linear_s8: b has shape (4,); expected (3,)"),
     (lambda: kernels.softmax_f32(ones((2, 3), np.float64)), TypeError, "softmax_f32: x has dtype float64; expected float32"),
     (lambda: kernels.softmax_f32(ones((2, 0))), ValueError, "softmax_f32: x has shape (2, 0); expected (..., T) with T >= 1"),
     (lambda: kernels.softmax_f32(ones((4, 3)), causal=True), ValueError, "Tk >= Tq"),
@@ -78,6 +85,23 @@ def test_bad_input_is_refused_with_a_message_naming_the_argument(call, error, wo
     monkeypatch.setenv("TINYLM_KERNELS", backend)
     with pytest.raises(error, match=re.escape(words)):
         call()
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_linear_s8_checked_once_gives_linear_s8s_bits_and_its_weights_cannot_change(backend, monkeypatch):
+    monkeypatch.setenv("TINYLM_KERNELS", backend)
+    rng = np.random.default_rng(3)
+    w_q = rng.integers(-127, 128, (24, 64)).astype(i8)
+    w_scale = rng.random((24, 2)).astype(f32)
+    b = rng.standard_normal(24).astype(f32)
+    layer = kernels.LinearS8(w_q, w_scale)
+    for m in (1, 7):                                     # the batch-1 path and the packed one
+        x = rng.standard_normal((m, 64)).astype(f32)
+        for bias in (None, b):
+            np.testing.assert_array_equal(layer(x, bias), kernels.linear_s8(x, w_q, w_scale, bias))
+    with pytest.raises(ValueError, match="read-only"):
+        layer.w_q[0, 0] = -128                           # what was checked stays as it was checked
+    assert w_q.flags.writeable and layer.w_q.base is w_q  # a view: the caller's array is neither copied nor frozen
 
 
 def test_non_contiguous_views_give_the_same_result_as_copies():

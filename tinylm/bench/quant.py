@@ -2,6 +2,7 @@
 
     python -m tinylm.bench quant                      # a GPT of the demo's size, random weights: bytes, speed
     python -m tinylm.bench quant --run runs/demo      # a trained run: + perplexity and greedy agreement
+    python -m tinylm.bench quant --size gpt2          # GPT-2 124M's shapes, random weights: bytes, speed
 
 Two measurements, each as ratios to fp32 taken in the same run (absolute times are noisy):
 1. one Linear layer at batch 1 (the shape generation uses): fp32 NumPy `x @ W.T + b`, Fp16Linear,
@@ -49,13 +50,43 @@ def bench_linear(shapes, repeats=5, inner=200, seed=0):
     return rows
 
 
+def gpt2_speed(args):
+    """Generation speed at batch 1 of fp32 / fp16 / int8 plans on a GPT with GPT-2 124M's shapes.
+
+    At the demo's size (128 wide) a layer's product takes a few microseconds and the call overhead of
+    any path decides; at GPT-2's (768 wide, 3072 in the MLP) the weights no longer fit in cache and
+    reading them is the cost, which int8 makes 4x smaller."""
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.quant import apply_plan, uniform_plan, weight_bytes
+    from tinylm.quant.evaluate import speeds
+
+    model = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768), seed=args.seed)
+    names = ("fp32", "fp16", "int8:g32", "int8:channel")
+    models = [model if p == "fp32" else apply_plan(model, uniform_plan(model, p)) for p in names]
+    tok_s = speeds(models, n_tokens=min(args.gen_tokens, 16), repeats=min(args.repeats, 3), seed=args.seed)
+    print(f"\nGPT-2 124M shapes, random weights, batch 1, greedy with the KV cache "
+          f"({min(args.gen_tokens, 16)} tokens, median of {min(args.repeats, 3)}):\n")
+    print("| plan | weight bytes | vs fp32 | tok/s | speed |")
+    print("|---|---:|---:|---:|---:|")
+    fp32_bytes = weight_bytes(model)["total"]
+    for name, m, t in zip(names, models, tok_s):
+        total = weight_bytes(m)["total"]
+        print(f"| {name} | {total:,} | {fp32_bytes / total:.2f}x | {t:.1f} | {t / tok_s[0]:.2f}x |")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tinylm.bench quant", description=__doc__.split("\n")[0])
     ap.add_argument("--run", help="a trained run folder (adds perplexity and agreement)")
     ap.add_argument("--gen-tokens", type=int, default=64, help="tokens generated per timing (default 64)")
     ap.add_argument("--repeats", type=int, default=5, help="timing repeats, median reported (default 5)")
     ap.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
+    ap.add_argument("--size", choices=["demo", "gpt2"], default="demo",
+                    help="without --run: a random GPT of the demo's size (default), or of GPT-2 124M's "
+                         "shapes (speed and bytes only: ~1 minute, ~1 GB of RAM)")
     args = ap.parse_args(argv)
+    if args.size == "gpt2" and not args.run:
+        return gpt2_speed(args)
 
     from tinylm import kernels
     from tinylm.model import GPT, GPTConfig

@@ -37,7 +37,7 @@ from tinylm.kernels import reference
 
 __all__ = [
     "backend", "build_info", "f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_f16", "matmul_s8",
-    "quantize_s8", "dequantize_s8", "linear_s8", "softmax_f32", "softmax_f16", "softmax_s8",
+    "quantize_s8", "dequantize_s8", "linear_s8", "LinearS8", "softmax_f32", "softmax_f16", "softmax_s8",
 ]
 
 ENV_VAR = "TINYLM_KERNELS"
@@ -289,39 +289,75 @@ def dequantize_s8(q, scale):
     return y
 
 
+class LinearS8:
+    """int8 Linear-layer weights checked once, for many calls: `LinearS8(w_q, w_scale)(x, b)`.
+
+    linear_s8() checks its weights on every call, and one check is a scan of all N * K values for
+    -128. A model calls the same layer once per generated token, where that scan costs as much as the
+    product itself; so tinylm.quant builds one LinearS8 per int8 weight. It keeps read-only views of
+    w_q (N, K) int8 and w_scale (N, G) float32 (no copy): they cannot be changed through it after the
+    check. Each call still checks x (M, K) float32 and b (N,) float32, then runs the kernel.
+
+    >>> layer = LinearS8(np.ones((4, 8), np.int8), np.full((4, 1), 0.5, np.float32))
+    >>> layer(np.ones((1, 8), np.float32))     # each output: 8 columns of 1 * 1 * 0.5
+    array([[4., 4., 4., 4.]], dtype=float32)
+    """
+
+    def __init__(self, w_q, w_scale):
+        fn = "linear_s8"
+        w_q = _array(fn, "w_q", w_q, np.int8, 2)                  # (N, K)
+        w_scale = _array(fn, "w_scale", w_scale, np.float32, 2)   # (N, G)
+        N, K = w_q.shape
+        self.group_size = _check_scales(fn, "w_scale", w_scale, N, K, "output row")
+        _check_s8_range(fn, "w_q", w_q)
+        _check_dot_length(fn, "group_size", self.group_size)
+        self.w_q, self.w_scale = w_q.view(), w_scale.view()
+        self.w_q.flags.writeable = self.w_scale.flags.writeable = False
+        self.shape = (N, K)
+        self._pointers = None  # (ffi, w_q pointer, w_scale pointer), made on the first C call
+
+    def __call__(self, x, b=None):
+        """y (M, N) float32 = x @ W.T (+ b), x quantized per row and group at run time."""
+        fn = "linear_s8"
+        N, K = self.shape
+        x = _array(fn, "x", x, np.float32, 2)                     # (M, K)
+        if x.shape[1] != K:
+            raise ValueError(f"{fn}: x has shape {x.shape}; expected (M, {K}) to match w_q's K={K}")
+        if b is not None:
+            b = _array(fn, "b", b, np.float32, 1)
+            if b.shape != (N,):
+                raise ValueError(f"{fn}: b has shape {b.shape}; expected ({N},) to match w_q's N={N}")
+        c = _c()
+        if c is None or x.size == 0 or N == 0:
+            return reference.linear_s8(x, self.w_q, self.w_scale, b)
+        ffi, lib = c
+        if self._pointers is None or self._pointers[0] is not ffi:
+            self._pointers = (ffi, _ptr(ffi, "int8_t *", self.w_q), _ptr(ffi, "float *", self.w_scale))
+        _, w_q_ptr, w_scale_ptr = self._pointers
+        M, gs = x.shape[0], self.group_size
+        y = np.empty((M, N), np.float32)
+        x_q = np.empty((M, K), np.int8)                           # workspace: the kernel quantizes x
+        x_scale = np.empty((M, K // gs), np.float32)              # into these (no malloc in C)
+        lib.tinylm_linear_s8(_ptr(ffi, "float *", x), w_q_ptr, w_scale_ptr,
+                             ffi.NULL if b is None else _ptr(ffi, "float *", b),
+                             _ptr(ffi, "float *", y), _ptr(ffi, "int8_t *", x_q),
+                             _ptr(ffi, "float *", x_scale), M, N, K, gs)
+        return y
+
+
 def linear_s8(x, w_q, w_scale, b=None):
     """y (M, N) float32 = int8 Linear layer on x (M, K) float32 (see reference.linear_s8).
 
     w_q (N, K) int8 in [-127, 127], w_scale (N, G) float32 with group_size = K // G, b (N,) float32.
-    The activations are quantized at run time with quantize_s8's rule, per row and group."""
+    The activations are quantized at run time with quantize_s8's rule, per row and group. (To call
+    the same weights many times, check them once: LinearS8(w_q, w_scale)(x, b).)"""
     fn = "linear_s8"
-    x = _array(fn, "x", x, np.float32, 2)                     # (M, K)
-    w_q = _array(fn, "w_q", w_q, np.int8, 2)                  # (N, K)
-    w_scale = _array(fn, "w_scale", w_scale, np.float32, 2)   # (N, G)
-    M, K = x.shape
-    N = w_q.shape[0]
-    if w_q.shape[1] != K:
-        raise ValueError(f"{fn}: w_q has shape {w_q.shape}; expected (N, {K}) to match x's K={K}")
-    group_size = _check_scales(fn, "w_scale", w_scale, N, K, "output row")
-    if b is not None:
-        b = _array(fn, "b", b, np.float32, 1)
-        if b.shape != (N,):
-            raise ValueError(f"{fn}: b has shape {b.shape}; expected ({N},) to match w_q's N={N}")
-    _check_s8_range(fn, "w_q", w_q)
-    _check_dot_length(fn, "group_size", group_size)
-    c = _c()
-    if c is None or x.size == 0 or w_q.size == 0:
-        return reference.linear_s8(x, w_q, w_scale, b)
-    ffi, lib = c
-    y = np.empty((M, N), np.float32)
-    x_q = np.empty((M, K), np.int8)                           # workspace: the kernel quantizes x
-    x_scale = np.empty((M, K // group_size), np.float32)      # into these (no malloc in C)
-    lib.tinylm_linear_s8(_ptr(ffi, "float *", x), _ptr(ffi, "int8_t *", w_q),
-                         _ptr(ffi, "float *", w_scale),
-                         ffi.NULL if b is None else _ptr(ffi, "float *", b),
-                         _ptr(ffi, "float *", y), _ptr(ffi, "int8_t *", x_q),
-                         _ptr(ffi, "float *", x_scale), M, N, K, group_size)
-    return y
+    x = _array(fn, "x", x, np.float32, 2)                         # (M, K): its K names the mismatch
+    w_q = _array(fn, "w_q", w_q, np.int8, 2)
+    if w_q.shape[1] != x.shape[1]:
+        raise ValueError(f"{fn}: w_q has shape {w_q.shape}; expected (N, {x.shape[1]}) to match x's "
+                         f"K={x.shape[1]}")
+    return LinearS8(w_q, w_scale)(x, b)
 
 
 # ---- softmax --------------------------------------------------------------------------------------

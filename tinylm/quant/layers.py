@@ -108,8 +108,11 @@ class Int8Weight:
             raise ValueError("Int8Weight: q holds -128; symmetric int8 uses [-127, 127]")
         if not np.all(np.isfinite(scale)) or scale.min(initial=0) < 0:
             raise ValueError("Int8Weight: scale must be finite and >= 0")
-        self.q = np.ascontiguousarray(q)  # (N, K) int8
-        self.scale = np.ascontiguousarray(scale)  # (N, K // group_size) float32
+        # checked once for every call to come (the -128 scan would cost as much as a batch-1 product);
+        # q and scale are kept as the kernel's read-only views, so they cannot change after the check
+        self._kernel = kernels.LinearS8(q, scale)
+        self.q = self._kernel.w_q  # (N, K) int8
+        self.scale = self._kernel.w_scale  # (N, K // group_size) float32
 
     @classmethod
     def from_float(cls, w, group_size=32):
@@ -149,7 +152,7 @@ class Int8Weight:
 
     def linear(self, x, bias=None):
         """x (M, K) float32 -> (M, N) float32; x is quantized per row and group at run time."""
-        return kernels.linear_s8(x, self.q, self.scale, bias)
+        return self._kernel(x, bias)
 
     def arrays(self, prefix):
         return {prefix + ".q": self.q, prefix + ".scale": self.scale}
