@@ -194,3 +194,10 @@ def test_a_config_written_before_moe_loads_as_dense():
 def test_bad_moe_config_names_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**kwargs)
+
+
+def test_hugging_face_export_refuses_an_moe_model_before_writing_anything(tmp_path):
+    out = tmp_path / "hf"
+    with pytest.raises(ValueError, match=r"parameters GPT-2 does not: .*experts"):
+        GPT(GPTConfig(**TINY), seed=0).save_hf(out)
+    assert not out.exists()

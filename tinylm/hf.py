@@ -514,13 +514,12 @@ def save_hf_gpt2(model, folder, tokenizer=None):
     folder = os.fspath(folder)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise FileExistsError(f"save_hf_gpt2: {folder} exists and is not a folder")
-    os.makedirs(folder, exist_ok=True)
-
     params = dict(model.named_parameters())
     shapes = dict(_gpt2_shapes(config))
     extra = sorted(set(params) - set(shapes))
-    if extra:
+    if extra:  # (e.g. a mixture-of-experts model) refused before anything is written
         raise ValueError(f"save_hf_gpt2: the model has parameters GPT-2 does not: {', '.join(extra)}")
+    os.makedirs(folder, exist_ok=True)
     tensors = {}
     for name, shape in shapes.items():
         if name in params:
