@@ -10,29 +10,37 @@
 /* ---- exp without libm -------------------------------------------------------------------------
  * e^x = 2^n * e^r with n = round(x / ln2) and r = x - n*ln2 in [-ln2/2, ln2/2]. ln2 is split in a
  * short high part (exact when multiplied by n) and a low part, so r keeps its precision (Cody-Waite).
- * e^r is a degree-7 Taylor polynomial: the truncation error r^8/8! < 6e-9 is far below float
- * rounding, so the error is the rounding of a dozen float operations (measured: tinylm_kernels.h).
- * 2^n is built from its bits, in two halves so that n = 128 (x close to 88.7) still works. */
+ * e^r is a degree-6 polynomial, 1 + r + r^2 (c2 + c3 r + ... + c6 r^4), whose coefficients were
+ * fitted to e^r on that interval for the least maximum relative error (weighted least squares,
+ * Lawson's iteration, then rounded to float): its own error, 3e-9, is far below float rounding, so
+ * the error is the rounding of a dozen float operations (measured: tinylm_kernels.h). It is as
+ * accurate as the degree-7 Taylor series and one multiply-add shorter (on a Cortex-M4F, 128 fewer
+ * instructions per 64-value softmax). 2^n is built from its bits, in two halves so that n = 128
+ * (x close to 88.7) still works. */
 #define TL_LOG2E 1.44269504f
 #define TL_LN2_HI 0.693359375f
 #define TL_LN2_LO -2.12194440e-4f
 #define TL_EXP_MIN -87.33f   /* below: e^x < 1.19e-38 would be subnormal; we return 0 */
 #define TL_EXP_MAX 88.72f    /* above: e^x overflows float; we return inf */
+#define TL_EXP_C6 1.381461276e-03f
+#define TL_EXP_C5 8.368710056e-03f
+#define TL_EXP_C4 4.166838899e-02f
+#define TL_EXP_C3 1.666652113e-01f
+#define TL_EXP_C2 4.999999404e-01f
 
 static inline float tl_pow2i(int32_t n)            /* 2^n for -126 <= n <= 127 */
 {
     return tl_bits_f32((uint32_t)(n + 127) << 23);
 }
 
-/* e^r for |r| <= ln2/2: the degree-7 Taylor polynomial, by Horner's rule */
+/* e^r for |r| <= ln2/2: the degree-6 polynomial, by Horner's rule */
 static inline float tl_exp_poly(float r)
 {
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
+    float p = TL_EXP_C6;
+    p = p * r + TL_EXP_C5;
+    p = p * r + TL_EXP_C4;
+    p = p * r + TL_EXP_C3;
+    p = p * r + TL_EXP_C2;
     p = p * r + 1.0f;
     return p * r + 1.0f;
 }
@@ -82,14 +90,13 @@ static inline __m256 tl_exp8(__m256 x)
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_sub_ps(_mm256_sub_ps(xc, _mm256_mul_ps(n, _mm256_set1_ps(TL_LN2_HI))),
                              _mm256_mul_ps(n, _mm256_set1_ps(TL_LN2_LO)));
-    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    __m256 p = _mm256_set1_ps(TL_EXP_C6);
     __m256i ni, n1, n2;
     __m256 result;
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 720.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TL_EXP_C5));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TL_EXP_C4));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TL_EXP_C3));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TL_EXP_C2));
     p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
     p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
     ni = _mm256_cvtps_epi32(n);
@@ -118,12 +125,11 @@ static inline __m512 tl_exp16_in_range(__m512 x, __mmask16 keep)
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(TL_LN2_HI))),
                              _mm512_mul_ps(n, _mm512_set1_ps(TL_LN2_LO)));
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    __m512 p = _mm512_set1_ps(TL_EXP_C6);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TL_EXP_C5));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TL_EXP_C4));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TL_EXP_C3));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TL_EXP_C2));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
     return _mm512_maskz_scalef_ps(keep, p, n);
