@@ -12,8 +12,9 @@
  * short high part (exact when multiplied by n) and a low part, so r keeps its precision (Cody-Waite).
  * e^r is a degree-6 polynomial, 1 + r + r^2 (c2 + c3 r + ... + c6 r^4), whose coefficients were
  * fitted to e^r on that interval for the least maximum relative error (weighted least squares,
- * Lawson's iteration, then rounded to float; kernels/tools/fit_exp_poly.py): its own error, 3e-9, is far below float rounding, so
- * the error is the rounding of a dozen float operations (measured: tinylm_kernels.h). It is as
+ * Lawson's iteration, then rounded to float: kernels/tools/fit_exp_poly.py). Its own error, 3e-9,
+ * is far below float rounding, so the error is the rounding of a dozen float operations (measured:
+ * tinylm_kernels.h). It is as
  * accurate as the degree-7 Taylor series and one multiply-add shorter (on a Cortex-M4F, 128 fewer
  * instructions per 64-value softmax). 2^n is built from its bits, in two halves so that n = 128
  * (x close to 88.7) still works. */
