@@ -14,10 +14,9 @@
  * fitted to e^r on that interval for the least maximum relative error (weighted least squares,
  * Lawson's iteration, then rounded to float: kernels/tools/fit_exp_poly.py). Its own error, 3e-9,
  * is far below float rounding, so the error is the rounding of a dozen float operations (measured:
- * tinylm_kernels.h). It is as
- * accurate as the degree-7 Taylor series and one multiply-add shorter (on a Cortex-M4F, 128 fewer
- * instructions per 64-value softmax). 2^n is built from its bits, in two halves so that n = 128
- * (x close to 88.7) still works. */
+ * tinylm_kernels.h). It is as accurate as the degree-7 Taylor series and one multiplication and one
+ * addition shorter (on a Cortex-M4F, 128 fewer instructions per 64-value softmax). 2^n is built from
+ * its bits, in two halves so that n = 128 (x close to 88.7) still works. */
 #define TL_LOG2E 1.44269504f
 #define TL_LN2_HI 0.693359375f
 #define TL_LN2_LO -2.12194440e-4f
