@@ -89,6 +89,23 @@ def test_train_errors_are_one_clear_line(tmp_path, corpus, capsys):
     os.makedirs(out, exist_ok=True)
     _fails(["train", "--out", out, "--resume"], capsys, "no checkpoint")
     _fails(["train", "--out", out, "--resume", "--n-layer", "2"], capsys, "--n-layer cannot be used with --resume")
+    _fails(["train", "--data", corpus, "--out", out, "--n-expert", "2", "--expert-top-k", "3"], capsys,
+           "expert_top_k (3) must be at most n_expert (2)")
+
+
+@pytest.mark.slow
+def test_train_a_mixture_of_experts_then_generate_and_eval(tmp_path, corpus, capsys):
+    run = str(tmp_path / "moe")
+    assert cli.main(["train", "--data", corpus, "--out", run, "--max-iters", "4", "--eval-interval", "2",
+                     "--n-expert", "4", "--expert-top-k", "2"] + TINY) == 0
+    capsys.readouterr()
+    model = json.load(open(os.path.join(run, "config.json")))["model"]
+    assert (model["n_expert"], model["expert_top_k"], model["moe_aux_coef"]) == (4, 2, 0.01)
+    assert cli.main(["generate", "--run", run, "--prompt", "Friends", "--max-new-tokens", "5",
+                     "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Friends")
+    assert cli.main(["eval", "--run", run]) == 0
+    assert "perplexity" in capsys.readouterr().out
 
 
 def test_eval_errors_name_the_problem(tmp_path, corpus, capsys):

@@ -14,8 +14,9 @@ import os
 import sys
 
 # options that shape the model or the data: fixed once a run has started
-MODEL_OPTIONS = ("vocab_size", "tokenizer", "n_layer", "n_head", "n_embd", "block_size", "dropout", "data",
-                 "val_fraction", "no_clean")
+# GPTConfig fields set from options of the same name
+GPT_OPTIONS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "n_expert", "expert_top_k", "moe_aux_coef")
+MODEL_OPTIONS = ("vocab_size", "tokenizer", *GPT_OPTIONS, "data", "val_fraction", "no_clean")
 # TrainConfig fields set from options of the same name
 TRAIN_OPTIONS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
                  "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed", "val_fraction")
@@ -50,6 +51,11 @@ def register(sub):
     g.add_argument("--n-embd", type=int, help="width of the token vectors, a multiple of --n-head (default 128)")
     g.add_argument("--block-size", type=int, help="context length in tokens (default 64)")
     g.add_argument("--dropout", type=float, help="dropout probability while training (default 0)")
+    g.add_argument("--n-expert", type=int, help="expert MLPs per block, a mixture of experts (tutorial 12); "
+                                                "0 = one dense MLP, GPT-2's block (default 0)")
+    g.add_argument("--expert-top-k", type=int, help="experts each token is routed to, with --n-expert (default 2)")
+    g.add_argument("--moe-aux-coef", type=float, help="weight of the load-balancing loss, with --n-expert "
+                                                      "(default 0.01)")
     g = p.add_argument_group("training (TrainConfig)")
     g.add_argument("--batch-size", type=int, help="sequences per micro-batch (default 12)")
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default 1)")
@@ -84,8 +90,7 @@ def new_run(args):
     from tinylm.model import GPTConfig
     from tinylm.train import TrainConfig
 
-    model_kw = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout")
-                if getattr(args, k) is not None}
+    model_kw = {k: getattr(args, k) for k in GPT_OPTIONS if getattr(args, k) is not None}
     train_kw = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
     if args.warmup_iters is None and args.max_iters is not None:
         train_kw["warmup_iters"] = min(100, max(args.max_iters, 0) // 10)  # a short run warms up briefly
