@@ -199,6 +199,25 @@ def test_quantize_plans_saves_and_applies_a_plan(run_dir, tmp_path, capsys):
     assert (tmp_path / "q" / "weights.npz").read_bytes() == saved_weights
 
 
+def test_quantize_report_leaves_out_a_group_size_wider_than_the_model(tmp_path, capsys):
+    """A 32-wide model cannot take groups of 64: the report has no int8:g64 row and says why."""
+    import numpy as np
+
+    from tinylm import cli
+    from tinylm.checkpoint import save_checkpoint, save_tokens
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.tokenizer import Tokenizer
+
+    ids = np.random.default_rng(0).integers(0, 256, 600).astype(np.uint16)
+    save_checkpoint(tmp_path, GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=32)),
+                    Tokenizer())
+    save_tokens(tmp_path, ids[:500], ids[500:])
+    assert cli.main(["quantize", "--run", str(tmp_path), "--report", *FAST]) == 0
+    out, err = capsys.readouterr()
+    assert list(_table_rows(out)) == ["fp32", "fp16", "int8:g32", "int8:channel"]
+    assert "no uniform int8:g64 row" in err and "does not divide its in_features 32" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--max-ppl-increase", "lots"], "not a number or a percentage"),
     (["--max-bytes", "12 parsecs"], "not a byte count"),

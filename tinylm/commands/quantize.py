@@ -161,7 +161,7 @@ def run(args):
     if max_ppl is None and max_bytes is None:  # --report, or --plan [--out]
         plans = {}
         if args.plan is None or args.report:
-            plans = {p: uniform_plan(model, p) for p in UNIFORM}
+            plans = _uniform_plans(model, UNIFORM)
         else:
             plans["fp32"] = {}
         if args.plan is not None:
@@ -195,7 +195,7 @@ def run(args):
 
     plan_path = args.save_plan or os.path.join(args.run, "quant", "plan.json")
     budget = {"max_ppl_increase": max_ppl} if max_ppl is not None else {"max_bytes": max_bytes}
-    plans = {p: uniform_plan(model, p) for p in ("fp32", "fp16", "int8:g32", "int8:channel")}
+    plans = _uniform_plans(model, ("fp32", "fp16", "int8:g32", "int8:channel"))
     plans[label] = plan
     # step 3, verify: measure on validation batches the planner did not see (the next seed)
     check = Evaluator(model, val_ids, block_size=args.block_size, batch_size=args.batch_size,
@@ -227,6 +227,20 @@ def run(args):
         save_quantized(args.out, model, plan, tokenizer=tokenizer)
         print(f"saved {args.out} ({_disk_bytes(args.out):,} bytes on disk)", file=sys.stderr)
     return 0
+
+
+def _uniform_plans(model, precisions):
+    """{precision: uniform plan} for each precision every layer can take; a group size that does not
+    divide some layer's width (a small model) is left out of the table, with a note saying why."""
+    from tinylm.quant import uniform_plan
+
+    plans = {}
+    for precision in precisions:
+        try:
+            plans[precision] = uniform_plan(model, precision)
+        except ValueError as exc:
+            print(f"note: no uniform {precision} row: {exc}", file=sys.stderr)
+    return plans
 
 
 def _disk_bytes(folder):
