@@ -182,5 +182,5 @@ def test_kernel_benchmark_prints_a_table_with_ratios_and_targets(capsys):
     out = capsys.readouterr().out
     header, *rows = out[out.index("kernel "):].strip().splitlines()
     assert header.split()[:4] == ["kernel", "shape", "C", "ms"]
-    assert len(rows) == 12 and any("matmul_f32" in r and ">= 1x" in r for r in rows)
+    assert len(rows) == 13 and any("matmul_f32" in r and ">= 1x" in r for r in rows)
     assert all(("met" in r) for r in rows if ">=" in r)

@@ -97,6 +97,9 @@ def run(size=512, T=4096, repeats=7, seed=0):
         "numpy f32 matmul", 2 * N * K, None)
     add("linear_s8 M=1 g=32", f"1x{N}x{K}", lambda: kernels.linear_s8(x1, wq32, ws32), lambda: x1 @ w.T,
         "numpy f32 matmul", 2 * N * K, None)
+    layer = kernels.LinearS8(wq32, ws32)  # what a quantized model calls: weights checked once
+    add("LinearS8 M=1 g=32", f"1x{N}x{K}", lambda: layer(x1), lambda: x1 @ w.T,
+        "numpy f32 matmul", 2 * N * K, None)
     sh = scores.astype(np.float16)
     add("softmax_f16", f"{size}x{T}", lambda: kernels.softmax_f16(sh),
         lambda: numpy_softmax(sh.astype(np.float32)).astype(np.float16), "numpy exp/sum", 5 * size * T, None)
