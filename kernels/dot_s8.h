@@ -62,6 +62,18 @@ static inline void tl_dot_s8_1x4(const int8_t *a, const int8_t *b, size_t ldb, s
 }
 
 #if defined(__AVX2__)
+/* acc + the products of u (unsigned bytes, here |a|) and s (signed bytes), 4 adjacent products summed
+ * into each int32 lane: one VPDPBUSD with VNNI; with AVX2 alone, maddubs into int16 pairs (at most
+ * 2 * 127 * 127 = 32258: no saturation), then madd with ones into int32. The same exact sums. */
+static inline __m256i tl_madd_s8_avx2(__m256i acc, __m256i u, __m256i s)
+{
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
 /* 8 int32 lanes -> one vector with lane j = horizontal sum of acc[j]. */
 static inline __m256i tl_hsum8_epi32(const __m256i acc[8])
 {
@@ -170,8 +182,8 @@ static inline void tl_dot_s8_1x8(const int8_t *a, const int8_t *b, size_t ldb, s
                                  int32_t out[8])
 {
     size_t j, k = 0;
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    {                      /* VPDPBUSD: |a| * sign(b, a), 4 pairs summed into each int32, no int16 step */
+#if defined(__AVX2__)
+    {                                 /* |a| * sign(b, a), the products summed into int32 lanes */
         __m256i acc[8];
         for (j = 0; j < 8; j++)
             acc[j] = _mm256_setzero_si256();
@@ -180,24 +192,7 @@ static inline void tl_dot_s8_1x8(const int8_t *a, const int8_t *b, size_t ldb, s
             __m256i abs_a = _mm256_sign_epi8(va, va);
             for (j = 0; j < 8; j++) {
                 __m256i vb = _mm256_loadu_si256((const __m256i *)(b + j * ldb + k));
-                acc[j] = _mm256_dpbusd_epi32(acc[j], abs_a, _mm256_sign_epi8(vb, va));
-            }
-        }
-        _mm256_storeu_si256((__m256i *)out, tl_hsum8_epi32(acc));
-    }
-#elif defined(__AVX2__)
-    {
-        const __m256i ones = _mm256_set1_epi16(1);
-        __m256i acc[8];
-        for (j = 0; j < 8; j++)
-            acc[j] = _mm256_setzero_si256();
-        for (; k + 32 <= n; k += 32) {
-            __m256i va = _mm256_loadu_si256((const __m256i *)(a + k));
-            __m256i abs_a = _mm256_sign_epi8(va, va);
-            for (j = 0; j < 8; j++) {
-                __m256i vb = _mm256_loadu_si256((const __m256i *)(b + j * ldb + k));
-                __m256i prod16 = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(vb, va));
-                acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(prod16, ones));
+                acc[j] = tl_madd_s8_avx2(acc[j], abs_a, _mm256_sign_epi8(vb, va));
             }
         }
         _mm256_storeu_si256((__m256i *)out, tl_hsum8_epi32(acc));
