@@ -180,3 +180,19 @@ def test_two_layer_net_fits_a_regression():
         loss.backward()
         opt.step()
     assert loss.item() < 0.01 < first
+
+
+def test_skip_init_allocates_zeros_and_draws_no_random_numbers():
+    from tinylm.model import GPT, GPTConfig
+
+    rng = np.random.default_rng(5)
+    state = rng.bit_generator.state
+    with nn.skip_init():
+        layer, table = nn.Linear(4, 3, rng=rng), nn.Embedding(6, 4, rng=rng)
+        gpt = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=8), seed=0)
+    assert rng.bit_generator.state == state                     # the generator did not move
+    assert not layer.weight.data.any() and not layer.bias.data.any() and not table.weight.data.any()
+    for name, p in gpt.named_parameters():                       # LayerNorm scales 1, everything else 0
+        is_norm_scale = (".ln_" in name or name.startswith("transformer.ln_f")) and name.endswith(".weight")
+        assert np.all(p.data == (1.0 if is_norm_scale else 0.0)), name
+    assert not nn.init_skipped() and nn.Linear(4, 3, rng=rng).weight.data.any()  # outside: drawn again

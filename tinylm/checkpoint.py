@@ -249,6 +249,7 @@ def load_model(run_dir):
 
     >>> model, tokenizer = load_model("tinylm-demo")              # doctest: +SKIP
     """
+    from tinylm import nn
     from tinylm.model import GPT, GPTConfig
     from tinylm.tokenizer import Tokenizer
 
@@ -257,7 +258,8 @@ def load_model(run_dir):
     files = None if state is None else state["files"]
     config = _read_config(run_dir, files)
     model_config = GPTConfig.from_dict(config["model"])
-    model = GPT(model_config)
+    with nn.skip_init():  # the weights come from the file
+        model = GPT(model_config)
     _load_weights(model, _committed_path(run_dir, MODEL, files))
     model.eval()
     tokenizer = Tokenizer.load(_committed_path(run_dir, TOKENIZER, files))

@@ -415,6 +415,7 @@ def load_hf_gpt2(folder, dropout=0.0):
     may be absent (tied to wte) or present, in which case it must equal wte. F16 and BF16 weights are
     widened to float32. `dropout` is set in the config (0 for inference; e.g. 0.1 to train further).
     """
+    from tinylm import nn
     from tinylm.model import GPT
 
     folder = os.fspath(folder)
@@ -457,7 +458,8 @@ def load_hf_gpt2(folder, dropout=0.0):
             raise ValueError(f"{weights_path}: {key} has shape {stored}; config.json's sizes give {shape}")
 
     # 2. build the model, then copy the weights into it one tensor at a time (lm_head last, to compare)
-    model = GPT(config)
+    with nn.skip_init():  # every weight is copied in below: drawing random ones first would waste seconds
+        model = GPT(config)
     params = dict(model.named_parameters())
     order = list(file_key.values()) + ([lm_head] if lm_head else [])
     ours = {key: name for name, key in file_key.items()}

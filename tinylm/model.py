@@ -248,6 +248,8 @@ class GPT(nn.Module):
         """GPT-2's initialisation: every matrix N(0, 0.02), zero biases, LayerNorm weight 1, and the
         projections that write into the residual stream (c_proj) scaled down by 1/sqrt(2 n_layer),
         since 2 n_layer of them are added up along the stream."""
+        if nn.init_skipped():  # inside nn.skip_init(): the weights are about to be loaded
+            return
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, p in self.named_parameters():
             if ".ln_" in name or name.startswith("transformer.ln_f"):

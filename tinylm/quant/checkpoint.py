@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from tinylm import nn
 from tinylm.fileio import load_json, load_npz, save_json, save_npz
 from tinylm.quant.layers import (Fp16Linear, Fp16Weight, Int8Linear, Int8Weight, QuantizedEmbedding,
                                  QuantizedLinear)
@@ -90,7 +91,8 @@ def load_quantized(folder):
         raise ValueError(f"{meta_path}: missing \"config\" or \"plan\"")
     arrays = load_npz(weights_path, what="quantized weights")
     try:
-        model = GPT(GPTConfig(**meta["config"]))
+        with nn.skip_init():  # every weight is loaded below
+            model = GPT(GPTConfig(**meta["config"]))
     except TypeError as exc:
         raise ValueError(f"{meta_path}: config does not describe a GPT: {exc}") from None
     plan = validate_plan(model, meta["plan"])
