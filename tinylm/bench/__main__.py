@@ -1,4 +1,4 @@
-"""`python -m tinylm.bench SUITE [options]`: run one benchmark suite (see tinylm/bench/__init__.py).
+"""`python -m tinylm.bench SUITE [options]`: run one benchmark suite.
 
 Every suite runs single-threaded unless told otherwise: NumPy's BLAS reads its thread count once, when
 NumPy is first imported, so it is set here, before any suite imports NumPy. Set OPENBLAS_NUM_THREADS
@@ -17,8 +17,9 @@ from tinylm.bench import SUITES
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUITES:
-        print(__doc__.strip())
-        print("suites: " + ", ".join(SUITES))
+        import tinylm.bench
+        print(tinylm.bench.__doc__.strip() + "\n\n" + __doc__.strip())
+        print("\n`python -m tinylm.bench SUITE --help` lists a suite's options.")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return importlib.import_module(f"tinylm.bench.{argv[0]}").main(argv[1:]) or 0
