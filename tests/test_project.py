@@ -75,3 +75,13 @@ def test_info_says_what_tinylm_changed_in_malloc_and_how_to_turn_it_off():
 def test_no_command_prints_usage_and_exits_2(capsys):
     assert cli.main([]) == 2
     assert "usage: tinylm" in capsys.readouterr().out
+
+
+def test_bench_help_lists_every_suite_and_an_unknown_suite_exits_2(capsys):
+    from tinylm.bench import SUITES
+    from tinylm.bench.__main__ import main as bench_main
+
+    assert bench_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"python -m tinylm.bench {suite} " in out for suite in SUITES)
+    assert bench_main(["no-such-suite"]) == 2
