@@ -5,9 +5,9 @@
 
 For each kernel: the median time of the C kernel and of the NumPy way of computing the same thing,
 measured alternately in the same process (absolute times are noisy on a shared machine; the ratio
-is what to read; the best-of-repeats ratio is printed beside it), the C kernel's GFLOP/s (GOP/s for int8: one multiply-add = 2 operations), and the
-target of issue 2 with "met" / "NOT met". Single-threaded: OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and
-MKL_NUM_THREADS are set to 1 before NumPy is imported (when this module is the first to import it).
+is what to read; the best-of-repeats ratio is printed beside it), the C kernel's GFLOP/s (GOP/s for
+int8: one multiply-add = 2 operations), and the target of issue 2 with "met" / "NOT met".
+Single-threaded: python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 (and OMP, MKL) when unset.
 
 Baselines: NumPy's float32 matmul is BLAS (OpenBLAS or MKL); its float16 and integer matmuls are
 plain loops without BLAS, so the ratios against those are large by nature.
@@ -19,12 +19,9 @@ import os
 import sys
 import time
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import numpy as np
 
-import numpy as np  # noqa: E402  (after the thread settings)
-
-from tinylm import kernels  # noqa: E402
+from tinylm import kernels
 
 
 def time_pair(fast, slow, repeats, slow_repeats=None):

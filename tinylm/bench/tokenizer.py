@@ -84,8 +84,7 @@ def four_megabytes(english, n_bytes=4_000_000):
             source = f.read()
         parts.append(source)
         total += len(source.encode("utf-8"))
-    text = "\n".join(parts).encode("utf-8")[:n_bytes].decode("utf-8", errors="ignore")
-    return text
+    return "\n".join(parts).encode("utf-8")[:n_bytes].decode("utf-8", errors="ignore")
 
 
 def main(argv=None):
@@ -146,7 +145,8 @@ def main(argv=None):
             times[name].append(median_seconds(job, 1))
     t_regex, t_cold, t_warm, t_decode = (statistics.median(times[name]) for name in jobs)
     mbs = lambda seconds: en_bytes / seconds / 1e6  # noqa: E731
-    rows.append((f"encode {english_name}, vocab 4096, empty chunk cache", f"{en_bytes / 1e6:.2f} MB", f"{mbs(t_cold):.1f} MB/s",
+    rows.append((f"encode {english_name}, vocab 4096, empty chunk cache", f"{en_bytes / 1e6:.2f} MB",
+                 f"{mbs(t_cold):.1f} MB/s",
                  f"target >= 2 MB/s: {'met' if mbs(t_cold) >= 2 else 'NOT met'}; "
                  f"{t_regex / t_cold:.2f}x the regex; {en_bytes / len(ids):.2f} bytes/token"))
     rows.append(("encode, vocab 4096, warm chunk cache", "", f"{mbs(t_warm):.1f} MB/s",

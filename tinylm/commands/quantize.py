@@ -132,7 +132,7 @@ def _train_settings(run_dir):
 def run(args):
     from tinylm.checkpoint import load_model
     from tinylm.fileio import check_not_replacing
-    from tinylm.quant import canonical_precision, save_plan, save_quantized, uniform_plan
+    from tinylm.quant import canonical_precision, save_plan, save_quantized
     from tinylm.quant.checkpoint import META_FILE, WEIGHTS_FILE
     from tinylm.quant.evaluate import Evaluator, compare, format_table
     from tinylm.quant.planner import (plan_for_byte_budget, plan_for_ppl_budget, plot_tradeoff, sensitivity,

@@ -104,12 +104,10 @@ class Int8Weight:
         if scale.shape[0] != n or scale.shape[1] < 1 or k % scale.shape[1]:
             raise ValueError(f"Int8Weight: scale shape {scale.shape} does not fit q shape {q.shape}; "
                              f"expected ({n}, G) with G dividing {k}")
-        if q.min(initial=0) < -127:
-            raise ValueError("Int8Weight: q holds -128; symmetric int8 uses [-127, 127]")
         if not np.all(np.isfinite(scale)) or scale.min(initial=0) < 0:
             raise ValueError("Int8Weight: scale must be finite and >= 0")
-        # checked once for every call to come (the -128 scan would cost as much as a batch-1 product);
-        # q and scale are kept as the kernel's read-only views, so they cannot change after the check
+        # LinearS8 checks q for -128 once, for every call to come (per call, that scan would cost as
+        # much as a batch-1 product); q and scale are kept as its read-only views, so they cannot change
         self._kernel = kernels.LinearS8(q, scale)
         self.q = self._kernel.w_q  # (N, K) int8
         self.scale = self._kernel.w_scale  # (N, K // group_size) float32
