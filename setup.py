@@ -4,8 +4,16 @@
 extension module `tinylm._kernels` with cffi. When no working C compiler is present the install
 still succeeds: tinylm then runs on its NumPy reference kernels and says so once at run time.
 """
+import re
+
 from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
+
+
+def read_version():
+    """tinylm.__version__, read from tinylm/__init__.py (the one place the version is written)."""
+    with open("tinylm/__init__.py", encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 
 class OptionalBuildExt(build_ext):
@@ -29,7 +37,7 @@ class OptionalBuildExt(build_ext):
 
 setup(
     name="tinylm",
-    version="0.1.0",
+    version=read_version(),
     description="A small language model built from scratch in NumPy, with portable C kernels.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -38,9 +46,8 @@ setup(
     install_requires=["numpy>=1.22,<3", "cffi>=1.15", "regex>=2022.1.18"],
     extras_require={
         "plot": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5"],
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "ruff>=0.5"],
     },
-    setup_requires=["cffi>=1.15"],
     cffi_modules=["kernels/build.py:ffibuilder"],
     cmdclass={"build_ext": OptionalBuildExt},
     entry_points={"console_scripts": ["tinylm = tinylm.cli:main"]},

@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 from test_autograd import gradcheck, rand
 
-from tinylm.autograd import (Tensor, cross_entropy, dropout, embedding, gelu, layer_norm, linear, log_softmax,
-                             scaled_dot_product_attention, softmax)
+from tinylm.autograd import (
+    Tensor,
+    cross_entropy,
+    dropout,
+    embedding,
+    gelu,
+    layer_norm,
+    linear,
+    log_softmax,
+    scaled_dot_product_attention,
+    softmax,
+)
 
 
 def same_values_and_grads(fused, composed, *arrays, rtol=1e-9, atol=1e-10):

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from tinylm import checkpoint
-from tinylm.checkpoint import load_checkpoint, load_model, load_tokens, save_checkpoint, save_tokens
+from tinylm.io import runs as checkpoint
+from tinylm.io.runs import load_checkpoint, load_model, load_tokens, save_checkpoint, save_tokens
 from tinylm.model import GPT, GPTConfig
 from tinylm.optim import AdamW
 from tinylm.tokenizer import Tokenizer

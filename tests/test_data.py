@@ -124,6 +124,6 @@ def test_encode_corpus_stores_uint16_when_the_vocab_fits():
 
 
 def test_encode_corpus_with_the_byte_level_tokenizer():
-    tokenizer_module = pytest.importorskip("tinylm.tokenizer")
+    from tinylm import tokenizer as tokenizer_module
     ids = encode_corpus("hi 我", tokenizer_module.Tokenizer())
     assert ids.dtype == np.uint16 and ids.tolist() == list("hi 我".encode("utf-8"))

@@ -48,8 +48,8 @@ def test_train_then_resume_then_eval(tmp_path, corpus, capsys):
 
 
 def test_eval_with_a_precision_plan(tmp_path, corpus, capsys):
-    quant = pytest.importorskip("tinylm.quant")
-    from tinylm.checkpoint import load_model
+    from tinylm import quant
+    from tinylm.io.runs import load_model
     run = str(tmp_path / "run")
     assert cli.main(["train", "--data", corpus, "--out", run, "--max-iters", "2"] + TINY) == 0
     quant.save_plan(str(tmp_path / "int8.json"), quant.uniform_plan(load_model(run)[0], "int8:channel"))

@@ -1,7 +1,8 @@
 """Sampling: greedy, temperature, top-k, top-p on hand-made logits; the generation loop and its cache."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinylm import cli
 from tinylm.generate import generate, generate_text, next_token_probs, refill_size, sample_next
@@ -281,7 +282,7 @@ def test_generate_command_errors_are_one_line(capsys, tmp_path):
 
 
 def test_generate_command_runs_a_saved_checkpoint(capsys, tmp_path):
-    from tinylm.checkpoint import save_checkpoint
+    from tinylm.io.runs import save_checkpoint
     from tinylm.tokenizer import Tokenizer
 
     tok = Tokenizer(special_tokens=["<|endoftext|>"])  # bytes + one special token: vocab_size 257
@@ -304,11 +305,12 @@ def test_generate_benchmark_runs_and_prints_ratios(capsys):
 
 
 def test_generate_command_runs_a_hugging_face_folder(capsys, tmp_path):
+    from tinylm.io.hf_gpt2 import save_hf_gpt2
     from tinylm.tokenizer import Tokenizer
 
     tok = Tokenizer(special_tokens=["<|endoftext|>"])
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16), seed=2)
-    model.save_hf(tmp_path / "hf", tokenizer=tok)  # GPT.save_hf / GPT.from_hf delegate to tinylm.hf
+    save_hf_gpt2(model, tmp_path / "hf", tok)
     assert cli.main(["generate", "--hf", str(tmp_path / "hf"), "--prompt", "我喜欢学习AI", "--max-new-tokens", "8",
                      "--temperature", "0"]) == 0
     expected = generate_text(model, tok, "我喜欢学习AI", max_new_tokens=8, temperature=0, stop_tokens=[256])

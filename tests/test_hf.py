@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tinylm.cli import main
-from tinylm.hf import (gpt_config_from_hf, load_hf_gpt2, load_hf_tokenizer, read_safetensors, save_hf_gpt2,
-                       write_safetensors)
+from tinylm.io.hf_gpt2 import gpt_config_from_hf, load_hf_gpt2, load_hf_tokenizer, save_hf_gpt2
+from tinylm.io.safetensors import read_safetensors, write_safetensors
 from tinylm.model import GPT, GPTConfig
 from tinylm.tokenizer import Tokenizer
 
@@ -66,7 +66,7 @@ def test_the_tolerance_catches_near_misses(reference, monkeypatch):
     """1e-4 is tight enough: each plausible mistake moves the fixture's logits by more than that."""
     import math
 
-    import tinylm.autograd as autograd
+    import tinylm.model.gpt as gpt
 
     def max_error(model):
         return np.abs(logits_of(model, reference["idx"]) - reference["logits"]).max()
@@ -79,7 +79,7 @@ def test_the_tolerance_catches_near_misses(reference, monkeypatch):
 
     model = load_hf_gpt2(FIXTURE)
     erf = np.vectorize(math.erf)
-    monkeypatch.setattr(autograd, "gelu", lambda x: autograd.Tensor(
+    monkeypatch.setattr(gpt, "gelu", lambda x: gpt.Tensor(
         (0.5 * x.data * (1 + erf(x.data / math.sqrt(2)))).astype(np.float32)))  # the exact GELU
     assert max_error(model) > 3e-4
     monkeypatch.undo()
@@ -89,9 +89,13 @@ def test_the_tolerance_catches_near_misses(reference, monkeypatch):
     assert max_error(model) > 0.1
 
 
-def test_gpt_from_hf_is_load_hf_gpt2(reference):
-    np.testing.assert_array_equal(logits_of(GPT.from_hf(FIXTURE), reference["idx"]),
+def test_tinylm_load_opens_a_hugging_face_folder_as_load_hf_gpt2_does(reference):
+    import tinylm
+
+    model, tokenizer = tinylm.load(FIXTURE)
+    np.testing.assert_array_equal(logits_of(model, reference["idx"]),
                                   logits_of(load_hf_gpt2(FIXTURE), reference["idx"]))
+    assert tokenizer.encode("我喜欢学习AI") == load_hf_tokenizer(FIXTURE).encode("我喜欢学习AI")
 
 
 def test_fixture_tokenizer_ids_match_transformers(reference):
@@ -319,7 +323,7 @@ def test_generate_hf_command_prints_transformers_greedy_text(reference, capsys):
 
 
 def test_export_command_writes_a_folder_generate_reads_back(tmp_path, capsys):
-    from tinylm.checkpoint import save_checkpoint
+    from tinylm.io.runs import save_checkpoint
 
     tokenizer = Tokenizer(pattern="gpt2").train("to be or not to be, that is the question " * 20, 280,
                                                 pattern="gpt2")
@@ -358,7 +362,7 @@ def test_export_command_errors_are_one_line(tmp_path, capsys):
 
 
 def test_export_notes_when_the_tokenizer_splits_text_unlike_gpt2(tmp_path, capsys):
-    from tinylm.checkpoint import save_checkpoint
+    from tinylm.io.runs import save_checkpoint
 
     tokenizer = Tokenizer().train("hello there, hello world " * 10, 270)  # default pattern: gpt4
     save_checkpoint(tmp_path / "run", perturbed_gpt(GPTConfig(vocab_size=270, block_size=8, n_layer=1,
@@ -371,6 +375,8 @@ def test_export_notes_when_the_tokenizer_splits_text_unlike_gpt2(tmp_path, capsy
 def test_docstring_examples_run():
     import doctest
 
-    import tinylm.hf
+    import tinylm.io.hf_gpt2
+    import tinylm.io.safetensors
 
-    assert doctest.testmod(tinylm.hf).failed == 0
+    assert doctest.testmod(tinylm.io.hf_gpt2).failed == 0
+    assert doctest.testmod(tinylm.io.safetensors).failed == 0

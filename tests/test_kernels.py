@@ -8,7 +8,8 @@ import doctest
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinylm import kernels
 from tinylm.kernels import reference as ref

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 MCU_DIR = os.path.join(ROOT, "kernels", "targets", "cortex-m")

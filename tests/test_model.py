@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from tinylm.autograd import no_grad
+from tinylm.autograd import Tensor, no_grad
 from tinylm.model import GPT, GPTConfig, KVCache
 
 TINY = dict(vocab_size=61, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -283,8 +283,13 @@ def test_a_kv_cache_refuses_to_record_gradients():
         model(ids((1, 4)), kv_cache=model.new_kv_cache(1))
 
 
-def test_kv_cache_layout():
-    cache = tiny(n_layer=3, n_head=2, n_embd=32).new_kv_cache(batch_size=2)
+def test_kv_cache_holds_a_key_and_a_value_per_layer_head_and_position():
+    model = tiny(n_layer=3, n_head=2, n_embd=32)
+    cache = model.new_kv_cache(batch_size=2)
     assert isinstance(cache, KVCache)
-    assert cache.k.shape == (3, 2, 2, 16, 16) and cache.v.shape == cache.k.shape
+    # 2 (k, v) x n_layer x B x n_head x block_size x head_size float32 values, allocated once
     assert cache.nbytes == 2 * 3 * 2 * 2 * 16 * 16 * 4
+    with no_grad():
+        model(ids((2, 5)), kv_cache=cache)
+        k, v = cache.append(0, Tensor(np.ones((2, 2, 1, 16), np.float32)), Tensor(np.ones((2, 2, 1, 16), np.float32)))
+    assert k.shape == v.shape == (2, 2, 6, 16)  # every position so far: the 5 cached and the new one

@@ -4,12 +4,13 @@ import json
 
 import numpy as np
 import pytest
-
 from test_autograd import numeric_grad
+
 from tinylm.autograd import Tensor, no_grad
-from tinylm.checkpoint import load_model, save_checkpoint
+from tinylm.io.hf_gpt2 import save_hf_gpt2
+from tinylm.io.runs import load_model, save_checkpoint
 from tinylm.model import GPT, MLP, GPTConfig
-from tinylm.moe import MoE, active_params, expert_usage, load_balancing_loss
+from tinylm.model.moe import MoE, active_params, expert_usage, load_balancing_loss
 from tinylm.tokenizer import Tokenizer
 
 TINY = dict(vocab_size=61, block_size=16, n_layer=2, n_head=2, n_embd=32, n_expert=4, expert_top_k=2)
@@ -199,5 +200,5 @@ def test_bad_moe_config_names_the_field(kwargs, message):
 def test_hugging_face_export_refuses_an_moe_model_before_writing_anything(tmp_path):
     out = tmp_path / "hf"
     with pytest.raises(ValueError, match=r"parameters GPT-2 does not: .*experts"):
-        GPT(GPTConfig(**TINY), seed=0).save_hf(out)
+        save_hf_gpt2(GPT(GPTConfig(**TINY), seed=0), out)
     assert not out.exists()

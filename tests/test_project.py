@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from tinylm import cli
 
 
@@ -85,3 +85,35 @@ def test_bench_help_lists_every_suite_and_an_unknown_suite_exits_2(capsys):
     out = capsys.readouterr().out
     assert all(f"python -m tinylm.bench {suite} " in out for suite in SUITES)
     assert bench_main(["no-such-suite"]) == 2
+
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.mark.skipif(not IN_CI, reason="outside CI a machine without a C compiler runs on the NumPy kernels")
+def test_ci_runs_the_c_kernels_and_the_cortex_m_toolchain():
+    """In CI a missing C extension or toolchain is a failure, not a pile of skipped kernel tests."""
+    from tinylm import kernels
+
+    assert kernels.backend() == "c", "the C extension tinylm._kernels did not build (see the pip install output)"
+    sys.path.insert(0, os.path.join(ROOT, "kernels", "targets", "cortex-m"))
+    import mcu
+
+    assert mcu.toolchain_missing() is None, mcu.toolchain_missing()
+
+
+def test_the_version_is_written_once():
+    import tinylm
+
+    out = subprocess.run([sys.executable, "setup.py", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == tinylm.__version__
+    hits = [p for p in ("setup.py", "pyproject.toml")
+            if re.search(r'version\s*=\s*"\d', open(os.path.join(ROOT, p), encoding="utf-8").read())]
+    assert not hits, f"a version number is written in {hits}; tinylm/__init__.py is the one place"
+
+
+def test_the_code_passes_ruff():
+    """The lint configuration in pyproject.toml ([tool.ruff]) holds for the whole tree."""
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]

@@ -7,11 +7,25 @@ import pytest
 
 from tinylm import kernels
 from tinylm.autograd import Tensor
+from tinylm.io.quantized import load_quantized, save_quantized
 from tinylm.model import GPT, GPTConfig
 from tinylm.nn import Linear
-from tinylm.quant import (Fp16Linear, Fp16Weight, Int8Linear, Int8Weight, QuantizedEmbedding, apply_plan,
-                          load_plan, load_quantized, parse_precision, plan_of, quantizable_layers,
-                          save_plan, save_quantized, uniform_plan, validate_plan, weight_bytes)
+from tinylm.quant import (
+    Fp16Linear,
+    Fp16Weight,
+    Int8Linear,
+    Int8Weight,
+    QuantizedEmbedding,
+    apply_plan,
+    load_plan,
+    parse_precision,
+    plan_of,
+    quantizable_layers,
+    save_plan,
+    uniform_plan,
+    validate_plan,
+    weight_bytes,
+)
 
 TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=64)
 

@@ -142,7 +142,7 @@ def test_byte_budget_plan_fits_and_beats_uniform_int8_per_channel_at_equal_bytes
 
 @pytest.fixture(scope="module")
 def run_dir(trained, tmp_path_factory):
-    from tinylm.checkpoint import save_checkpoint, save_tokens
+    from tinylm.io.runs import save_checkpoint, save_tokens
     from tinylm.tokenizer import Tokenizer
 
     model, train_ids, val_ids = trained
@@ -175,7 +175,8 @@ def test_quantize_report_prints_the_comparison_table(run_dir, capsys):
 @pytest.mark.slow
 def test_quantize_plans_saves_and_applies_a_plan(run_dir, tmp_path, capsys):
     from tinylm import cli
-    from tinylm.quant import load_plan, load_quantized, plan_of
+    from tinylm.io.quantized import load_quantized
+    from tinylm.quant import load_plan, plan_of
 
     plan_path, figure = tmp_path / "plan.json", tmp_path / "tradeoff.png"
     assert cli.main(["quantize", "--run", str(run_dir), "--max-ppl-increase", "1%", "--save-plan",
@@ -204,7 +205,7 @@ def test_quantize_report_leaves_out_a_group_size_wider_than_the_model(tmp_path, 
     import numpy as np
 
     from tinylm import cli
-    from tinylm.checkpoint import save_checkpoint, save_tokens
+    from tinylm.io.runs import save_checkpoint, save_tokens
     from tinylm.model import GPT, GPTConfig
     from tinylm.tokenizer import Tokenizer
 

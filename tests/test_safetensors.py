@@ -5,8 +5,14 @@ import struct
 import numpy as np
 import pytest
 
-from tinylm.hf import (bf16_to_float32, float32_to_bf16, iter_safetensors, read_safetensors, safetensors_header,
-                       write_safetensors)
+from tinylm.io.safetensors import (
+    bf16_to_float32,
+    float32_to_bf16,
+    iter_safetensors,
+    read_safetensors,
+    safetensors_header,
+    write_safetensors,
+)
 
 
 def raw_file(path, header, data=b"", header_bytes=None, length=None):

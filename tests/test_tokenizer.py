@@ -326,7 +326,8 @@ def test_count_pairs_and_merge_pair_the_two_steps_of_bpe():
 
 
 # ---------------------------------------------------------------------- random texts
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402  (the random-text tests start here)
+from hypothesis import strategies as st  # noqa: E402
 
 small_alphabet = st.text(alphabet="aab b\n.é😀", min_size=1, max_size=60)  # many ties and overlaps
 

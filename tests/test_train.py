@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import tinylm.train as train_module
-from tinylm.checkpoint import load_checkpoint
 from tinylm.data import train_val_split
+from tinylm.io.runs import load_checkpoint
 from tinylm.model import GPT, GPTConfig
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import TrainConfig, evaluate, train
@@ -31,7 +31,8 @@ def _config(**kw):
 def test_train_config_rejects_bad_values_by_name():
     for kw, match in [({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "lr"), ({"lr": 1e-4, "min_lr": 1e-3}, "min_lr"),
                       ({"max_iters": 10, "warmup_iters": 20}, "warmup_iters"), ({"beta2": 1.0}, "beta2"),
-                      ({"grad_accum": 1.5}, "grad_accum"), ({"lr_decay_iters": 1, "warmup_iters": 5}, "lr_decay_iters")]:
+                      ({"grad_accum": 1.5}, "grad_accum"),
+                      ({"lr_decay_iters": 1, "warmup_iters": 5}, "lr_decay_iters")]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(**kw)
     with pytest.raises(ValueError, match="unknown setting"):

@@ -3,7 +3,6 @@ import importlib.util
 import os
 
 import pytest
-
 from conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("tutorial_runner", os.path.join(ROOT, "tutorials", "run.py"))

@@ -5,6 +5,9 @@ the tokenizer never loads the model:
 
     >>> import tinylm
     >>> tok = tinylm.Tokenizer()          # loads tinylm.tokenizer on first use
+
+`tinylm.load(path)` opens anything tinylm can read (a run folder, a quantized model, a Hugging Face
+GPT-2 folder) and returns (model, tokenizer): see tinylm.io.
 """
 import importlib
 
@@ -19,6 +22,7 @@ _PUBLIC = {
     "GPT": "tinylm.model",
     "GPTConfig": "tinylm.model",
     "generate": "tinylm.generate",
+    "load": "tinylm.io",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from tinylm import process
+
 # the subcommands, in the order `tinylm --help` lists them
 COMMANDS = [
     "tinylm.commands.tokenizer",
@@ -42,6 +44,7 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    process.tune_malloc()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -61,6 +61,12 @@ def init_skipped():
     return bool(_skipping_init)
 
 
+def _normal_(a, rng, std):
+    """Fill float32 array `a` with N(0, std^2) in place: no float64 copy of a 38M-number embedding."""
+    rng.standard_normal(dtype=np.float32, out=a)
+    a *= np.float32(std)
+
+
 def _rng(rng):
     if rng is None:
         return _default_rng
@@ -111,6 +117,15 @@ class Module:
 
         visit(self)
         return out
+
+    def named_modules(self, prefix=""):
+        """(dotted name, module) for this module ('') and every module below it, depth first, in
+        assignment order: 'transformer', 'transformer.h', 'transformer.h.0', ... A module reachable
+        under two names (shared) is listed under each."""
+        yield prefix, self
+        for name, value in self._items():
+            if isinstance(value, Module):
+                yield from value.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def _all_named_parameters(self, prefix=""):
         """Every (dotted name, parameter), a shared parameter once per name it is reachable under."""
@@ -210,21 +225,27 @@ class Linear(Module):
     """y = x @ weight.T + bias for x of shape (..., in_features) -> (..., out_features).
 
     weight (out_features, in_features) and bias (out_features,) start uniform in +-1/sqrt(in_features),
-    PyTorch's default, so the output's scale does not grow with the width.
+    PyTorch's default, so the output's scale does not grow with the width. A model with its own scheme
+    calls `reset_parameters(rng, std)` (GPT: N(0, 0.02), zero bias).
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
-        rng = _rng(rng)
-        bound = 1.0 / math.sqrt(in_features)
         self.in_features, self.out_features = in_features, out_features
-        if init_skipped():  # weights about to be loaded: allocate, do not draw
-            weight, bias_data = np.zeros((out_features, in_features), np.float32), np.zeros(out_features, np.float32)
-        else:
-            weight = rng.uniform(-bound, bound, (out_features, in_features)).astype(np.float32)
-            bias_data = rng.uniform(-bound, bound, out_features).astype(np.float32) if bias else None
-        self.weight = Tensor(weight, requires_grad=True)  # (out_features, in_features)
-        self.bias = Tensor(bias_data, requires_grad=True) if bias else None  # (out_features,)
+        self.weight = Tensor(np.zeros((out_features, in_features), np.float32), requires_grad=True)  # (out, in)
+        self.bias = Tensor(np.zeros(out_features, np.float32), requires_grad=True) if bias else None  # (out,)
+        if not init_skipped():  # inside skip_init() the weights are about to be loaded: allocate, do not draw
+            bound = 1.0 / math.sqrt(in_features)
+            rng = _rng(rng)
+            self.weight.data[...] = rng.uniform(-bound, bound, (out_features, in_features))
+            if bias:
+                self.bias.data[...] = rng.uniform(-bound, bound, out_features)
+
+    def reset_parameters(self, rng, std):
+        """weight ~ N(0, std^2), drawn in place in float32; bias = 0."""
+        _normal_(self.weight.data, rng, std)
+        if self.bias is not None:
+            self.bias.data[...] = 0.0
 
     def forward(self, x):
         if not isinstance(x, Tensor):
@@ -239,15 +260,18 @@ class Linear(Module):
 
 class Embedding(Module):
     """A table of num_embeddings vectors of size embedding_dim; forward(idx) picks rows: (...) -> (..., C).
-    Initialised N(0, 1) like PyTorch (GPT re-initialises it with std 0.02)."""
+    Initialised N(0, 1) like PyTorch (GPT calls reset_parameters(rng, 0.02))."""
 
     def __init__(self, num_embeddings, embedding_dim, rng=None):
         super().__init__()
-        rng = _rng(rng)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        weight = (np.zeros((num_embeddings, embedding_dim), np.float32) if init_skipped()
-                  else rng.standard_normal((num_embeddings, embedding_dim)).astype(np.float32))
-        self.weight = Tensor(weight, requires_grad=True)  # (num_embeddings, embedding_dim)
+        self.weight = Tensor(np.zeros((num_embeddings, embedding_dim), np.float32), requires_grad=True)
+        if not init_skipped():
+            self.weight.data[...] = _rng(rng).standard_normal((num_embeddings, embedding_dim))
+
+    def reset_parameters(self, rng, std):
+        """weight ~ N(0, std^2), drawn in place in float32."""
+        _normal_(self.weight.data, rng, std)
 
     def forward(self, idx):
         return embedding(self.weight, idx)  # (..., embedding_dim)
@@ -258,7 +282,7 @@ class Embedding(Module):
 
 class LayerNorm(Module):
     """Normalise the last axis (size n) to mean 0, variance 1, then scale (weight, ones) and shift (bias,
-    zeros; none when bias=False)."""
+    zeros; none when bias=False). Its initial values are its own: no model re-initialises a norm."""
 
     def __init__(self, n, eps=1e-5, bias=True):
         super().__init__()

@@ -12,7 +12,7 @@ One step of training, in the order the loop below does it:
 
 Every `eval_interval` steps the loss is measured on FIXED batches of the training and the validation
 data (the same batches each time, so the numbers are comparable and not just batch noise), and a
-checkpoint is written (tinylm.checkpoint). A run that is stopped and resumed from a checkpoint gives
+checkpoint is written (tinylm.io.runs). A run that is stopped and resumed from a checkpoint gives
 the same losses, bit for bit, as one that never stopped: the checkpoint holds the weights, AdamW's
 moments, the step, and the states of both random generators (batches and dropout).
 
@@ -30,9 +30,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from tinylm import process
 from tinylm.autograd import no_grad
-from tinylm.checkpoint import save_checkpoint
 from tinylm.data import get_batch
+from tinylm.io.runs import save_checkpoint
 from tinylm.optim import AdamW, clip_grad_norm, cosine_schedule
 from tinylm.progress import Progress
 
@@ -205,7 +206,7 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
 
     tokenizer, run_dir  when both are given, a checkpoint is saved in run_dir at every evaluation, at
                         the end, and when the run is interrupted (Ctrl-C) between two steps
-    resume              a Checkpoint (tinylm.checkpoint.load_checkpoint) to continue from: its step,
+    resume              a Checkpoint (tinylm.io.runs.load_checkpoint) to continue from: its step,
                         optimizer state, random generator states and history; `model` must be its model
     stop_at             stop after this step instead of max_iters (the schedule still spans max_iters):
                         a long run can be trained in pieces
@@ -224,6 +225,7 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
     saving = run_dir is not None
     if saving and tokenizer is None:
         raise ValueError("train: saving checkpoints in run_dir needs the tokenizer too")
+    process.tune_malloc()  # NumPy's many ~1 MB temporaries, reused rather than page-faulted in afresh
 
     optimizer = AdamW(model.optim_groups(config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2))
     params = model.parameters()

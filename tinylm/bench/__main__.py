@@ -5,13 +5,13 @@ NumPy is first imported, so it is set here, before any suite imports NumPy. Set 
 (or OMP_NUM_THREADS, MKL_NUM_THREADS) yourself to measure with more threads.
 """
 import importlib
-import os
 import sys
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from tinylm import process
 
-from tinylm.bench import SUITES
+process.single_threaded_blas()  # before any suite imports NumPy
+
+from tinylm.bench import SUITES  # noqa: E402  (after the thread settings, on purpose)
 
 
 def main(argv=None):
@@ -21,6 +21,7 @@ def main(argv=None):
         print(tinylm.bench.__doc__.strip() + "\n\n" + __doc__.strip())
         print("\n`python -m tinylm.bench SUITE --help` lists a suite's options.")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    process.tune_malloc()
     try:
         return importlib.import_module(f"tinylm.bench.{argv[0]}").main(argv[1:]) or 0
     except (OSError, ValueError) as exc:  # a missing corpus, a bad value: one line, not a traceback

@@ -76,8 +76,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinylm.bench generate", description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="small,gpt2", help="comma-separated: small, gpt2 (default both)")
     parser.add_argument("--context", type=int, default=256, help="tokens of context at the last step (default 256)")
-    parser.add_argument("--new", type=int, default=32, help="tokens generated for the small config (default 32; gpt2 uses 8)")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per measurement, median kept (default 5; gpt2 uses 1)")
+    parser.add_argument("--new", type=int, default=32,
+                        help="tokens generated for the small config (default 32; gpt2 uses 8)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="runs per measurement, median kept (default 5; gpt2 uses 1)")
     args = parser.parse_args(argv)
     print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
     print(f"{'config':8} {'params':>8} {'context':>7} {'new':>4} | {'tok/s no cache':>14} {'tok/s cache':>11} "

@@ -6,7 +6,7 @@
 For each kernel: the median time of the C kernel and of the NumPy way of computing the same thing,
 measured alternately in the same process (absolute times are noisy on a shared machine; the ratio
 is what to read; the best-of-repeats ratio is printed beside it), the C kernel's GFLOP/s (GOP/s for
-int8: one multiply-add = 2 operations), and the target of issue 2 with "met" / "NOT met".
+int8: one multiply-add = 2 operations), and the speed target it is held to, with "met" / "NOT met".
 Single-threaded: python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 (and OMP, MKL) when unset.
 
 Baselines: NumPy's float32 matmul is BLAS (OpenBLAS or MKL); its float16 and integer matmuls are

@@ -95,10 +95,9 @@ def main(argv=None):
 
     print(f"kernel backend: {kernels.backend()}")
     if args.run:
-        from tinylm.checkpoint import load_model
-        from tinylm.commands.quantize import _validation_ids
+        from tinylm.io.runs import load_model, scoring_ids
         model, tokenizer = load_model(args.run)
-        evaluator = Evaluator(model, _validation_ids(args.run, tokenizer, None), seed=args.seed)
+        evaluator = Evaluator(model, scoring_ids(args.run, tokenizer)[0], seed=args.seed)
     else:
         model = GPT(GPTConfig(), seed=args.seed)  # the demo's default size, untrained
         ids = np.random.default_rng(args.seed).integers(0, model.config.vocab_size, 4096)

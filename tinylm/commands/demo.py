@@ -29,7 +29,8 @@ def register(sub):
     p.add_argument("--max-iters", type=int, default=DEMO_ITERS,
                    help=f"training steps: fewer for a quicker, worse model (default {DEMO_ITERS}, about 2 minutes)")
     p.add_argument("--force", action="store_true", help="replace the run in --out if there is one")
-    p.add_argument("--seed", type=int, default=1337, help="seed of everything: weights, batches, samples (default 1337)")
+    p.add_argument("--seed", type=int, default=1337,
+                   help="seed of everything: weights, batches, samples (default 1337)")
     p.add_argument("--samples", type=int, default=len(PROMPTS),
                    help=f"number of samples to print, up to {len(PROMPTS)} (default {len(PROMPTS)})")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -37,9 +38,9 @@ def register(sub):
 
 
 def run(args):
-    from tinylm.checkpoint import has_checkpoint, load_tokens
     from tinylm.commands.train import start_run
     from tinylm.generate import generate_text
+    from tinylm.io.runs import has_checkpoint, load_tokens
     from tinylm.train import TrainConfig, evaluate
 
     if args.max_iters < 1:

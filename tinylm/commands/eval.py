@@ -36,8 +36,7 @@ def register(sub):
 
 
 def run(args):
-    from tinylm.checkpoint import load_model, load_run_config, load_tokens
-    from tinylm.data import clean_text, encode_corpus, load_corpus, train_val_split
+    from tinylm.io.runs import load_model, scoring_ids
     from tinylm.train import evaluate
 
     if args.batch_size < 1:
@@ -45,20 +44,9 @@ def run(args):
     if args.iters is not None and args.iters < 1:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
     model, tokenizer = load_model(args.run)
-    train_settings = load_run_config(args.run).get("train", {})
-    if args.data is None:
-        if args.split == "all":
-            raise ValueError("--split all needs --data (without it, eval uses the run's held-out tokens)")
-        _, ids = load_tokens(args.run)
-        source = f"{args.run} held-out tokens"
-    else:
-        text = load_corpus(args.data)
-        if train_settings.get("clean", True):
-            text = clean_text(text)  # prepared the way the run's training text was
-        ids = encode_corpus(text, tokenizer)
-        if args.split == "val":
-            _, ids = train_val_split(ids, train_settings.get("val_fraction", 0.1))
-        source = f"{args.data} ({args.split})"
+    if args.data is None and args.split == "all":
+        raise ValueError("--split all needs --data (without it, eval uses the run's held-out tokens)")
+    ids, source = scoring_ids(args.run, tokenizer, args.data, args.split)
     label = "fp32"
     if args.plan is not None:
         from tinylm.quant import apply_plan, load_plan

@@ -35,9 +35,9 @@ def register(sub):
 
 
 def run(args):
-    from tinylm.checkpoint import load_model
     from tinylm.fileio import check_not_replacing
-    from tinylm.hf import HF_FILES, save_hf_gpt2
+    from tinylm.io.hf_gpt2 import HF_FILES, save_hf_gpt2
+    from tinylm.io.runs import load_model
     from tinylm.tokenizer import GPT2_PATTERN
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):

@@ -16,7 +16,8 @@ def register(sub):
                     "(--hf). Prints the prompt followed by the generated text. The same --seed gives "
                     "the same text.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", metavar="RUN_DIR", help="run folder written by `tinylm train` (checkpoint + tokenizer)")
+    source.add_argument("--run", metavar="RUN_DIR",
+                        help="run folder written by `tinylm train` (checkpoint + tokenizer)")
     source.add_argument("--hf", metavar="HF_FOLDER", help="Hugging Face GPT-2 folder to load instead of a run")
     p.add_argument("--prompt", required=True, help="text to continue (must not be empty)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="number of tokens to generate (default 200)")
@@ -39,11 +40,10 @@ def load_model_and_tokenizer(args):
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{'run' if args.run is not None else 'Hugging Face'} folder not found: {folder}")
     if args.run is not None:
-        from tinylm.checkpoint import load_model
+        from tinylm.io.runs import load_model
         return load_model(args.run)
-    from tinylm.hf import load_hf_tokenizer
-    from tinylm.model import GPT
-    return GPT.from_hf(args.hf), load_hf_tokenizer(args.hf)
+    from tinylm.io.hf_gpt2 import load_hf_gpt2, load_hf_tokenizer
+    return load_hf_gpt2(args.hf), load_hf_tokenizer(args.hf)
 
 
 def run(args):

@@ -7,7 +7,7 @@
     kernels: c (TINYLM_KERNELS=numpy forces the NumPy references)
     compiled with: -std=c99 -Wall -Wextra -Werror -O3 -ffp-contract=off -march=native
     SIMD paths: avx2 fma f16c portable
-    malloc: mmap threshold 32 MB, trim threshold 512 MB (set by tinylm.autograd; TINYLM_MALLOC=0 to ...)
+    malloc: mmap threshold 32 MB, trim threshold 512 MB (set by tinylm.process; TINYLM_MALLOC=0 to ...)
     ...
 """
 import os
@@ -17,13 +17,14 @@ import sys
 import numpy as np
 
 import tinylm
+from tinylm import process
 
 # environment variables that change what tinylm does, and what each one means
 ENV_VARS = [
     ("TINYLM_KERNELS", "numpy forces the NumPy reference kernels; c or unset: C when built"),
     ("TINYLM_PORTABLE", "at build time, 1 compiles the portable C only (no -march=native, no SIMD)"),
     ("TINYLM_DEBUG", "1 shows the traceback of a command's error"),
-    ("TINYLM_MALLOC", "0 leaves glibc's malloc as it is (by default tinylm.autograd raises its thresholds)"),
+    ("TINYLM_MALLOC", "0 leaves glibc's malloc as it is (by default the tinylm command raises its thresholds)"),
     ("OPENBLAS_NUM_THREADS", "NumPy's BLAS threads (python -m tinylm.bench sets 1 when unset)"),
     ("OMP_NUM_THREADS", "OpenMP threads (python -m tinylm.bench sets 1 when unset)"),
 ]
@@ -51,8 +52,7 @@ def run(args):
     else:
         print(f"compiled with: {info['flags']}")
         print(f"SIMD paths: {info['simd']}")
-    from tinylm.autograd import MALLOC_SETTINGS  # what importing the engine changed, if anything
-    print(MALLOC_SETTINGS)
+    print(process.tune_malloc())  # what the tinylm command set (cli.main calls it first)
     print("environment:")
     for name, meaning in ENV_VARS:
         setting = f"{name}={os.environ.get(name, '(unset)')}"

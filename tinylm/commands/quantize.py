@@ -59,7 +59,8 @@ def register(sub):
     p.add_argument("--gen-tokens", type=int, default=32,
                    help="tokens generated (batch 1, greedy, KV cache) to measure speed; 0 skips it (default 32)")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats; the median is reported (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the evaluation batches (default 0); the planner checks its plan on the "
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for the evaluation batches (default 0); the planner checks its plan on the "
                         "batches of seed + 1")
     p.set_defaults(func=run)
 
@@ -98,45 +99,19 @@ def _load_plan_arg(model, text):
     return text, uniform_plan(model, text)
 
 
-def _validation_ids(run_dir, tokenizer, data):
-    """The run's validation token ids: its saved split (tokens.npz), or `data` prepared and split the
-    way the run prepared its training text (cleaning and val_fraction from its config.json)."""
-    import numpy as np
-
-    from tinylm import checkpoint
-    from tinylm import data as tdata
-
-    if data is None and os.path.isfile(os.path.join(run_dir, "tokens.npz")):
-        return np.asarray(checkpoint.load_tokens(run_dir)[1])
-    settings = _train_settings(run_dir)
-    data = data if data is not None else settings.get("data")
-    if not isinstance(data, str):
-        raise ValueError(f"run {run_dir} has no tokens.npz and its config.json names no corpus; pass --data")
-    text = tdata.load_corpus(data)
-    if settings.get("clean", True):
-        text = tdata.clean_text(text)
-    ids = tdata.encode_corpus(text, tokenizer)
-    return np.asarray(tdata.train_val_split(ids, settings.get("val_fraction", 0.1))[1])
-
-
-def _train_settings(run_dir):
-    """The "train" section of a run's config.json ({} when there is none)."""
-    from tinylm.fileio import load_json
-
-    path = os.path.join(run_dir, "config.json")
-    cfg = load_json(path, what="run configuration") if os.path.isfile(path) else {}
-    train = cfg.get("train") if isinstance(cfg, dict) else None
-    return train if isinstance(train, dict) else {}
-
-
 def run(args):
-    from tinylm.checkpoint import load_model
     from tinylm.fileio import check_not_replacing
-    from tinylm.quant import canonical_precision, save_plan, save_quantized
-    from tinylm.quant.checkpoint import META_FILE, WEIGHTS_FILE
+    from tinylm.io.quantized import META_FILE, WEIGHTS_FILE, save_quantized
+    from tinylm.io.runs import load_model, scoring_ids
+    from tinylm.quant import canonical_precision, save_plan
     from tinylm.quant.evaluate import Evaluator, compare, format_table
-    from tinylm.quant.planner import (plan_for_byte_budget, plan_for_ppl_budget, plot_tradeoff, sensitivity,
-                                      tradeoff_curve)
+    from tinylm.quant.planner import (
+        plan_for_byte_budget,
+        plan_for_ppl_budget,
+        plot_tradeoff,
+        sensitivity,
+        tradeoff_curve,
+    )
 
     for name in ("batch_size", "eval_batches", "repeats"):
         if getattr(args, name) < 1:
@@ -153,7 +128,7 @@ def run(args):
         canonical_precision(args.plan)  # a bad precision fails before the model is loaded
 
     model, tokenizer = load_model(args.run)
-    val_ids = _validation_ids(args.run, tokenizer, args.data)
+    val_ids, _ = scoring_ids(args.run, tokenizer, args.data)
     evaluator = Evaluator(model, val_ids, block_size=args.block_size, batch_size=args.batch_size,
                           n_batches=args.eval_batches, seed=args.seed)
     timing = dict(gen_tokens=args.gen_tokens, repeats=args.repeats, seed=args.seed)

@@ -62,7 +62,8 @@ def register(sub):
     g.add_argument("--max-iters", type=int, help="optimizer steps in the whole run (default 2000)")
     g.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay (default 1e-4)")
-    g.add_argument("--warmup-iters", type=int, help="steps of linear warmup (default 100, or a tenth of a shorter --max-iters)")
+    g.add_argument("--warmup-iters", type=int,
+                   help="steps of linear warmup (default 100, or a tenth of a shorter --max-iters)")
     g.add_argument("--lr-decay-iters", type=int, help="step where the decay reaches --min-lr (default --max-iters)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay on weight matrices (default 0.1)")
     g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this; 0 = off (default 1.0)")
@@ -77,7 +78,7 @@ def run(args):
     try:
         return resume_run(args) if args.resume else new_run(args)
     except KeyboardInterrupt:
-        from tinylm.checkpoint import has_checkpoint
+        from tinylm.io.runs import has_checkpoint
         if has_checkpoint(args.out):
             print(f"\ninterrupted: the last checkpoint is in {args.out}; continue with "
                   f"`tinylm train --out {args.out} --resume`", file=sys.stderr)
@@ -104,8 +105,8 @@ def new_run(args):
 
 def start_run(out, train_config, model_kw, vocab_size=512, tokenizer_path=None, force=False, verbose=True):
     """Prepare the data and train a new run in folder `out`; returns (model, tokenizer, TrainResult)."""
-    from tinylm.checkpoint import has_checkpoint, save_tokens
     from tinylm.data import clean_text, encode_corpus, load_corpus, train_val_split
+    from tinylm.io.runs import has_checkpoint, save_tokens
     from tinylm.model import GPT, GPTConfig
     from tinylm.tokenizer import Tokenizer
     from tinylm.train import train
@@ -144,7 +145,7 @@ def start_run(out, train_config, model_kw, vocab_size=512, tokenizer_path=None, 
 
 
 def resume_run(args):
-    from tinylm.checkpoint import load_checkpoint, load_tokens
+    from tinylm.io.runs import load_checkpoint, load_tokens
     from tinylm.train import TrainConfig, train
 
     fixed = [name for name in MODEL_OPTIONS + TRAIN_OPTIONS

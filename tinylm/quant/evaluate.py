@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from tinylm.autograd import no_grad
+from tinylm.generate import generate
 from tinylm.quant.plan import apply_plan, validate_plan, weight_bytes
 
 
@@ -74,8 +75,6 @@ def speeds(models, n_tokens=32, repeats=3, seed=0):
     Interleaving matters on a busy machine: a burst of load then slows every model a little instead of
     one model a lot, so the ratios between them stay meaningful.
     """
-    from tinylm.generate import generate  # generation sits above the model layer
-
     idx = np.zeros((1, 1), dtype=np.int64)
     times = [[] for _ in models]
     with no_grad():

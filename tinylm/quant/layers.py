@@ -31,7 +31,6 @@ from tinylm import kernels
 from tinylm.autograd import Tensor
 from tinylm.nn import Module
 
-
 # ----------------------------------------------------------------------------------------------
 # weight storage: the bytes that replace one float32 matrix
 
@@ -49,9 +48,22 @@ class Fp16Weight:
         self.data = np.ascontiguousarray(data)  # (N, K) float16
 
     @classmethod
-    def from_float(cls, w):
-        """Round a float32 (N, K) matrix to fp16 (nearest, ties to even; large values become inf)."""
+    def from_float(cls, w, group_size=None):
+        """Round a float32 (N, K) matrix to fp16 (nearest, ties to even; large values become inf).
+        (fp16 has no groups: group_size is accepted for the registry's one signature and must be None.)"""
+        if group_size is not None:
+            raise ValueError(f"fp16 has no group size (got {group_size})")
         return cls(kernels.f32_to_f16(_as_f32_matrix(w, "Fp16Weight.from_float: w")))
+
+    @staticmethod
+    def nbytes_for(shape, group_size=None):
+        """Bytes of an (N, K) matrix in fp16: 2 N K."""
+        return 2 * shape[0] * shape[1]
+
+    @classmethod
+    def from_arrays(cls, take, prefix, shape):
+        """The storage saved by `arrays(prefix)`; take(key, dtype, shape) returns a checked array."""
+        return cls(take(prefix + ".f16", np.float16, shape))
 
     @property
     def shape(self):
@@ -122,6 +134,19 @@ class Int8Weight:
             raise ValueError(f"int8 group_size {group_size} does not divide in_features {k}; "
                              f"choose a divisor of {k} (or 'channel' for one group per row)")
         return cls(*kernels.quantize_s8(w, group_size))
+
+    @staticmethod
+    def nbytes_for(shape, group_size=None):
+        """Bytes of an (N, K) matrix in int8 with groups of group_size (None: per channel): the int8
+        values plus a float32 scale per row and group. ((64, 128), 32) -> 8192 + 1024."""
+        n, k = shape
+        n_groups = 1 if group_size is None else k // group_size
+        return n * k + 4 * n * n_groups
+
+    @classmethod
+    def from_arrays(cls, take, prefix, shape):
+        """The storage saved by `arrays(prefix)`; take(key, dtype, shape) returns a checked array."""
+        return cls(take(prefix + ".q", np.int8, shape), take(prefix + ".scale", np.float32))
 
     @property
     def shape(self):

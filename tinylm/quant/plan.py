@@ -28,88 +28,41 @@ LayerNorm, softmax and GELU always stay fp32.
 from __future__ import annotations
 
 import copy
-import re
 
 import numpy as np
 
+from tinylm import nn
 from tinylm.autograd import Tensor
 from tinylm.fileio import load_json, save_json
-from tinylm.nn import Module
-from tinylm.quant.layers import (Fp16Linear, Fp16Weight, Int8Linear, Int8Weight, QuantizedEmbedding,
-                                 QuantizedLinear)
+from tinylm.quant.layers import QuantizedEmbedding, QuantizedLinear
+from tinylm.quant.precisions import (
+    PRECISIONS,
+    canonical_precision,
+    format_precision,
+    make_linear,
+    make_storage,
+    parse_precision,
+)
 
 PLAN_FORMAT = "tinylm-precision-plan"
 PLAN_VERSION = 1
-DEFAULT_GROUP_SIZE = 32
-PRECISIONS_HELP = "fp32, fp16, int8 (= int8:g32), int8:gN (N divides the layer's inputs), int8:channel"
-
-_PRECISION = re.compile(r"^(fp32|fp16|int8)(?::(?:g(\d+)|(channel)))?$")
-
-
-# ----------------------------------------------------------------------------------------------
-# precision strings
-
-
-def parse_precision(text):
-    """'int8:g64' -> ('int8', 64); 'int8:channel' -> ('int8', None); 'fp16' -> ('fp16', None).
-
-    The group size None means one group per row (per channel).
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"precision {text!r} is a {type(text).__name__}; expected a string ({PRECISIONS_HELP})")
-    m = _PRECISION.match(text.strip().lower())
-    if not m or (m.group(1) != "int8" and (m.group(2) or m.group(3))):
-        raise ValueError(f"unknown precision {text!r}; expected one of {PRECISIONS_HELP}")
-    kind = m.group(1)
-    if kind != "int8":
-        return kind, None
-    if m.group(3):
-        return "int8", None
-    group_size = int(m.group(2)) if m.group(2) else DEFAULT_GROUP_SIZE
-    if group_size < 1:
-        raise ValueError(f"precision {text!r}: group size must be >= 1")
-    return "int8", group_size
-
-
-def format_precision(kind, group_size=None):
-    """('int8', 32) -> 'int8:g32', ('int8', None) -> 'int8:channel', ('fp16', None) -> 'fp16'."""
-    if kind != "int8":
-        return kind
-    return "int8:channel" if group_size is None else f"int8:g{group_size}"
-
-
-def canonical_precision(text):
-    """'INT8' -> 'int8:g32': the one spelling used in saved plans and tables."""
-    return format_precision(*parse_precision(text))
 
 
 # ----------------------------------------------------------------------------------------------
 # finding the layers of a model
 
 
-def named_modules(module, prefix=""):
-    """Yield (dotted name, module) for `module` and every module below it, depth first.
-
-    A child is an attribute that holds a Module (a ModuleList names its items '0', '1', ...), so the
-    names are those of the parameters: 'transformer.h.0.attn.c_attn'.
-    """
-    yield prefix, module
-    for key, value in vars(module).items():
-        if isinstance(value, Module):
-            yield from named_modules(value, f"{prefix}.{key}" if prefix else key)
-
-
 def get_module(model, name):
     """The module at dotted path `name` ('transformer.h.0.attn.c_attn'), or a ValueError naming it."""
     m = model
     for part in name.split("."):
-        m = vars(m).get(part) if isinstance(m, Module) else None
-        if not isinstance(m, Module):
+        m = vars(m).get(part) if isinstance(m, nn.Module) else None
+        if not isinstance(m, nn.Module):
             raise ValueError(f"model has no layer {name!r}")
     return m
 
 
-def _set_module(model, name, new):
+def set_module(model, name, new):
     """Replace the module at dotted path `name` by `new`."""
     parent_name, _, key = name.rpartition(".")
     parent = get_module(model, parent_name) if parent_name else model
@@ -117,18 +70,14 @@ def _set_module(model, name, new):
     setattr(parent, key, new)
 
 
-def _is_linear(m):
-    if isinstance(m, QuantizedLinear):
-        return True
-    w = getattr(m, "weight", None)
-    return type(m).__name__ == "Linear" and isinstance(w, Tensor) and w.data.ndim == 2
+def is_linear(m):
+    """A Linear layer, float or quantized: what a plan can set the precision of."""
+    return isinstance(m, (nn.Linear, QuantizedLinear))
 
 
-def _is_embedding(m):
-    if isinstance(m, QuantizedEmbedding):
-        return True
-    w = getattr(m, "weight", None)
-    return type(m).__name__ == "Embedding" and isinstance(w, Tensor) and w.data.ndim == 2
+def is_embedding(m):
+    """An embedding table, float or quantized."""
+    return isinstance(m, (nn.Embedding, QuantizedEmbedding))
 
 
 def quantizable_layers(model):
@@ -137,10 +86,10 @@ def quantizable_layers(model):
     Linear layers and embedding tables; an embedding tied to a Linear (GPT's `transformer.wte` and
     `lm_head`) is listed once, under the Linear's name.
     """
-    modules = [(n, m) for n, m in named_modules(model) if n]
+    modules = [(n, m) for n, m in model.named_modules() if n]
     seen, layers = set(), {}
-    linears = [(n, m) for n, m in modules if _is_linear(m)]
-    embeddings = [(n, m) for n, m in modules if _is_embedding(m)]
+    linears = [(n, m) for n, m in modules if is_linear(m)]
+    embeddings = [(n, m) for n, m in modules if is_embedding(m)]
     for n, m in linears + embeddings:  # Linears first: a tied matrix is listed under the Linear
         if id(m.weight) in seen:
             continue
@@ -153,9 +102,9 @@ def quantizable_layers(model):
 
 def tied_layers(model):
     """{linear name: embedding name} for embeddings that share their weight with a Linear."""
-    modules = [(n, m) for n, m in named_modules(model) if n]
-    linear_of = {id(m.weight): n for n, m in modules if _is_linear(m)}
-    return {linear_of[id(m.weight)]: n for n, m in modules if _is_embedding(m) and id(m.weight) in linear_of}
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    linear_of = {id(m.weight): n for n, m in modules if is_linear(m)}
+    return {linear_of[id(m.weight)]: n for n, m in modules if is_embedding(m) and id(m.weight) in linear_of}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,10 +140,10 @@ def validate_plan(model, plan):
 
 def layer_precision(name, in_features, kind, group_size):
     """The canonical precision of one layer; a group as wide as the row is called 'int8:channel'."""
-    if kind == "int8" and group_size is not None:
+    if PRECISIONS[kind].grouped and group_size is not None:
         if in_features % group_size:
-            raise ValueError(f"layer {name!r}: int8 group size {group_size} does not divide its "
-                             f"in_features {in_features}; use a divisor of {in_features} or int8:channel")
+            raise ValueError(f"layer {name!r}: {kind} group size {group_size} does not divide its "
+                             f"in_features {in_features}; use a divisor of {in_features} or {kind}:channel")
         if group_size == in_features:
             group_size = None
     return format_precision(kind, group_size)
@@ -215,13 +164,6 @@ def plan_of(model):
     return out
 
 
-def _make_storage(w, precision):
-    kind, group_size = parse_precision(precision)
-    if kind == "fp16":
-        return Fp16Weight.from_float(w)
-    return Int8Weight.from_float(w, group_size)
-
-
 def apply_plan(model, plan):
     """A new model whose layers run in the plan's precisions; `model` itself is not changed.
 
@@ -240,15 +182,14 @@ def apply_plan(model, plan):
             continue
         if precision == "fp32":
             continue
-        storage = _make_storage(module.weight.data, precision)
-        if _is_linear(module):
+        storage = make_storage(module.weight.data, precision)
+        if is_linear(module):
             bias = None if getattr(module, "bias", None) is None else module.bias.data
-            layer_type = Fp16Linear if storage.precision == "fp16" else Int8Linear
-            _set_module(new, name, layer_type(storage, bias))
+            set_module(new, name, make_linear(storage, bias))
             if name in tied:
-                _set_module(new, tied[name], QuantizedEmbedding(storage))
+                set_module(new, tied[name], QuantizedEmbedding(storage))
         else:
-            _set_module(new, name, QuantizedEmbedding(storage))
+            set_module(new, name, QuantizedEmbedding(storage))
     return new
 
 
@@ -295,9 +236,9 @@ def weight_bytes(model):
     int8 counts the int8 values and their float32 scales; a quantized layer's bias counts as fp32.
     A matrix shared by two layers (the tied embedding and head) is counted once.
     """
-    counts = {"fp32": 0, "fp16": 0, "int8": 0}
+    counts = dict.fromkeys(PRECISIONS, 0)
     seen = set()
-    for _, m in named_modules(model):
+    for _, m in model.named_modules():
         if isinstance(m, (QuantizedLinear, QuantizedEmbedding)):
             if id(m.weight) not in seen:
                 seen.add(id(m.weight))

@@ -26,27 +26,16 @@ import math
 import numpy as np
 
 from tinylm.progress import Progress
-from tinylm.quant.plan import (apply_plan, format_precision, layer_precision, parse_precision, quantizable_layers,
-                               weight_bytes)
+from tinylm.quant.plan import apply_plan, layer_precision, quantizable_layers, weight_bytes
+from tinylm.quant.precisions import PRECISIONS, fits, parse_precision
 
 DEFAULT_CANDIDATES = ("fp16", "int8:g32", "int8:channel")
 
 
 def layer_bytes(shape, precision):
     """Bytes of one (out, in) weight matrix in `precision`: ((64, 128), 'int8:g32') -> 8192 + 1024."""
-    n, k = shape
     kind, group_size = parse_precision(precision)
-    if kind == "fp32":
-        return 4 * n * k
-    if kind == "fp16":
-        return 2 * n * k
-    n_groups = 1 if group_size is None else k // group_size
-    return n * k + 4 * n * n_groups  # int8 values + float32 scales
-
-
-def _usable(shape, precision):
-    kind, group_size = parse_precision(precision)
-    return not (kind == "int8" and group_size is not None and shape[1] % group_size)
+    return PRECISIONS[kind].nbytes(shape, group_size)
 
 
 def sensitivity(model, evaluator, precisions=DEFAULT_CANDIDATES, show_progress=True):
@@ -59,7 +48,7 @@ def sensitivity(model, evaluator, precisions=DEFAULT_CANDIDATES, show_progress=T
     jobs = []
     for name, shape in layers.items():
         usable = {layer_precision(name, shape[1], kind, group_size) for kind, group_size in precisions
-                  if kind != "fp32" and _usable(shape, format_precision(kind, group_size))}
+                  if kind != "fp32" and fits(shape, kind, group_size)}
         jobs += [(name, p) for p in sorted(usable)]  # int8:g32 is int8:channel when in_features is 32
     progress = Progress(len(jobs), what="layers", enabled=show_progress)
     out = {name: {} for name in layers}

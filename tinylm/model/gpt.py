@@ -5,13 +5,15 @@
       -> n_layer blocks, each:  x = x + attn(ln_1(x))            causal multi-head self-attention
                                 x = x + mlp(ln_2(x))             Linear(C, 4C), GELU, Linear(4C, C)
                                                                  (or, with n_expert > 0, a mixture of
-                                                                 such MLPs: tinylm.moe, tutorial 12)
+                                                                 such MLPs: tinylm.model.moe,
+                                                                 tutorial 12)
       -> final LayerNorm ln_f                                    (B, T, C)
       -> lm_head, whose weight IS wte's weight (tied)           (B, T, vocab_size) logits
 
 B is the batch size, T the number of tokens, C = n_embd the width, nh = n_head the number of heads
 and hs = C // nh the size of one head. Parameter names are exactly GPT-2's (`transformer.h.0.attn.
-c_attn.weight`, ...), so a Hugging Face GPT-2 checkpoint maps onto them one to one (tinylm.hf).
+c_attn.weight`, ...), so a Hugging Face GPT-2 checkpoint maps onto them one to one
+(tinylm.io.hf_gpt2).
 
 Generation feeds one new token at a time. Without help that costs a full forward pass over the whole
 context for every token; the KV cache (`KVCache`, at the end of this file) keeps the keys and values of
@@ -25,115 +27,13 @@ the tokens already seen, so each step only computes the new token's. See tutoria
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from tinylm import nn
-from tinylm.autograd import Tensor, cross_entropy, scaled_dot_product_attention, split
-from tinylm.moe import MoE
-
-# ----------------------------------------------------------------------------------------------
-# configuration
-
-
-@dataclass
-class GPTConfig:
-    """The sizes that define a GPT. The defaults are a small model that trains on a laptop CPU.
-
-    vocab_size  number of token ids (256 = bytes with no merges; GPT-2 uses 50257)
-    block_size  the longest context the model sees; position embeddings exist for 0 .. block_size-1
-    n_layer     number of transformer blocks
-    n_head      attention heads per block; n_embd must be a multiple of n_head
-    n_embd      width C of every token vector
-    dropout     probability of zeroing an activation while training (0 <= dropout < 1)
-    bias        whether Linear and LayerNorm layers have a bias (GPT-2: True)
-    n_expert    0: every block has one MLP (GPT-2). > 0: a mixture of n_expert MLPs (tinylm.moe)
-    expert_top_k  experts each token is sent to (1 .. n_expert; used when n_expert > 0)
-    moe_aux_coef  weight of the load-balancing loss added to the training loss (used when n_expert > 0)
-
-    >>> GPTConfig(n_embd=100, n_head=3)
-    Traceback (most recent call last):
-    ValueError: GPTConfig: n_embd (100) must be a multiple of n_head (3)
-    """
-
-    vocab_size: int = 256
-    block_size: int = 64
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = True
-    n_expert: int = 0
-    expert_top_k: int = 2
-    moe_aux_coef: float = 0.01
-
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"GPTConfig: {name} must be an integer, got {value!r}")
-            if value < 1:
-                raise ValueError(f"GPTConfig: {name} must be positive, got {value}")
-            setattr(self, name, int(value))
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float, np.floating, np.integer)):
-            raise ValueError(f"GPTConfig: dropout must be a number, got {self.dropout!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
-        self.dropout = float(self.dropout)
-        if not isinstance(self.bias, (bool, np.bool_)):
-            raise ValueError(f"GPTConfig: bias must be true or false, got {self.bias!r}")
-        self.bias = bool(self.bias)
-        for name, low in (("n_expert", 0), ("expert_top_k", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"GPTConfig: {name} must be an integer >= {low}, got {value!r}"
-                                 + (" (0 = the dense MLP)" if name == "n_expert" else ""))
-            setattr(self, name, int(value))
-        if self.n_expert and self.expert_top_k > self.n_expert:
-            raise ValueError(f"GPTConfig: expert_top_k ({self.expert_top_k}) must be at most n_expert "
-                             f"({self.n_expert})")
-        coef = self.moe_aux_coef
-        if isinstance(coef, bool) or not isinstance(coef, (int, float, np.floating, np.integer)) \
-                or not math.isfinite(coef) or coef < 0:
-            raise ValueError(f"GPTConfig: moe_aux_coef must be a number >= 0, got {coef!r}")
-        self.moe_aux_coef = float(coef)
-
-    def to_dict(self):
-        """A plain dict, ready for JSON: {'vocab_size': 256, 'block_size': 64, ...}. The mixture-of-experts
-        fields are left out while all three have their defaults (a dense model), so a dense model's
-        config.json is the same as before they existed."""
-        d = asdict(self)
-        defaults = {f.name: f.default for f in fields(self)}
-        if all(d[n] == defaults[n] for n in _MOE_FIELDS):
-            for n in _MOE_FIELDS:
-                del d[n]
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        """The inverse of to_dict. Every field must be present and no other key: a config read from a
-        file that does not say exactly what it means is an error, not a guess. The one exception: the
-        mixture-of-experts fields may be absent (files written before they existed), meaning dense."""
-        if not isinstance(d, dict):
-            raise ValueError(f"GPTConfig.from_dict: expected a dict, got {type(d).__name__}")
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        missing = [n for n in names if n not in d and n not in _MOE_FIELDS]
-        if unknown or missing:
-            parts = []
-            if unknown:
-                parts.append(f"unknown key(s) {', '.join(map(str, unknown))}")
-            if missing:
-                parts.append(f"missing key(s) {', '.join(missing)}")
-            raise ValueError(f"GPTConfig.from_dict: {'; '.join(parts)} (expected exactly: {', '.join(names)})")
-        return cls(**{n: d[n] for n in names if n in d})
-
-
-_MOE_FIELDS = ("n_expert", "expert_top_k", "moe_aux_coef")
-
+from tinylm.autograd import Tensor, cross_entropy, gelu, scaled_dot_product_attention, split
+from tinylm.model.config import GPTConfig
+from tinylm.model.moe import MoE
 
 # ----------------------------------------------------------------------------------------------
 # the pieces of a block
@@ -182,7 +82,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout, rng=dropout_rng)
 
     def forward(self, x):
-        h = self.c_fc(x).gelu()  # (B, T, 4C)
+        h = gelu(self.c_fc(x))  # (B, T, 4C)
         return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
@@ -195,7 +95,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config, rng, dropout_rng)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        if config.n_expert:  # n_expert MLPs and a router instead of one MLP (tinylm.moe)
+        if config.n_expert:  # n_expert MLPs and a router instead of one MLP (tinylm.model.moe)
             self.mlp = MoE(config.n_embd, config.n_expert, config.expert_top_k,
                            lambda: MLP(config, rng, dropout_rng), rng=rng)
         else:
@@ -245,21 +145,19 @@ class GPT(nn.Module):
         self._init_weights(rng)
 
     def _init_weights(self, rng):
-        """GPT-2's initialisation: every matrix N(0, 0.02), zero biases, LayerNorm weight 1, and the
-        projections that write into the residual stream (c_proj) scaled down by 1/sqrt(2 n_layer),
-        since 2 n_layer of them are added up along the stream."""
+        """GPT-2's initialisation: every Linear and Embedding matrix N(0, 0.02) with zero biases, and the
+        projections that write into the residual stream (c_proj) scaled down by 1/sqrt(2 n_layer), since
+        2 n_layer of them are added up along the stream. Norms keep the ones/zeros they start with.
+        Chosen by module type, in the order the modules were built; a shared matrix (the tied head) is
+        drawn once."""
         if nn.init_skipped():  # inside nn.skip_init(): the weights are about to be loaded
             return
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for name, p in self.named_parameters():
-            if ".ln_" in name or name.startswith("transformer.ln_f"):
-                p.data[...] = 1.0 if name.endswith(".weight") else 0.0
-            elif name.endswith(".bias"):
-                p.data[...] = 0.0
-            else:
-                std = residual_std if name.endswith("c_proj.weight") else 0.02
-                rng.standard_normal(dtype=np.float32, out=p.data)  # in place: no float64 copy of GPT-2's
-                p.data *= std  # 38M-number embedding, so building a big model stays fast and lean
+        drawn = set()
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)) and id(module.weight) not in drawn:
+                drawn.add(id(module.weight))
+                module.reset_parameters(rng, residual_std if name.endswith("c_proj") else 0.02)
 
     # -- forward ---------------------------------------------------------------------------------
 
@@ -350,19 +248,6 @@ class GPT(nn.Module):
         """An empty KVCache for `batch_size` sequences, sized for this model's block_size."""
         c = self.config
         return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
-
-    # -- Hugging Face GPT-2 files (tinylm.hf does the work) ---------------------------------------
-
-    @classmethod
-    def from_hf(cls, path):
-        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors) as a tinylm GPT."""
-        from tinylm.hf import load_hf_gpt2
-        return load_hf_gpt2(path)
-
-    def save_hf(self, path, tokenizer=None):
-        """Write this model (and its tokenizer) as a Hugging Face GPT-2 folder."""
-        from tinylm.hf import save_hf_gpt2
-        return save_hf_gpt2(self, path, tokenizer)
 
 
 # ----------------------------------------------------------------------------------------------

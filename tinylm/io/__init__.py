@@ -1,0 +1,61 @@
+"""Files in and out: every format tinylm reads or writes, and `load`, the one way to open any of them.
+
+    runs.py         run folders written by `tinylm train` (config, weights, tokenizer, optimizer,
+                    history, state.json's commit record); exact resume
+    quantized.py    quantized model folders written by `tinylm quantize --out`
+    safetensors.py  the safetensors tensor format (knows nothing of models)
+    hf_gpt2.py      Hugging Face GPT-2 folders, in and out
+    loader.py       build_model: the one place stored weights become a model (build empty, check, fill)
+
+    >>> model, tokenizer = load("tinylm-demo")          # a run folder        # doctest: +SKIP
+    >>> model, tokenizer = load("demo-int8")            # a quantized model   # doctest: +SKIP
+    >>> model, tokenizer = load("gpt2")                 # a Hugging Face GPT-2 folder  # doctest: +SKIP
+"""
+import os
+
+from tinylm.fileio import load_json
+from tinylm.io import hf_gpt2, quantized, runs
+
+# what `load` recognises, for its error message
+FORMATS = ("a tinylm run folder (config.json with \"format\": \"tinylm-run\")",
+           f"a quantized model folder ({quantized.META_FILE})",
+           "a Hugging Face GPT-2 folder (config.json + model.safetensors)")
+
+
+def detect(path):
+    """The format of `path`: 'run', 'quantized' or 'hf-gpt2'; a ValueError when it is none of them."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"not found: {path}")
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} is a file; tinylm.load opens folders: " + "; ".join(FORMATS))
+    if os.path.isfile(os.path.join(path, quantized.META_FILE)):
+        return "quantized"
+    config_path = os.path.join(path, runs.CONFIG)
+    if os.path.isfile(config_path):
+        config = load_json(config_path, "config.json")
+        if isinstance(config, dict) and config.get("format") == runs.FORMAT:
+            return "run"
+        if os.path.isfile(os.path.join(path, "model.safetensors")):
+            return "hf-gpt2"
+    raise ValueError(f"{path} is not a folder tinylm can load; expected " + "; ".join(FORMATS))
+
+
+def load(path):
+    """(model, tokenizer) from any folder tinylm can read, the model in eval mode.
+
+    The tokenizer is None where the folder holds none (a quantized model saved without one, a Hugging
+    Face folder without vocab.json + merges.txt).
+    """
+    kind = detect(path)
+    if kind == "run":
+        return runs.load_model(path)
+    if kind == "quantized":
+        return quantized.load_quantized(path), quantized.load_tokenizer(path)
+    tokenizer = None
+    if os.path.isfile(os.path.join(path, "vocab.json")) and os.path.isfile(os.path.join(path, "merges.txt")):
+        tokenizer = hf_gpt2.load_hf_tokenizer(path)
+    return hf_gpt2.load_hf_gpt2(path), tokenizer
+
+
+__all__ = ["FORMATS", "detect", "load"]
