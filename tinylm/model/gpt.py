@@ -57,7 +57,10 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias, rng=rng)
         self.resid_dropout = nn.Dropout(config.dropout, rng=dropout_rng)
 
-    def forward(self, x, kv_cache=None, layer=0):
+    def forward(self, x, pos, kv_cache=None, layer=0):
+        """x (B, T, C) -> (B, T, C). pos (1, T) holds the positions of the T tokens (after the cached
+        ones): GPT-2's learned position embeddings were already added to x, so attention does not use
+        them; a rotary position embedding would rotate q and k by them here."""
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         q, k, v = split(self.c_attn(x), [C, C, C], axis=-1)  # 3 x (B, T, C)
@@ -101,8 +104,8 @@ class Block(nn.Module):
         else:
             self.mlp = MLP(config, rng, dropout_rng)
 
-    def forward(self, x, kv_cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
+    def forward(self, x, pos, kv_cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), pos, kv_cache, layer)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 
@@ -187,7 +190,7 @@ class GPT(nn.Module):
         x = t.wte(idx) + t.wpe(pos)  # (B, T, C) + (1, T, C) -> (B, T, C)
         x = t.drop(x)  # (B, T, C)
         for layer, block in enumerate(t.h):
-            x = block(x, kv_cache, layer)  # (B, T, C)
+            x = block(x, pos, kv_cache, layer)  # (B, T, C)
         x = t.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, vocab_size)
         if kv_cache is not None:
