@@ -167,9 +167,11 @@ static inline void tl_s8_tile(const int8_t *const xr[TL_S8_MR], size_t gs, const
 #undef TL_S8_ROW
 
 /* The tile's row pointers xr[i] into x (row stride K) for rows m .. m + 5 (rows past M repeat the
- * last one) at column k0, for a block of `cols` columns read in groups of gs. The last row of x may
- * have no 3 bytes after its last short step: then it is read from pad, a zero-padded copy of its
- * block (pad holds cols + 3 bytes). */
+ * last one) at column k0, for a block of `cols` columns read in groups of gs. A short last step
+ * reads up to 3 bytes past a row's block. For every row but the last they lie in the next row,
+ * which is why the packed paths require K >= 4 (with K = 1, rows M-3 and M-2 would also read past
+ * the end of x); the last row of x may have no 3 bytes after it: then it is read from pad, a
+ * zero-padded copy of its block (pad holds cols + 3 bytes). */
 static inline void tl_s8_rows(const int8_t *x, size_t M, size_t K, size_t m, size_t k0, size_t cols,
                               size_t gs, int8_t *pad, const int8_t *xr[TL_S8_MR])
 {

@@ -210,11 +210,11 @@ void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
 #if TL_S8_AVX512
     /* AVX-512 VNNI: 6 rows of x or more take packed panels of w (one scale per row: through the
      * int32 matmul); fewer take 1 x 16 dots on w as stored; other shapes go on to the AVX2 loop */
-    if (M >= TL_S8_MR && G == 1) {
+    if (M >= TL_S8_MR && K >= 4 && G == 1) {         /* (K >= 4: see tl_s8_rows) */
         tl_linear_s8_channel_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K);
         return;
     }
-    if (M >= TL_S8_MR && TL_S8_GROUP_WORDS(group_size) <= TL_S8_PANEL_WORDS) {
+    if (M >= TL_S8_MR && K >= 4 && TL_S8_GROUP_WORDS(group_size) <= TL_S8_PANEL_WORDS) {
         tl_linear_s8_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
         return;
     }

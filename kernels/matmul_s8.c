@@ -11,7 +11,7 @@ void tinylm_matmul_s8(const int8_t *restrict x, const int8_t *restrict w, int32_
 {
     size_t m, n0 = 0;
 #if TL_S8_AVX512
-    if (M >= TL_S8_MR) {     /* enough rows to pay for packing w */
+    if (M >= TL_S8_MR && K >= 4) {   /* enough rows to pay for packing w (K >= 4: see tl_s8_rows) */
         tl_matmul_s8_avx512(x, w, y, M, N, K);
         return;
     }

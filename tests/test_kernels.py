@@ -5,11 +5,15 @@ for bit; fp32 sums within a bound that grows with K (see `assert_matmul_close`).
 Bad input, backend forcing and the missing-extension warning are in tests/test_kernels_api.py.
 """
 import doctest
+import mmap
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import ROOT
 from tinylm import kernels
 from tinylm.kernels import reference as ref
 
@@ -225,6 +229,60 @@ def test_linear_s8_with_one_scale_per_row_and_a_long_k_is_bit_exact(M):
     for bias in (b, None):
         y = kernels.linear_s8(x, w_q, w_scale, bias)
         np.testing.assert_array_equal(bits32(y), bits32(ref.linear_s8(x, w_q, w_scale, bias)))
+
+
+# A script run in a child process (a read past the end is a SIGSEGV, not an exception): int8 rows
+# placed so that they end where a PROT_NONE page begins, then matmul_s8 on them, and linear_s8 with
+# its quantized-x workspace x_q placed the same way (through cffi: the Python wrapper allocates x_q).
+GUARD_PAGE_SCRIPT = """
+import ctypes, mmap
+import numpy as np
+from tinylm import kernels
+from tinylm.kernels import reference as ref
+
+PAGE = mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+def before_guard_page(n):    # n int8 whose last byte is the last one before an unreadable page
+    buf = mmap.mmap(-1, 2 * PAGE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    assert libc.mprotect(start + PAGE, PAGE, 0) == 0, ctypes.get_errno()     # PROT_NONE
+    return np.frombuffer(buf, np.int8, count=n, offset=PAGE - n)
+
+rng = np.random.default_rng(0)
+ffi, lib = kernels._c()
+for K, gs in [(1, 1), (2, 1), (2, 2), (3, 1), (3, 3)]:
+    for M in (6, 7, 13):
+        N = 33
+        x = before_guard_page(M * K)
+        x[:] = rng.integers(-127, 128, M * K)
+        w = rng.integers(-127, 128, (N, K)).astype(np.int8)
+        y = kernels.matmul_s8(x.reshape(M, K), w)
+        assert (y == ref.matmul_s8(x.reshape(M, K), w)).all(), ("matmul_s8", M, K)
+
+        xf = rng.standard_normal((M, K)).astype(np.float32)
+        w_q, w_scale = ref.quantize_s8(rng.standard_normal((N, K)).astype(np.float32), gs)
+        x_q, x_scale = before_guard_page(M * K), np.empty((M, K // gs), np.float32)
+        y = np.empty((M, N), np.float32)
+        lib.tinylm_linear_s8(ffi.from_buffer("float[]", xf), ffi.from_buffer("int8_t[]", w_q),
+                             ffi.from_buffer("float[]", w_scale), ffi.NULL, ffi.from_buffer("float[]", y),
+                             ffi.from_buffer("int8_t[]", x_q), ffi.from_buffer("float[]", x_scale),
+                             M, N, K, gs)
+        want = ref.linear_s8(xf, w_q, w_scale)
+        assert (y.view(np.uint32) == want.view(np.uint32)).all(), ("linear_s8", M, K, gs)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(mmap, "PROT_READ"), reason="needs mmap protections (POSIX)")
+def test_int8_kernels_with_k_below_4_never_read_past_the_end_of_x():
+    """K in {1, 2, 3} with M >= 6 (the packed AVX-512 VNNI path reads x 4 bytes at a time): with x,
+    and linear_s8's workspace x_q, ending right before an unreadable page, a read past their end
+    kills the process with SIGSEGV; the results must also be exact."""
+    run = subprocess.run([sys.executable, "-c", GUARD_PAGE_SCRIPT], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])
 
 
 def test_linear_s8_is_close_to_the_float_layer_it_approximates():
