@@ -1,7 +1,7 @@
 /* simd/linear_s8_avx2.h -- tinylm_linear_s8 with AVX2, after the activations are quantized (also
  * the AVX-512 variant's loop for the shapes its own loops do not take). Uses tl_dot_s8_1x8 (the AVX2
  * one, simd/dot_s8_avx2.h) and, for the last N % 8 columns, linear_s8.c's portable
- * tl_linear_s8_columns.
+ * tl_linear_s8_column.
  */
 #include <immintrin.h>
 
@@ -53,5 +53,6 @@ static void tl_linear_s8_avx2(const int8_t *restrict x_q, const float *restrict 
                 for (j = 0; j < 8; j++)
                     y[m * N + n0 + j] = y[m * N + n0 + j] + b[n0 + j];
     }
-    tl_linear_s8_columns(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size, n0);
+    for (; n0 < N; n0++)                          /* the last N % 8 columns, one at a time */
+        tl_linear_s8_column(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size, n0);
 }
