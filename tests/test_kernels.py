@@ -70,15 +70,13 @@ def test_nan_converts_to_a_quiet_nan_with_sign_and_payload_kept():
 # ---- fp32 / fp16 matmul: within a K-scaled bound -------------------------------------------------
 
 def assert_matmul_close(y, x, w, b):
-    """|y - y_exact| <= K * 2**-23 * (|x| @ |w|.T) + |y_exact| * 2**-23.
+    """|y - y_exact| within the bound of tinylm_kernels.h (reference.matmul_tolerance).
 
-    A float32 sum of K products has |error| <= K * u * sum|x_k w_k| with u = 2**-24 whatever the
-    order of the additions (the classic gamma_K bound; fused multiply-adds only make it smaller).
-    We allow twice that, plus one ulp for the reference's own rounding to float32."""
-    x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    exact = x64 @ w64.T + (0 if b is None else b)
-    K = x.shape[1]
-    bound = K * 2.0**-23 * (np.abs(x64) @ np.abs(w64).T) + np.abs(exact) * 2.0**-23 + 1e-30
+    Why that bound holds: a float32 sum of K products has |error| <= K * u * sum|x_k w_k| with
+    u = 2**-24 whatever the order of the additions (the classic gamma_K bound; fused multiply-adds
+    only make it smaller). The bound allows twice that, plus one ulp for the rounding to float32."""
+    exact = x.astype(np.float64) @ w.astype(np.float64).T + (0 if b is None else b)
+    bound = ref.matmul_tolerance(x, w, b)
     err = np.abs(y.astype(np.float64) - exact)
     assert (err <= bound).all(), f"max error {err.max()} exceeds bound at {np.argmax(err - bound)}"
 
@@ -304,7 +302,7 @@ def test_exp_approximation_max_relative_error_is_within_the_documented_bound():
     y = np.empty_like(x)
     lib.tinylm_exp_f32(ffi.cast("float *", x.ctypes.data), ffi.cast("float *", y.ctypes.data), x.size)
     exact = np.exp(x.astype(np.float64))
-    assert (np.abs(y - exact) / exact).max() < 1.5e-7           # tinylm_kernels.h promises this
+    assert (np.abs(y - exact) / exact).max() < ref.EXP_F32_REL_ERROR
     special = np.array([np.nan, -np.inf, np.inf, -100, 100, 0], np.float32)
     out = np.empty_like(special)
     lib.tinylm_exp_f32(ffi.cast("float *", special.ctypes.data), ffi.cast("float *", out.ctypes.data), 6)
@@ -312,7 +310,7 @@ def test_exp_approximation_max_relative_error_is_within_the_documented_bound():
 
 
 def test_exp_simd_lanes_give_the_same_bits_as_the_scalar_exp():
-    # a call for fewer values than a vector takes the scalar tl_exp; a long call the SIMD lanes
+    # a call for fewer values than a vector takes the scalar tl_softmax_exp; a long call the SIMD lanes
     from tinylm._kernels import ffi, lib
     rng = np.random.default_rng(3)
     x = np.concatenate([np.linspace(-100, 100, 60_000), rng.standard_normal(20_000) * 40,
@@ -342,8 +340,9 @@ def test_softmax_f32_exponentials_are_the_bits_of_exp_f32():
 
 
 def assert_softmax_close(y, y_ref):
-    # own exp (< 1.5e-7 relative) + another summation order: 1e-6 + 2e-6 * y (tinylm_kernels.h)
-    assert np.all(np.abs(y - y_ref) <= 1e-6 + 2e-6 * np.abs(y_ref)), np.abs(y - y_ref).max()
+    # own exp + another summation order: the bound of tinylm_kernels.h
+    assert np.all(np.abs(y - y_ref) <= ref.SOFTMAX_F32_ATOL + ref.SOFTMAX_F32_RTOL * np.abs(y_ref)), \
+        np.abs(y - y_ref).max()
 
 
 @FEW
@@ -383,7 +382,8 @@ def test_softmax_f16_is_within_one_fp16_ulp_of_reference(rows, T, seed):
     y, y_ref = kernels.softmax_f16(x), ref.softmax_f16(x)
     assert y.dtype == np.float16
     # both are non-negative halves, where adjacent bit patterns are adjacent values
-    assert np.abs(y.view(np.uint16).astype(np.int32) - y_ref.view(np.uint16).astype(np.int32)).max() <= 1
+    ulps = np.abs(y.view(np.uint16).astype(np.int32) - y_ref.view(np.uint16).astype(np.int32))
+    assert ulps.max() <= ref.SOFTMAX_F16_ULPS
 
 
 @FEW
@@ -396,7 +396,7 @@ def test_softmax_s8_is_exact_and_within_1_over_256_of_float_softmax(rows, T, sca
     assert y.dtype == np.uint8
     np.testing.assert_array_equal(y, ref.softmax_s8(x, scale))
     p = ref.softmax_f32(x.astype(np.float32) * np.float32(scale))
-    assert np.abs(y / 256.0 - p).max() <= 1 / 256 + 2**-22
+    assert np.abs(y / 256.0 - p).max() <= ref.SOFTMAX_S8_ERROR
 
 
 def test_softmax_s8_saturates_a_certain_token_to_255():
