@@ -4,6 +4,9 @@ setup.py names it in `cffi_modules`, so `pip install .` runs it. It can also be 
 
     python kernels/build.py             # builds tinylm/_kernels*.so in place
 
+Each kernels/<family>.c is compiled; the instruction-set variants in kernels/simd/<family>_<isa>.h
+are headers that those files include (so they are listed as `depends`, not as sources).
+
 The C declarations handed to cffi are read from kernels/tinylm_kernels.h (between the
 `cffi-begin` / `cffi-end` markers), so the header stays the one place where the API is written.
 
@@ -15,6 +18,7 @@ block is compiled in): the build a microcontroller gets, and the one the tests a
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sysconfig
 
@@ -63,9 +67,10 @@ ffibuilder.set_source(
     f'const char *tinylm_build_flags(void) {{ return "{" ".join(FLAGS)}"; }}\n',
     sources=sorted(glob.glob(os.path.join(HERE, "*.c"))),
     include_dirs=[HERE],
-    depends=sorted(glob.glob(os.path.join(HERE, "*.h"))),
+    depends=sorted(glob.glob(os.path.join(HERE, "*.h")) + glob.glob(os.path.join(HERE, "simd", "*.h"))),
     extra_compile_args=FLAGS,
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=os.path.join(HERE, "..", "build", "cffi"), target=None, verbose=True)
+    built = ffibuilder.compile(tmpdir=os.path.join(HERE, "..", "build", "cffi"), target=None, verbose=True)
+    shutil.copy(built, os.path.join(HERE, "..", "tinylm"))       # next to tinylm/__init__.py

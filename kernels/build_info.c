@@ -1,5 +1,17 @@
-/* build_info.c -- which SIMD paths this build compiled in (a string literal: no mutable state). */
+/* build_info.c -- which instruction-set paths this build compiled in (a string literal: no mutable
+ * state). One word per feature that some kernel chooses a variant by (kernels/simd/):
+ *   avx512f avx512bw avx512vnni  all three: int8 matmul and linear (simd/..._s8_avx512.h);
+ *                                avx512f: exp, fp32 softmax, quantize
+ *   avx2                         int8 dots, linear_s8, quantize, exp, softmax
+ *   fma                          fp32 and fp16 matmul (with AVX2)
+ *   f16c                         fp16 conversions; fp16 matmul and softmax (with AVX2)
+ *   arm-mve                      int8 dots with Helium's VMLADAVA (Cortex-M55/M85)
+ *   arm-dsp                      int8 dots with SMLAD (Cortex-M4/M7/M33; the M55 takes MVE)
+ *   arm-fp16                     scalar fp16 conversions by the FPU (VCVTB): half.h's TL_F16_HW
+ * and "portable" always: the portable C is compiled in every build (tails, remainders, fallbacks).
+ */
 #include "tinylm_kernels.h"
+#include "half.h"
 
 #if defined(__AVX512F__)
 #define TL_INFO_AVX512F "avx512f "
@@ -31,15 +43,24 @@
 #else
 #define TL_INFO_F16C ""
 #endif
+#if defined(__ARM_FEATURE_MVE)
+#define TL_INFO_MVE "arm-mve "
+#else
+#define TL_INFO_MVE ""
+#endif
 #if defined(__ARM_FEATURE_DSP)
 #define TL_INFO_DSP "arm-dsp "
 #else
 #define TL_INFO_DSP ""
 #endif
+#if TL_F16_HW
+#define TL_INFO_FP16 "arm-fp16 "
+#else
+#define TL_INFO_FP16 ""
+#endif
 
 const char *tinylm_build_info(void)
 {
-    /* "portable" always: the portable C is compiled in every build (tails, remainders, fallbacks) */
     return TL_INFO_AVX512F TL_INFO_AVX512BW TL_INFO_AVX512VNNI TL_INFO_AVX2 TL_INFO_FMA TL_INFO_F16C
-        TL_INFO_DSP "portable";
+        TL_INFO_MVE TL_INFO_DSP TL_INFO_FP16 "portable";
 }

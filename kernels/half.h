@@ -1,9 +1,9 @@
 /* half.h -- scalar fp16 <-> fp32 conversions and float bit helpers, shared by the kernels.
  *
- * Portable integer code (no FPU needed, no libm). The contract is in tinylm_kernels.h; the F16C
- * fast paths live in half.c and must give the same bits. On Arm cores whose FPU converts halves
- * (Cortex-M4F/M7/M33/M55: VCVTB), the two scalar conversions are that one instruction instead, through
- * GCC's __fp16 type -- see TL_F16_HW below; the golden tests check that it gives the same bits.
+ * Portable integer code (no FPU needed, no libm). The contract is in tinylm_kernels.h. On Arm cores
+ * whose FPU converts halves (Cortex-M4F/M7/M33/M55: VCVTB), the two scalar conversions are that one
+ * instruction instead (simd/half_armfp16.h, chosen by TL_F16_HW below); the golden tests check that
+ * it gives the same bits. The array conversions with F16C are in simd/half_f16c.h.
  *
  * binary16: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits.
  * binary32: 1 sign bit, 8 exponent bits (bias 127), 23 mantissa bits.
@@ -49,31 +49,20 @@ static inline uint32_t tl_shift_round_even(uint32_t value, uint32_t s)
     return q;
 }
 
+/* An Arm FPU (single precision or more) with IEEE __fp16 converts halves in hardware. (Build with
+ * -DTINYLM_NO_F16_HW for the integer code below instead.) */
 #if defined(__ARM_FP16_FORMAT_IEEE) && defined(__ARM_FP) && (__ARM_FP & 4) && !defined(TINYLM_NO_F16_HW)
-/* An Arm FPU (single precision or more) with IEEE __fp16: GCC converts with VCVTB.F16.F32 and
- * VCVTB.F32.F16. With the FPSCR as the reset and our startup leave it (round to nearest even, no
- * flush-to-zero, no default-NaN, IEEE rather than the alternative half format) the hardware does
- * exactly what the contract says: ties to even, subnormal halves, overflow to inf, NaNs quieted with
- * their top payload bits. (-DTINYLM_NO_F16_HW builds the integer code below instead.) */
 #define TL_F16_HW 1
-
-static inline uint16_t tl_f32_to_f16(float f)
-{
-    union { __fp16 h; uint16_t u; } v;
-    v.h = (__fp16)f;
-    return v.u;
-}
-
-static inline float tl_f16_to_f32(uint16_t h)
-{
-    union { __fp16 h; uint16_t u; } v;
-    v.u = h;
-    return (float)v.h;
-}
+#include "simd/half_armfp16.h"
 #else
+#define TL_F16_HW 0
+#endif
 
 static inline uint16_t tl_f32_to_f16(float f)
 {
+#if TL_F16_HW
+    return tl_half_armfp16_f32_to_f16(f);
+#else
     uint32_t u = tl_f32_bits(f);
     uint32_t sign = (u >> 16) & 0x8000u;
     uint32_t a = u & 0x7fffffffu;                  /* |f| as bits */
@@ -98,10 +87,14 @@ static inline uint16_t tl_f32_to_f16(float f)
             return (uint16_t)sign;
         return (uint16_t)(sign | tl_shift_round_even(mant, s)); /* may round up to 0x0400 */
     }
+#endif
 }
 
 static inline float tl_f16_to_f32(uint16_t h)
 {
+#if TL_F16_HW
+    return tl_half_armfp16_f16_to_f32(h);
+#else
     uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
     uint32_t exponent = ((uint32_t)h >> 10) & 0x1fu;
     uint32_t mant = (uint32_t)h & 0x3ffu;
@@ -121,7 +114,7 @@ static inline float tl_f16_to_f32(uint16_t h)
         return tl_bits_f32(sign | (exponent << 23) | ((mant & 0x3ffu) << 13));
     }
     return tl_bits_f32(sign | ((exponent + 112u) << 23) | (mant << 13));
+#endif
 }
-#endif /* TL_F16_HW */
 
 #endif /* TINYLM_HALF_H */

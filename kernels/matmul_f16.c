@@ -4,28 +4,16 @@
 #include "half.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#define TL_T uint16_t
-#define TL_LOAD8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
-#define TL_SCALAR(v) tl_f16_to_f32(v)
-#define TL_AS_F32(row, buf, n) (tinylm_f16_to_f32((row), (buf), (n)), (const float *)(buf))
-#define TL_NAME tl_matmul_f16_avx2
-#include "matmul_avx2.h"
+#include "simd/matmul_f16_avx2.h"
 #endif
 
 void tinylm_matmul_f16(const uint16_t *restrict x, const uint16_t *restrict w,
                        const float *restrict b, float *restrict y, size_t M, size_t N, size_t K)
 {
-    size_t m, n, k;
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    tl_matmul_f16_avx2(x, w, y, M, N, K);
-    if (b)
-        for (m = 0; m < M; m++)
-            for (n = 0; n < N; n++)
-                y[m * N + n] += b[n];
-    (void)k;
-    return;
-#endif
+    tl_matmul_f16_avx2(x, w, b, y, M, N, K);
+#else
+    size_t m, n, k;
     for (m = 0; m < M; m++) {
         const uint16_t *xm = x + m * K;              /* row m of x: (K,) */
         for (n = 0; n < N; n++) {
@@ -36,4 +24,5 @@ void tinylm_matmul_f16(const uint16_t *restrict x, const uint16_t *restrict w,
             y[m * N + n] = b ? acc + b[n] : acc;
         }
     }
+#endif
 }

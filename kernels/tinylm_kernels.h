@@ -1,7 +1,9 @@
 /* tinylm_kernels.h -- the contract of every tinylm C kernel, written once.
  *
- * The NumPy references in tinylm/kernels/reference.py implement exactly these contracts and their
- * docstrings repeat them; the tests compare the two (bit for bit where a contract says "exact").
+ * The NumPy references in tinylm/kernels/reference.py implement exactly these contracts (their
+ * docstrings point here); the tests compare the two, bit for bit where a contract says "exact" and
+ * within the error bound stated here elsewhere (reference.py holds those bounds as the constants
+ * the tests use, and a test checks that they are the numbers written below).
  *
  * Rules every kernel follows, so the same files build for a PC and for a Cortex-M:
  *   - C99, no malloc, no global or static mutable state, no I/O, no libm (own exp, own rounding).
@@ -12,12 +14,13 @@
  *   - fp16 is IEEE binary16 stored in uint16_t; all fp16 math is done in fp32.
  *   - Floating-point expressions are written in the order the references use. Build with
  *     -ffp-contract=off (the default for -std=c99) so the compiler never fuses a*b+c on its own:
- *     the kernels marked "exact" below depend on it. SIMD blocks (guarded by __AVX2__, __F16C__,
- *     __FMA__, __AVX512F__ / __AVX512BW__ / __AVX512VNNI__, __ARM_FEATURE_DSP, __ARM_FEATURE_MVE)
- *     compute the same results as the portable C beside them (bit for bit where a contract says
+ *     the kernels marked "exact" below depend on it. Instruction-set variants (kernels/simd/, chosen
+ *     at compile time by __AVX2__, __F16C__, __FMA__, __AVX512F__ / __AVX512BW__ / __AVX512VNNI__,
+ *     __ARM_FEATURE_DSP, __ARM_FEATURE_MVE and the Arm FPU's __fp16 support; tinylm_build_info
+ *     names them) compute the same results as the portable C (bit for bit where a contract says
  *     "exact"; the others, within their stated bounds).
  *
- * int8 format (DESIGN.md): symmetric, zero point 0, values in [-127, 127] (-128 is never produced
+ * int8 format: symmetric, zero point 0, values in [-127, 127] (-128 is never produced
  * and is rejected by the Python boundary), one float32 scale per row and per group of `group_size`
  * consecutive columns: real value = q * scale.
  */
@@ -58,7 +61,7 @@ void tinylm_matmul_f32(const float *x, const float *w, const float *b, float *y,
 void tinylm_matmul_f16(const uint16_t *x, const uint16_t *w, const float *b, float *y,
                        size_t M, size_t N, size_t K);
 
-/* ---- int8 matmul (matmul_s8.c, inner loop in dot_s8.h) -----------------------------------------
+/* ---- int8 matmul (matmul_s8.c) ----------------------------------------------------------------
  * y (M, N) int32 = x (M, K) @ w (N, K).T with int32 accumulation. Exact, provided every value is in
  * [-127, 127] and K <= 133144 (so |y| <= 127*127*K < 2^31 never overflows).
  */
@@ -79,10 +82,11 @@ void tinylm_quantize_s8(const float *x, int8_t *q, float *scale, size_t M, size_
 void tinylm_dequantize_s8(const int8_t *q, const float *scale, float *y, size_t M, size_t K,
                           size_t group_size);
 
-/* ---- int8 linear layer (linear_s8.c, inner loop in dot_s8.h) ---------------------------------
+/* ---- int8 linear layer (linear_s8.c) -----------------------------------------------------------
  * The int8 path of a model's Linear layer. x (M, K) fp32 activations are first quantized with
  * tinylm_quantize_s8's exact rule into the caller's workspace x_q (M, K) int8 and x_scale (M, G)
- * fp32 (G = K / group_size). Weights: w_q (N, K) int8 in [-127, 127], w_scale (N, G) fp32. Then,
+ * fp32 (G = K / group_size); the kernel reads and writes nothing past those M * K bytes and M * G
+ * floats. Weights: w_q (N, K) int8 in [-127, 127], w_scale (N, G) fp32. Then,
  * for every output, in this order (fp32, no fused multiply-add):
  *     acc = 0;  for g in 0..G-1:  acc = acc + (x_scale[m,g] * w_scale[n,g]) * (float)dot_g
  *     y[m, n] = acc + b[n]            (or acc when b is NULL)
@@ -96,8 +100,8 @@ void tinylm_linear_s8(const float *x, const int8_t *w_q, const float *w_scale, c
  * tinylm_exp_f32: y[i] = tinylm's exp(x[i]) approximation, used by the float softmaxes:
  *   Cody-Waite reduction x = n*ln2 + r, |r| <= ln2/2, a fitted degree-6 polynomial for e^r (softmax.c
  *   gives its coefficients), times 2^n. Max relative error 1.5e-7 (measured 9.9e-8, under 1 ulp, over
- *   every float in [-87.33, 88.72]; a test checks a dense sweep); x < -87.33 -> 0 (no subnormal results), x > 88.72 -> +inf, -inf -> 0, +inf -> +inf,
- *   NaN -> NaN.
+ *   every float in [-87.33, 88.72]; a test checks a dense sweep); x < -87.33 -> 0 (no subnormal
+ *   results), x > 88.72 -> +inf, -inf -> 0, +inf -> +inf, NaN -> NaN.
  * tinylm_softmax_f32: each of the `rows` rows of `cols` values:
  *     y = e / sum(e),  e = exp(x - max(x))   (max subtracted, so exp never overflows)
  *   causal_tq = 0: no mask. causal_tq = Tq > 0: the rows form matrices of Tq query rows, and row i of

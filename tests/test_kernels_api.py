@@ -189,4 +189,12 @@ def test_kernel_benchmark_prints_a_table_with_ratios_and_targets(capsys):
     header, *rows = out[out.index("kernel "):].strip().splitlines()
     assert header.split()[:4] == ["kernel", "shape", "C", "ms"]
     assert len(rows) == 13 and any("matmul_f32" in r and ">= 1x" in r for r in rows)
-    assert all(("met" in r) for r in rows if ">=" in r)
+    verdicts = 0
+    for row in rows:  # a verdict must follow from the printed median ratio and target
+        if ">=" not in row:
+            continue
+        ratio = float(next(w for w in row.split() if w.endswith("x"))[:-1])  # the median ratio, e.g. 0.48x
+        target = float(row.split(">=")[1].split("x")[0])
+        assert row.rstrip().endswith("NOT met" if ratio < target else " met"), row
+        verdicts += 1
+    assert verdicts == 7

@@ -16,7 +16,8 @@ private deb-src list so the system's apt configuration is untouched) and keeps o
 and a host gcc.
 
 The CMSIS-NN figures are arm_fully_connected_s8 (int8 in, int8 weights, requantized int8 out) on the
-same emulated M4 at -O2, measured the same way (QEMU with the instruction-counting plugin above).
+same emulated M4 at -O2, measured once the same way (the plugin between two markers) and kept in
+CMSIS_NN_M4 below.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@
  *
  * Freestanding on purpose: printf is the only library call, buffers are static and sized by the
  * macros of vectors.h, so it runs unchanged on a microcontroller (newlib + semihosting).
- * Exact kernels are compared bit for bit; the others within the bounds of tinylm_kernels.h.
+ * Exact kernels are compared bit for bit; the others within the bounds of tinylm_kernels.h, which
+ * vectors.h carries from tinylm.kernels.reference (the tv_mm*_tol arrays, TV_*_ATOL / RTOL / ULPS).
  */
 #include <stdio.h>
 
@@ -152,7 +153,7 @@ static long softmax_outside(const float *y, const uint32_t *want, long n)
     long bad = 0, i;
     for (i = 0; i < n; i++) {
         float w = as_f32(want[i]);
-        bad += !(absf(y[i] - w) <= 1e-6f + 2e-6f * w);
+        bad += !(absf(y[i] - w) <= TV_SOFTMAX_F32_ATOL + TV_SOFTMAX_F32_RTOL * w);
     }
     return bad;
 }
@@ -176,7 +177,7 @@ static void test_softmax(void)
     tinylm_softmax_f16(tv_smh_x, out_h, TV_SM_ROWS, TV_SM_T);
     for (i = 0; i < n; i++) {
         long d = (long)out_h[i] - (long)tv_smh_y[i];
-        bad += d > 1 || d < -1;
+        bad += d > TV_SOFTMAX_F16_ULPS || d < -TV_SOFTMAX_F16_ULPS;
     }
     report("softmax_f16", bad, n, "1 fp16 ulp");
 
@@ -191,7 +192,7 @@ static void test_softmax(void)
     tinylm_exp_f32(in_a, out_f, TV_EXP_N);
     for (i = 0; i < TV_EXP_N; i++) {                 /* 1.5e-7 + rounding of the expected value */
         float w = as_f32(tv_exp_y[i]);
-        bad += !(absf(out_f[i] - w) <= 2.2e-7f * w);
+        bad += !(absf(out_f[i] - w) <= TV_EXP_F32_RTOL * w);
     }
     report("exp_f32", bad, TV_EXP_N, "relative 1.5e-7 (+ rounding)");
 }
@@ -290,6 +291,67 @@ static void big_inputs(void)
         big_b[i] = lcg_f32(1.0f);
 }
 
+/* K = 1, 2, 3 with 6 rows of x or more: the packed AVX-512 path reads x 4 bytes at a time, so a
+ * short row must not let those reads run past the end of x. Every buffer here has exactly the size
+ * the contract names (x and the workspace x_q: M * K bytes), so AddressSanitizer reports any read
+ * past it. Checked against plain_dot. */
+#define TINY_M 13
+#define TINY_N 33
+static int8_t tiny_x1[TINY_M * 1], tiny_x2[TINY_M * 2], tiny_x3[TINY_M * 3];
+static int8_t tiny_xq1[TINY_M * 1], tiny_xq2[TINY_M * 2], tiny_xq3[TINY_M * 3];
+static int8_t tiny_w[TINY_N * 3];
+static float tiny_xf[TINY_M * 3], tiny_ws[TINY_N * 3], tiny_xs[TINY_M * 3], tiny_y[TINY_M * TINY_N];
+static int32_t tiny_yi[TINY_M * TINY_N];
+
+static long tiny_k_case(long M, long K, long gs)
+{
+    int8_t *const xs[3] = {tiny_x1, tiny_x2, tiny_x3}, *const xqs[3] = {tiny_xq1, tiny_xq2, tiny_xq3};
+    int8_t *x = xs[K - 1], *x_q = xqs[K - 1];
+    long G = K / gs, bad = 0, m, n, g, i;
+    float xs_ref[TINY_M * 3];
+    for (i = 0; i < M * K; i++)
+        tiny_xf[i] = lcg_f32(3.0f);
+    /* the last M rows of the exactly sized arrays, so that x and x_q end where their array ends */
+    x += (TINY_M - M) * K;
+    x_q += (TINY_M - M) * K;
+    for (i = 0; i < M * K; i++)
+        x[i] = lcg_s8();
+    tinylm_matmul_s8(x, tiny_w, tiny_yi, (size_t)M, TINY_N, (size_t)K);
+    for (m = 0; m < M; m++)
+        for (n = 0; n < TINY_N; n++)
+            bad += tiny_yi[m * TINY_N + n] != plain_dot(x + m * K, tiny_w + n * K, K);
+    tinylm_linear_s8(tiny_xf, tiny_w, tiny_ws, NULL, tiny_y, x_q, tiny_xs, (size_t)M, TINY_N,
+                     (size_t)K, (size_t)gs);
+    tinylm_quantize_s8(tiny_xf, x, xs_ref, (size_t)M, (size_t)K, (size_t)gs);
+    for (m = 0; m < M; m++)
+        for (n = 0; n < TINY_N; n++) {
+            float acc = 0.0f;
+            for (g = 0; g < G; g++) {
+                int32_t dot = plain_dot(x + m * K + g * gs, tiny_w + n * K + g * gs, gs);
+                acc = acc + (xs_ref[m * G + g] * tiny_ws[n * G + g]) * (float)dot;
+            }
+            bad += as_bits(tiny_y[m * TINY_N + n]) != as_bits(acc);
+        }
+    return bad;
+}
+
+static void test_tiny_k(void)
+{
+    /* (M, K, group_size): the reads of rows M-1, M-2, M-3 are the ones that could pass the end */
+    static const long cases[][3] = {{6, 1, 1}, {7, 1, 1}, {13, 1, 1}, {6, 2, 1}, {7, 2, 2},
+                                    {13, 2, 1}, {6, 3, 1}, {7, 3, 3}, {13, 3, 3}};
+    long bad = 0, total = 0, i;
+    for (i = 0; i < TINY_N * 3; i++) {
+        tiny_w[i] = lcg_s8();
+        tiny_ws[i] = lcg_f32(0.01f) + 0.011f;
+    }
+    for (i = 0; i < (long)(sizeof cases / sizeof cases[0]); i++) {
+        bad += tiny_k_case(cases[i][0], cases[i][1], cases[i][2]);
+        total += 2 * cases[i][0] * TINY_N;
+    }
+    report("s8 K < 4, M >= 6", bad, total, "exact, no read past x");
+}
+
 static void test_x86_blocks(void)
 {
     /* (M, N, K): packed with two column blocks, two panels and a 1-column last step; few rows with
@@ -346,6 +408,7 @@ int main(void)
     test_softmax();
 #ifdef TL_TEST_X86
     test_x86_blocks();
+    test_tiny_k();
 #endif
     printf("%s: %d kernel(s) failed\n", failures ? "FAILED" : "PASSED", failures);
     return failures;

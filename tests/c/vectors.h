@@ -99,6 +99,10 @@ static const uint32_t tv_f16_to_f32_out[256] = {
     0x00000000u, 0x33800000u, 0x387fc000u, 0x38800000u, 0x477fe000u, 0x7f800000u, 0xff800000u, 0x7fc02000u, 0xffc00000u, 0xb3800000u, 0xb87fc000u, 0x3f800000u,
     0xbf800000u, 0x7fffe000u, 0x38000000u, 0x80000000u
 };
+#define TV_SOFTMAX_F32_ATOL 1e-06f
+#define TV_SOFTMAX_F32_RTOL 2e-06f
+#define TV_SOFTMAX_F16_ULPS 1
+#define TV_EXP_F32_RTOL 2.09604645e-07f
 #define TV_MM_M 5
 #define TV_MM_N 19
 #define TV_MM_K 45

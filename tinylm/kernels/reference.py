@@ -1,8 +1,11 @@
 """The NumPy reference of every tinylm kernel: what the C in kernels/ must compute.
 
 Each function is pure NumPy, reads like the math, and has exactly the contract written in
-kernels/tinylm_kernels.h (its docstring repeats it). The tests compare the C kernels with these
-functions bit for bit where the contract says "exact", within a stated tolerance elsewhere.
+kernels/tinylm_kernels.h: that header is the one place the contracts (rounding, special values,
+error bounds) are written; a docstring here says what the function computes and names the section
+of the header. The tests compare the C kernels with these functions bit for bit where the contract
+says "exact", and within the header's bounds elsewhere -- those bounds are the constants and
+`matmul_tolerance` below, and a test checks that the header still states the same numbers.
 
 These functions expect arguments that tinylm.kernels has already validated (dtypes, shapes,
 contiguity); call those, not these, from model code.
@@ -20,15 +23,32 @@ import numpy as np
 # int8 values stay in [-127, 127]: symmetric around 0, so -x is always representable
 QMAX = 127
 
+# ---- the error bounds of the inexact kernels (stated in tinylm_kernels.h) --------------------------
+EXP_F32_REL_ERROR = 1.5e-7             # tinylm_exp_f32: |y - e^x| <= 1.5e-7 * e^x
+SOFTMAX_F32_ATOL = 1e-6                # tinylm_softmax_f32: |y - y_exact| <= 1e-6 + 2e-6 * y_exact
+SOFTMAX_F32_RTOL = 2e-6
+SOFTMAX_F16_ULPS = 1                   # tinylm_softmax_f16: fp16 ulps from the exactly rounded result
+SOFTMAX_S8_ERROR = 1 / 256 + 2**-22    # tinylm_softmax_s8: |y / 256 - p| against the float softmax
+
+
+def matmul_tolerance(x, w, b=None):
+    """The bound of tinylm_matmul_f32 / tinylm_matmul_f16 for every output (float64, (M, N)):
+    K * 2**-23 * sum_k |x[m, k] * w[n, k]| + |y_exact[m, n]| * 2**-23, y_exact = x @ w.T + b.
+
+    >>> matmul_tolerance(np.ones((1, 2), np.float32), np.ones((1, 2), np.float32)) * 2**23
+    array([[6.]])
+    """
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    exact = x64 @ w64.T + (0 if b is None else b)                  # (M, N)
+    K = x.shape[1]
+    return K * 2.0**-23 * (np.abs(x64) @ np.abs(w64).T) + np.abs(exact) * 2.0**-23
+
 
 # ---- fp16 <-> fp32 -------------------------------------------------------------------------------
 
 def f32_to_f16(x):
-    """float32 -> float16, rounded to nearest, ties to even. Exact.
-
-    |x| >= 65520 (halfway past the largest half, 65504) becomes +-inf; tiny values become fp16
-    subnormals (multiples of 2**-24) or +-0. NaN becomes a quiet NaN with the same sign and the top
-    10 payload bits: bits = sign | 0x7e00 | (x_bits >> 13 & 0x3ff).
+    """float32 -> float16 with the rounding, overflow and NaN rules of tinylm_f32_to_f16
+    (tinylm_kernels.h). Exact.
 
     >>> f32_to_f16(np.array([1.0, 65519.0, 65520.0, 2.0**-25], np.float32))
     array([1.00e+00, 6.55e+04,      inf, 0.00e+00], dtype=float16)
@@ -45,8 +65,7 @@ def f32_to_f16(x):
 
 
 def f16_to_f32(h):
-    """float16 -> float32, exact (every half is a float). NaN -> quiet NaN, same sign and payload:
-    bits = sign | 0x7fc00000 | (h_bits & 0x3ff) << 13.
+    """float16 -> float32 (tinylm_f16_to_f32 in tinylm_kernels.h, NaN bits included). Exact.
 
     >>> f16_to_f32(np.array([2.0**-24, 65504.0], np.float16))   # smallest subnormal, largest half
     array([5.9604645e-08, 6.5504000e+04], dtype=float32)
@@ -64,11 +83,10 @@ def f16_to_f32(h):
 # ---- matmul --------------------------------------------------------------------------------------
 
 def matmul_f32(x, w, b=None):
-    """y (M, N) = x (M, K) @ w (N, K).T + b (N,), float32 in and out.
+    """y (M, N) = x (M, K) @ w (N, K).T + b (N,), float32 in and out (tinylm_matmul_f32).
 
-    Not bit-exact across implementations: sums of K products depend on their order. The reference
-    sums in float64 and rounds once, so it is the most accurate answer; the C kernel must be within
-    K * 2**-23 * sum_k |x[m, k] * w[n, k]| of it. NaN and inf propagate as IEEE arithmetic says.
+    Sums in float64 and rounds once: the most accurate answer, which the C kernel must be within
+    `matmul_tolerance` of (the bound of tinylm_kernels.h).
     """
     y = x.astype(np.float64) @ w.astype(np.float64).T      # (M, K) @ (K, N) -> (M, N)
     if b is not None:
@@ -79,16 +97,13 @@ def matmul_f32(x, w, b=None):
 def matmul_f16(x, w, b=None):
     """y (M, N) float32 = x (M, K) float16 @ w (N, K).T float16 + b (N,) float32.
 
-    fp16 is storage only: each element is converted exactly to float32, the math is fp32 (the
-    reference: float64, rounded once). Same tolerance as matmul_f32.
+    fp16 is storage only (tinylm_matmul_f16): converted exactly, then as matmul_f32.
     """
     return matmul_f32(f16_to_f32(x), f16_to_f32(w), b)
 
 
 def matmul_s8(x, w):
-    """y (M, N) int32 = x (M, K) int8 @ w (N, K).T int8, exact.
-
-    Values are in [-127, 127] and K <= 133144, so |y| <= 127 * 127 * K never overflows int32.
+    """y (M, N) int32 = x (M, K) int8 @ w (N, K).T int8, exact (tinylm_matmul_s8).
 
     >>> matmul_s8(np.array([[127, -127]], np.int8), np.array([[127, 127]], np.int8))
     array([[0]], dtype=int32)
@@ -99,14 +114,11 @@ def matmul_s8(x, w):
 # ---- int8 quantization ---------------------------------------------------------------------------
 
 def quantize_s8(x, group_size):
-    """Symmetric int8 quantization of x (M, K) float32 per row and group of `group_size` columns.
+    """Symmetric int8 quantization of x (M, K) float32 per row and group of `group_size` columns
+    (tinylm_quantize_s8, with its special groups: tinylm_kernels.h). Exact.
 
-    For each row and group (G = K // group_size groups; group_size divides K):
-        scale = max|x| / 127                       (float32 division)
-        q = clip(round_half_even(x / scale), -127, 127)
-    Returns q (M, K) int8 and scale (M, G) float32; x ~ q * scale. Exact. Zero point is 0.
-    A group whose scale is not a positive finite number gets q = 0: all zeros (scale 0), values so
-    tiny that max|x| / 127 underflows (scale 0), any NaN (scale NaN), else any +-inf (scale inf).
+    Returns q (M, K) int8 and scale (M, G) float32; x ~ q * scale:
+        scale = max|x| / 127;  q = clip(round_half_even(x / scale), -127, 127)
 
     >>> q, scale = quantize_s8(np.array([[0.5, -1.0, 0.25, 0.0]], np.float32), group_size=2)
     >>> q, scale                                # groups [0.5, -1.0] and [0.25, 0.0]
@@ -126,7 +138,7 @@ def quantize_s8(x, group_size):
 
 def dequantize_s8(q, scale):
     """x (M, K) float32 = q (M, K) int8 * scale (M, G) float32, each scale used for its group of
-    K // G columns. Exact (one float32 multiply per element)."""
+    K // G columns (tinylm_dequantize_s8). Exact."""
     M, K = q.shape
     group_size = K // scale.shape[1]
     with np.errstate(invalid="ignore"):                      # 0 * NaN, 0 * inf: NaN, as promised
@@ -135,15 +147,9 @@ def dequantize_s8(q, scale):
 
 
 def linear_s8(x, w_q, w_scale, b=None):
-    """The int8 Linear layer: y (M, N) float32 from x (M, K) float32 and int8 weights.
-
-    w_q (N, K) int8 in [-127, 127], w_scale (N, G) float32 (group_size = K // G), b (N,) or None.
-    1. x is quantized per row and group with quantize_s8's exact rule -> x_q (M, K), x_scale (M, G).
-    2. Per group g, dot_g = x_q[:, group] @ w_q[:, group].T, exact int32 (group_size <= 133144).
-    3. Groups are added in float32, in order, without fused multiply-add:
-           acc = 0;  acc = acc + (x_scale[:, g] * w_scale[:, g]) * float32(dot_g)  for g = 0..G-1
-           y = acc + b
-    Exact: the C kernel gives the same bits.
+    """The int8 Linear layer: y (M, N) float32 from x (M, K) float32 and int8 weights w_q (N, K),
+    w_scale (N, G), b (N,) or None, in the order of operations of tinylm_linear_s8
+    (tinylm_kernels.h): quantize x, exact int32 dots per group, groups added in float32. Exact.
     """
     M, K = x.shape
     N, G = w_scale.shape
@@ -172,11 +178,9 @@ def _causal_visible(shape):
 def softmax_f32(x, causal=False):
     """Softmax over the last axis of x (..., T), float32: e / e.sum(), e = exp(x - max(x)).
 
-    Subtracting the row max keeps exp from overflowing. causal=True takes x as score matrices
-    (..., Tq, Tk), Tk >= Tq, where query i only sees keys j <= i + (Tk - Tq); masked entries get
-    exactly 0. A row holding a NaN or +inf, or with every visible entry -inf, is all NaN (0/0,
-    inf - inf); other -inf entries get 0. The C kernel uses its own exp (relative error < 1.5e-7) and
-    another summation order: within 1e-6 + 2e-6 * y of this reference.
+    causal=True takes x as score matrices (..., Tq, Tk), Tk >= Tq, where query i only sees keys
+    j <= i + (Tk - Tq). Masking and special values as tinylm_softmax_f32 (tinylm_kernels.h); the C
+    kernel is within SOFTMAX_F32_ATOL + SOFTMAX_F32_RTOL * y of this reference.
 
     >>> softmax_f32(np.array([[0.0, 0.0], [1.0, 2.0]], np.float32), causal=True)
     array([[1.       , 0.       ],
@@ -195,7 +199,7 @@ def softmax_f32(x, causal=False):
 
 def softmax_f16(x):
     """Softmax over the last axis with float16 storage: converted exactly to float32, float32 math,
-    rounded to nearest even float16. The C kernel is within 1 fp16 ulp of this."""
+    rounded to nearest even float16 (tinylm_softmax_f16: within SOFTMAX_F16_ULPS of this)."""
     return f32_to_f16(softmax_f32(f16_to_f32(x)))
 
 
@@ -213,13 +217,10 @@ def softmax_s8_table(scale):
 
 
 def softmax_s8(x, scale):
-    """Integer softmax over the last axis: int8 logits (real value x * scale) -> uint8 Q0.8.
-
-    Output y is uint8 with probability p ~ y / 256; a probability of 1.0 saturates to 255. With
-    table = softmax_s8_table(scale), per row, in integers only:
-        m = max(x);  e_i = table[m - x_i];  S = sum(e_i)
-        y_i = min(255, (e_i * 256 + S // 2) // S)           (round half up)
-    Exact (the C kernel gives the same bits). Within 1/256 (+ 2**-22) of the float softmax.
+    """Integer softmax over the last axis: int8 logits (real value x * scale) -> uint8 Q0.8, p ~ y / 256
+    (tinylm_softmax_s8: integers only, exact; within SOFTMAX_S8_ERROR of the float softmax). Per row,
+    with table = softmax_s8_table(scale):
+        m = max(x);  e_i = table[m - x_i];  S = sum(e_i);  y_i = min(255, (e_i * 256 + S // 2) // S)
 
     >>> softmax_s8(np.array([[0, 0, 0, 0]], np.int8), scale=0.1)     # four times 1/4 = 64/256
     array([[64, 64, 64, 64]], dtype=uint8)

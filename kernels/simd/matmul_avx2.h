@@ -1,22 +1,24 @@
-/* matmul_avx2.h -- the AVX2 + FMA matmul loop, written once for fp32 and fp16 storage.
+/* simd/matmul_avx2.h -- the AVX2 + FMA matmul, written once for fp32 and fp16 storage: the body
+ * of simd/matmul_f32_avx2.h and simd/matmul_f16_avx2.h.
  *
  * A template: the including file defines
  *     TL_T          the element type of x and w (float, or uint16_t holding binary16)
  *     TL_LOAD8(p)   an expression loading 8 consecutive elements at p as a __m256 of floats
  *     TL_SCALAR(v)  one element as a float
  *     TL_AS_F32(row, buf, n)  n elements of a row of x as fp32: the row itself, or converted in buf
- *     TL_NAME       the name of the function to define
- * and includes this file inside its `#if defined(__AVX2__) && defined(__FMA__)` block.
+ *     TL_NAME       the name of the function to define (tl_matmul_<storage>_avx2); its helpers are
+ *                   TL_NAME followed by _<what>
  *
- * y (M, N) = x (M, K) @ w (N, K).T, fp32 math, two ways:
+ * y (M, N) = x (M, K) @ w (N, K).T (+ b), fp32 math, two ways:
  *   M < 6 (a token at a time): dot products read along K as stored, a 2 x 4 tile of y per step
  *     (2 rows of x against 4 rows of w: 8 accumulators of 8 partial sums, summed at the end), or
  *     1 x 8 for an odd last row (one token: each load of x serves 8 rows of w).
  *   M >= 6: w is packed 16 rows at a time into transposed panels on the stack (converted to
- *     fp32 on the way; two panels, 64 KB), and a 6 x 16 tile of y is computed per step: 6 broadcast values of x times
- *     2 vectors of the panel, 12 FMAs into 12 accumulators (the classic BLIS-style micro-kernel).
+ *     fp32 on the way; two panels, 64 KB), and a 6 x 16 tile of y is computed per step: 6 broadcast
+ *     values of x times 2 vectors of the panel, 12 FMAs into 12 accumulators (the classic BLIS-style
+ *     micro-kernel).
  * Edges: rows past M or N reuse the last valid row (those results are not stored), and the last
- * K % 8 values of a dot product go through a zero-padded copy.
+ * K % 8 values of a dot product go through a zero-padded copy. The bias is added last.
  */
 
 #ifndef TL_CAT
@@ -195,15 +197,13 @@ static void TL_CAT(TL_NAME, _pack)(const TL_T *w, size_t N, size_t K, size_t n0,
     }
 }
 
-static void TL_NAME(const TL_T *x, const TL_T *w, float *y, size_t M, size_t N, size_t K)
+/* y = x @ w.T without the bias, for M >= 6 */
+static void TL_CAT(TL_NAME, _packed)(const TL_T *x, const TL_T *w, float *y, size_t M, size_t N,
+                                     size_t K)
 {
     float wp[TL_PANELS][TL_KC * 16];                  /* 2 packed panels of w: 64 KB of stack */
     float xb[6][TL_KC];                               /* 6 rows of x as fp32 (fp16 storage only) */
     size_t n0, k0, m, i, j, p;
-    if (M < 6) {
-        TL_CAT(TL_NAME, _dot)(x, w, y, M, N, K);
-        return;
-    }
     for (n0 = 0; n0 < N; n0 += 16 * TL_PANELS) {
         size_t panels = (N - n0 + 15) / 16 < TL_PANELS ? (N - n0 + 15) / 16 : TL_PANELS;
         for (k0 = 0; k0 < K; k0 += TL_KC) {
@@ -242,4 +242,18 @@ static void TL_NAME(const TL_T *x, const TL_T *w, float *y, size_t M, size_t N, 
             }
         }
     }
+}
+
+static void TL_NAME(const TL_T *restrict x, const TL_T *restrict w, const float *restrict b,
+                    float *restrict y, size_t M, size_t N, size_t K)
+{
+    size_t m, n;
+    if (M < 6)
+        TL_CAT(TL_NAME, _dot)(x, w, y, M, N, K);
+    else
+        TL_CAT(TL_NAME, _packed)(x, w, y, M, N, K);
+    if (b)
+        for (m = 0; m < M; m++)
+            for (n = 0; n < N; n++)
+                y[m * N + n] += b[n];
 }

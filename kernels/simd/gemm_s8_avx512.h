@@ -1,7 +1,6 @@
-/* gemm_s8_avx512.h -- the AVX-512 VNNI int8 matmul loop, shared by matmul_s8.c and linear_s8.c.
- *
- * Included inside `#if TL_S8_AVX512` (AVX-512F + BW + VNNI, defined in dot_s8.h), so a build for a
- * CPU with AVX2 only never sees it.
+/* simd/gemm_s8_avx512.h -- the packed AVX-512 VNNI int8 matmul, shared by the AVX-512 variants of
+ * matmul_s8 and linear_s8 (simd/matmul_s8_avx512.h, simd/linear_s8_avx512.h) for 6 rows of x or
+ * more. Uses simd/dot_s8_avx512.h (included before it).
  *
  * VPDPBUSD multiplies 4 unsigned bytes by 4 signed bytes and adds the 4 products to an int32 lane,
  * 16 lanes at a time, without saturation. x is signed, so it is fed as u = x + 128, which as a byte
@@ -21,7 +20,10 @@
  * words of x (4 bytes of each of TL_S8_MR rows): 2 * MR VPDPBUSD into 2 * MR accumulators, a 4 x 32
  * block of w reused MR times from registers and every word of x reused 32 times. matmul_s8 packs a
  * block of columns as one "group" (no float step). Packing costs about as much as computing 6 rows
- * of y, so fewer rows of x take the 1 x 16 dots of dot_s8.h instead, on w as stored.
+ * of y, so fewer rows of x take the 1 x 16 dots of simd/dot_s8_avx512.h instead, on w as stored.
+ *
+ * x is read 4 bytes at a time, so the callers route K < 4 elsewhere (tl_gemm_s8_avx512_rows says
+ * why): then no read passes the end of x.
  */
 
 #include <string.h>
@@ -35,7 +37,7 @@
 #define TL_S8_GROUP_WORDS(gs) ((((gs) + 3) / 4 + 1) * TL_S8_NR)
 
 /* 4 bytes at p, any alignment, as one word */
-static inline int32_t tl_s8_word(const int8_t *p)
+static inline int32_t tl_gemm_s8_avx512_word(const int8_t *p)
 {
     int32_t v;
     memcpy(&v, p, 4);
@@ -44,7 +46,7 @@ static inline int32_t tl_s8_word(const int8_t *p)
 
 /* out[c] (lane j) = word c of rows[j], for the first `bytes` (<= 64) bytes of each row and c < 16:
  * a 16 x 16 transpose of 32-bit words (64 shuffles). Bytes past `bytes` read as 0 (masked loads). */
-static inline void tl_transpose16(const void *const rows[16], size_t bytes, __m512i out[16])
+static inline void tl_gemm_s8_avx512_transpose16(const void *const rows[16], size_t bytes, __m512i out[16])
 {
     __mmask64 live = bytes >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << bytes) - 1;
     __m512i r[16], t[16];
@@ -82,7 +84,7 @@ static inline void tl_transpose16(const void *const rows[16], size_t bytes, __m5
  * with bytes of 1 sums each word's 4 bytes into the group's row sums. When a group does not end on
  * a word (gs % 4) and another follows it, the words are not those of the rows as stored: then the
  * panel is filled one word at a time. */
-static void tl_s8_pack(const int8_t *w, size_t ldw, size_t nr, size_t gs, size_t ng, int32_t *wp)
+static void tl_gemm_s8_avx512_pack(const int8_t *w, size_t ldw, size_t nr, size_t gs, size_t ng, int32_t *wp)
 {
     const __m512i ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
     size_t steps = (gs + 3) / 4, v, j, g, s, t, k;
@@ -115,7 +117,7 @@ static void tl_s8_pack(const int8_t *w, size_t ldw, size_t nr, size_t gs, size_t
             size_t bytes = ng * gs - k < 64 ? ng * gs - k : 64;
             for (j = 0; j < 16; j++)
                 at[j] = rows[j] + k;
-            tl_transpose16(at, bytes, word);
+            tl_gemm_s8_avx512_transpose16(at, bytes, word);
             for (t = 0; t < (bytes + 3) / 4; t++) {
                 sum = _mm512_dpbusd_epi32(sum, ones, word[t]);
                 _mm512_storeu_si512((void *)(out + (s + 1) * TL_S8_NR), word[t]);
@@ -136,16 +138,16 @@ static void tl_s8_pack(const int8_t *w, size_t ldw, size_t nr, size_t gs, size_t
  * that the compiler keeps them in registers. */
 #define TL_S8_ROW(ci0, ci1, xi)                                                                  \
     {                                                                                            \
-        __m512i u = _mm512_xor_si512(_mm512_set1_epi32(tl_s8_word((xi) + 4 * s)), flip);         \
-        ci0 = tl_dpbusd(ci0, u, b0);                                                             \
-        ci1 = tl_dpbusd(ci1, u, b1);                                                             \
+        __m512i u = _mm512_xor_si512(_mm512_set1_epi32(tl_gemm_s8_avx512_word((xi) + 4 * s)), flip);         \
+        ci0 = tl_dot_s8_avx512_dpbusd(ci0, u, b0);                                                             \
+        ci1 = tl_dot_s8_avx512_dpbusd(ci1, u, b1);                                                             \
     }
 
 /* c[i][v] = the exact int32 dots of x row i (gs columns from xr[i]) with the 32 rows of one packed
  * group at wp (its start words, then its steps): lane j of c[i][v] is row 16 * v + j of the panel.
  * A short last step reads up to 3 bytes past the group (w is zero there, so they add nothing): the
- * caller makes sure those bytes exist (tl_s8_rows). */
-static inline void tl_s8_tile(const int8_t *const xr[TL_S8_MR], size_t gs, const int32_t *wp,
+ * caller makes sure those bytes exist (tl_gemm_s8_avx512_rows). */
+static inline void tl_gemm_s8_avx512_tile(const int8_t *const xr[TL_S8_MR], size_t gs, const int32_t *wp,
                               __m512i c[TL_S8_MR][2])
 {
     const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080u);
@@ -167,10 +169,12 @@ static inline void tl_s8_tile(const int8_t *const xr[TL_S8_MR], size_t gs, const
 #undef TL_S8_ROW
 
 /* The tile's row pointers xr[i] into x (row stride K) for rows m .. m + 5 (rows past M repeat the
- * last one) at column k0, for a block of `cols` columns read in groups of gs. The last row of x may
- * have no 3 bytes after its last short step: then it is read from pad, a zero-padded copy of its
- * block (pad holds cols + 3 bytes). */
-static inline void tl_s8_rows(const int8_t *x, size_t M, size_t K, size_t m, size_t k0, size_t cols,
+ * last one) at column k0, for a block of `cols` columns read in groups of gs. A short last step
+ * reads up to 3 bytes past a row's block. For every row but the last they lie in the next row,
+ * which is why the packed paths require K >= 4 (with K = 1, rows M-3 and M-2 would also read past
+ * the end of x); the last row of x may have no 3 bytes after it: then it is read from pad, a
+ * zero-padded copy of its block (pad holds cols + 3 bytes). */
+static inline void tl_gemm_s8_avx512_rows(const int8_t *x, size_t M, size_t K, size_t m, size_t k0, size_t cols,
                               size_t gs, int8_t *pad, const int8_t *xr[TL_S8_MR])
 {
     size_t i, mr = M - m < TL_S8_MR ? M - m : TL_S8_MR;
@@ -190,7 +194,7 @@ static inline void tl_s8_rows(const int8_t *x, size_t M, size_t K, size_t m, siz
  * rows of w and TL_S8_KC columns (one "group" per panel), a 6 x 32 tile of y per step. Lanes past
  * N are masked off; the sums of earlier column blocks wait in y (int32 adds: exact). y is only
  * read and written through vector loads and stores (linear_s8 lends its float output for it). */
-static void tl_matmul_s8_avx512(const int8_t *x, const int8_t *w, int32_t *y, size_t M, size_t N,
+static void tl_gemm_s8_avx512(const int8_t *x, const int8_t *w, int32_t *y, size_t M, size_t N,
                                 size_t K)
 {
     int32_t wp[TL_S8_PANEL_WORDS];
@@ -199,17 +203,17 @@ static void tl_matmul_s8_avx512(const int8_t *x, const int8_t *w, int32_t *y, si
     for (n0 = 0; n0 < N; n0 += TL_S8_NR) {
         size_t nr = N - n0 < TL_S8_NR ? N - n0 : TL_S8_NR;
         __mmask16 lanes[2];                       /* the columns n0 .. n0 + nr - 1 of y */
-        lanes[0] = tl_lanes16(nr);
-        lanes[1] = tl_lanes16(nr > 16 ? nr - 16 : 0);
+        lanes[0] = tl_dot_s8_avx512_lanes16(nr);
+        lanes[1] = tl_dot_s8_avx512_lanes16(nr > 16 ? nr - 16 : 0);
         for (k0 = 0; k0 < K; k0 += TL_S8_KC) {
             size_t kc = K - k0 < TL_S8_KC ? K - k0 : TL_S8_KC;
-            tl_s8_pack(w + n0 * K + k0, K, nr, kc, 1, wp);
+            tl_gemm_s8_avx512_pack(w + n0 * K + k0, K, nr, kc, 1, wp);
             for (m = 0; m < M; m += TL_S8_MR) {
                 size_t mr = M - m < TL_S8_MR ? M - m : TL_S8_MR;
                 const int8_t *xr[TL_S8_MR];
                 __m512i c[TL_S8_MR][2];
-                tl_s8_rows(x, M, K, m, k0, kc, kc, pad, xr);
-                tl_s8_tile(xr, kc, wp, c);
+                tl_gemm_s8_avx512_rows(x, M, K, m, k0, kc, kc, pad, xr);
+                tl_gemm_s8_avx512_tile(xr, kc, wp, c);
                 for (i = 0; i < mr; i++)
                     for (v = 0; v < 2; v++) {
                         int32_t *yr = y + (m + i) * N + n0 + 16 * v;
