@@ -85,7 +85,8 @@ def main(argv=None):
                           ms_per_step=round(speed[name], 1), kv_cache_bytes=model.new_kv_cache(1).nbytes,
                           steps=result.step)
         print(f"{name}: {rows[name]}", flush=True)
-    print(f"\n| shape | parameters | val loss ({args.max_iters} steps) | ms/step | KV cache (1 x {MODEL['block_size']}) |")
+    kv = f"KV cache (1 x {MODEL['block_size']})"
+    print(f"\n| shape | parameters | val loss ({args.max_iters} steps) | ms/step | {kv} |")
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['params']:,} | {r['val_loss']:.4f} | {r['ms_per_step']:.1f} | "
