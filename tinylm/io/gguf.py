@@ -361,8 +361,9 @@ def _array(buf, start, info):
     return q, scale
 
 
-def _config(metadata, path):
-    """The GPTConfig: tinylm's own key when present, else llama.cpp's standard keys."""
+def _config(metadata, tensors, path):
+    """The GPTConfig: tinylm's own key when present, else llama.cpp's standard keys (and, for a Llama,
+    whether `tensors` hold an output.weight: without one the head is tied)."""
     arch = metadata.get("general.architecture")
     if arch not in ("gpt2", "llama"):
         raise ValueError(f"{path}: general.architecture is {arch!r}; tinylm reads 'gpt2' and 'llama'")
@@ -383,7 +384,7 @@ def _config(metadata, path):
         n_kv = metadata.get("llama.attention.head_count_kv", sizes["n_head"])
         config = GPTConfig.llama(**sizes, n_kv_head=0 if n_kv == sizes["n_head"] else n_kv,
                                  rope_theta=float(metadata.get("llama.rope.freq_base", 10000.0)),
-                                 tie_head="output.weight" not in metadata.get("__tensors__", ()))
+                                 tie_head="output.weight" not in tensors)
         if config.mlp_hidden_size != get["feed_forward_length"]:
             config = GPTConfig(**{**config.to_dict(), "mlp_hidden": get["feed_forward_length"]})
         return config
@@ -396,7 +397,7 @@ def load_gguf(path):
     data (tinylm's fp16 and int8:g32 layers); tokenizer None when the file has no BPE tokenizer."""
     path = os.fspath(path)
     metadata, infos, start, buf = read_gguf(path)
-    config = _config({**metadata, "__tensors__": set(infos)}, path)
+    config = _config(metadata, infos, path)
     names = tensor_names(config)
     wanted = {name for name, *_ in names}
     missing, unexpected = sorted(wanted - set(infos)), sorted(set(infos) - wanted)

@@ -250,12 +250,10 @@ def save_hf_gpt2(model, folder, tokenizer=None):
 
 def _refuse_non_gpt2(config):
     """A ValueError naming every architecture option GPT2LMHeadModel cannot compute (tutorial 14)."""
-    gpt2 = GPTConfig()
-    options = ("norm", "pos", "mlp", "mlp_hidden", "n_kv_head", "tie_head")
-    other = [f"{n}={getattr(config, n)!r}" for n in options if getattr(config, n) != getattr(gpt2, n)]
-    if config.mlp_hidden == 4 * config.n_embd and config.mlp == "gelu":
-        other = [o for o in other if not o.startswith("mlp_hidden=")]  # an explicit 4C is GPT-2's own width
-    if other:
+    if not config.is_gpt2:
+        gpt2 = GPTConfig()
+        options = ("norm", "pos", "mlp", "mlp_hidden", "n_kv_head", "tie_head")
+        other = [f"{n}={getattr(config, n)!r}" for n in options if getattr(config, n) != getattr(gpt2, n)]
         raise ValueError(f"save_hf_gpt2: the model has {', '.join(other)}; a Hugging Face GPT-2 folder cannot "
                          f"carry them (GPT-2 is LayerNorm, learned positions, GELU, one key/value head per "
                          f"query head and a tied head). Export a Llama-shaped model with --format llama2c or gguf")

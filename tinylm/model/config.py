@@ -164,8 +164,10 @@ class GPTConfig:
 
     @property
     def is_gpt2(self):
-        """True when every architecture option is GPT-2's (the MoE fields aside)."""
-        return all(getattr(self, f.name) == f.default for f in fields(self) if f.name in OPTIONAL_GROUPS[1])
+        """True when the block computes GPT-2's function: LayerNorm, learned positions, a GELU MLP 4C wide,
+        one key/value head per query head, a tied head (biases and the MoE fields aside)."""
+        return (self.norm == "layernorm" and self.pos == "learned" and self.mlp == "gelu" and self.tie_head
+                and self.mlp_hidden_size == 4 * self.n_embd and self.kv_heads == self.n_head)
 
     def to_dict(self):
         """A plain dict, ready for JSON: {'vocab_size': 256, 'block_size': 64, ...}. A group of optional
