@@ -34,7 +34,7 @@ OPTIONS = {
 }
 MOE = dict(n_expert=3, expert_top_k=2)
 COMBINATIONS = [pytest.param(opts, id=name) for name, opts in OPTIONS.items()] + \
-               [pytest.param({**OPTIONS[name], **MOE}, id=name + "+moe") for name in ("swiglu", "gqa", "llama")]
+               [pytest.param({**opts, **MOE}, id=name + "+moe") for name, opts in OPTIONS.items()]
 
 
 def ids(shape, vocab_size=61, seed=0):
@@ -242,9 +242,8 @@ def text_ids():
     return train_val_split(np.frombuffer(text.encode(), dtype=np.uint8).astype(np.uint16))
 
 
-@pytest.mark.parametrize("opts", [pytest.param(OPTIONS["llama"], id="llama"),
-                                  pytest.param({**OPTIONS["llama"], **MOE}, id="llama+moe")])
-def test_a_llama_resumes_exactly_and_generates_and_loads(tmp_path, text_ids, opts):
+@pytest.mark.parametrize("opts", COMBINATIONS)
+def test_every_option_resumes_exactly_and_generates_and_loads(tmp_path, text_ids, opts):
     config = GPTConfig(**{**TINY, "vocab_size": 256, "block_size": 8, **opts})
     tc = TrainConfig(batch_size=4, max_iters=6, warmup_iters=2, eval_interval=3, eval_iters=2, seed=7)
     tok = Tokenizer()
@@ -257,7 +256,7 @@ def test_a_llama_resumes_exactly_and_generates_and_loads(tmp_path, text_ids, opt
     model, _ = load_model(tmp_path)
     assert model.config == config
     saved = json.loads((tmp_path / "config.json").read_text())["model"]
-    assert saved["pos"] == "rope" and saved["n_kv_head"] == 2
+    assert all(saved[k] == v for k, v in opts.items())
     prompt = np.array([[84, 111]])
     a = generate(model, prompt, 20, temperature=0)  # longer than block_size: the cache is refilled
     b = generate(model, prompt, 20, temperature=0, use_cache=False)
