@@ -175,6 +175,21 @@ def test_tokenizer_bin_round_trip_recovers_every_merge(tmp_path):
     assert all(back.decode([i]) == ids.decode([i]) for i in range(ids.vocab_size))
 
 
+def test_a_tokenizer_bin_that_is_not_byte_level_bpe_loads_the_model_without_it(tmp_path, tokenizer):
+    """A SentencePiece vocabulary (Llama 2's, the TinyStories models') has characters such as "的" (three
+    bytes) as single pieces, which no merge of two tokens makes: the model loads, with a warning."""
+    save_llama2c(llama(tokenizer), tmp_path, tokenizer)
+    os.remove(tmp_path / "tokenizer.json")
+    data = bytearray((tmp_path / "tokenizer.bin").read_bytes())
+    last = data.rindex(b"\0\0\0\0") + 4  # the last token is an unused (empty) id: spell it as one piece
+    assert last == len(data)
+    data[last - 8:] = struct.pack("<fi", -0.5, 3) + "的".encode()
+    (tmp_path / "tokenizer.bin").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="not one merge of two higher-scored tokens"):
+        model, tok = load(tmp_path / "model.bin")
+    assert tok is None and model.config.vocab_size == tokenizer.vocab_size + 4 + 3
+
+
 # ----------------------------------------------------------------------------------------------
 # what a llama2.c file cannot carry
 

@@ -51,6 +51,7 @@ import dataclasses
 import math
 import os
 import struct
+import warnings
 
 import numpy as np
 
@@ -169,6 +170,11 @@ def to_llama2c_ids(tokenizer):
 # tokenizer.bin
 
 
+class NotByteLevelBPE(ValueError):
+    """A well-formed tokenizer.bin whose vocabulary is not byte-level BPE (e.g. a SentencePiece vocabulary
+    with characters of three bytes and no two-byte pieces): tinylm's Tokenizer cannot hold it."""
+
+
 def _token_text(tokenizer, i):
     """The bytes tokenizer.bin holds for id i: llama2.c's spelling of the specials, and every other token
     as its own bytes, single bytes included: run.c finds a merge by joining the two tokens' STRINGS and
@@ -253,8 +259,8 @@ def tokenizer_from_bin(path, vocab_size=None):
             continue  # an unused id
         parts = _split_by_rank(texts[i], rank_of)
         if len(parts) != 2 or texts[i] in id_of:
-            raise ValueError(f"{path}: token {i} ({texts[i]!r}) is not one merge of two higher-scored tokens; "
-                             f"tinylm reads byte-level BPE vocabularies only")
+            raise NotByteLevelBPE(f"{path}: token {i} ({texts[i]!r}) is not one merge of two higher-scored "
+                                  f"tokens; tinylm reads byte-level BPE vocabularies only")
         merges.append((id_of[parts[0]], id_of[parts[1]], i))
         id_of[texts[i]] = i
         rank_of[texts[i]] = len(rank_of)
@@ -458,7 +464,9 @@ def _data_bytes(config, version, shared, group_size):
 
 def load_llama2c(path, tokenizer_path=None):
     """(model, tokenizer) from a llama2.c model.bin (version 0, 1 or 2) and, if found beside it, tinylm's
-    tokenizer.json (exact) or else tokenizer.bin; tokenizer is None when there is neither.
+    tokenizer.json (exact) or else tokenizer.bin; tokenizer is None when there is neither, or (with a
+    warning) when tokenizer.bin is not a byte-level BPE vocabulary (Llama 2's SentencePiece one has
+    three-byte characters that no merge of two tokens makes).
 
     Versions 0 and 1 give an fp32 model; version 2 a model whose every matrix is int8 with the file's
     group size (tinylm.quant's Int8Linear, the values and scales as stored)."""
@@ -557,7 +565,11 @@ def _find_tokenizer(path, tokenizer_path, vocab_size):
     if tokenizer_path.endswith(".json"):
         tokenizer = Tokenizer.load(tokenizer_path)
     else:
-        tokenizer = tokenizer_from_bin(tokenizer_path, vocab_size)
+        try:
+            tokenizer = tokenizer_from_bin(tokenizer_path, vocab_size)
+        except NotByteLevelBPE as exc:  # the model is still fine: return it without a tokenizer
+            warnings.warn(f"{exc}; the model is loaded without a tokenizer", stacklevel=3)
+            return None
     if tokenizer.vocab_size > vocab_size:
         raise ValueError(f"{tokenizer_path} has {tokenizer.vocab_size} tokens but the model only {vocab_size}")
     return tokenizer
