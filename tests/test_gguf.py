@@ -31,6 +31,7 @@ ARCHS = {
     "gpt2-no-bias": dict(bias=False),
     "llama": dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=False, tie_head=False, n_kv_head=2, rope_theta=500.0),
     "llama-tied": dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=False, n_kv_head=1),
+    "llama-moe": dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=False, n_kv_head=2, n_expert=3, expert_top_k=2),
 }
 
 
@@ -74,7 +75,7 @@ def test_fp32_and_fp16_round_trips_are_bit_for_bit(tmp_path, tokenizer, arch):
         assert greedy(loaded, prompt) == greedy(m, prompt)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "llama-moe"])
 def test_q8_0_keeps_the_int8_values_and_rounds_each_scale_to_fp16(tmp_path, tokenizer, arch):
     """tinylm -> GGUF -> tinylm: int8 values identical, every scale rounded to the nearest fp16 (relative
     change at most 2^-11); GGUF -> tinylm -> GGUF: the same file."""
@@ -83,7 +84,8 @@ def test_q8_0_keeps_the_int8_values_and_rounds_each_scale_to_fp16(tmp_path, toke
     save_gguf(q8, tmp_path / "a.gguf", tokenizer)
     loaded, tok = load_gguf(tmp_path / "a.gguf")
     worst = 0.0
-    for name in ("transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_proj", "lm_head", "transformer.wte"):
+    down = "transformer.h.1.mlp.experts.2.c_proj" if model.config.n_expert else "transformer.h.1.mlp.c_proj"
+    for name in ("transformer.h.0.attn.c_attn", down, "lm_head", "transformer.wte"):
         a, b = get_module(q8, name).weight, get_module(loaded, name).weight
         assert isinstance(b, Int8Weight) and np.array_equal(a.q, b.q), name
         assert np.array_equal(b.scale, a.scale.astype(np.float16).astype(np.float32)), name
@@ -159,6 +161,22 @@ def test_the_gguf_package_reads_tinylms_file(tmp_path, tokenizer, arch):
         np.testing.assert_array_equal(theirs, expected, err_msg=name)
 
 
+def test_a_mixture_of_experts_is_written_as_llama_cpp_reads_mixtral(tmp_path, tokenizer):
+    model = model_of(tokenizer, ARCHS["llama-moe"])
+    save_gguf(model, tmp_path / "m.gguf", tokenizer)
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert reader.fields["llama.expert_count"].contents() == 3
+    assert reader.fields["llama.expert_used_count"].contents() == 2
+    tensors = {t.name: t for t in reader.tensors}
+    H = model.config.mlp_hidden_size
+    assert list(map(int, tensors["blk.1.ffn_gate_inp.weight"].shape)) == [64, 3]
+    assert list(map(int, tensors["blk.1.ffn_down_exps.weight"].shape)) == [H, 64, 3]  # ggml: innermost first
+    stacked = np.asarray(tensors["blk.1.ffn_up_exps.weight"].data).reshape(3, H, 64)
+    for e in range(3):
+        expert = get_module(model, f"transformer.h.1.mlp.experts.{e}.c_up")
+        np.testing.assert_array_equal(stacked[e], expert.weight.data)
+
+
 def test_tinylm_reads_a_llama_written_by_the_gguf_package(tmp_path, tokenizer):
     """A file from gguf's own GGUFWriter, with only llama.cpp's standard keys (no tinylm.* keys): tinylm
     builds the model from them and computes the same logits."""
@@ -219,7 +237,7 @@ def test_tinylm_reads_a_llama_written_by_the_gguf_package(tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("opts, plan, message", [
-    (dict(n_expert=2), None, "mixture-of-experts"),
+    (dict(n_expert=2), None, "gpt2 has no mixture of experts"),
     (dict(pos="rope"), None, "neither"),  # a GPT-2 with rotary positions: no such llama.cpp architecture
     (dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=True), None, "bias=True"),
     (ARCHS["llama"], "int8:g64", "Q8_0 has groups of 32"),

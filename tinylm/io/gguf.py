@@ -20,10 +20,14 @@ count and the elements. ggml lists dimensions innermost first, so tinylm's (out,
 
 llama.cpp's names: token_embd, position_embd (GPT-2), blk.N.attn_norm, attn_qkv (GPT-2) or attn_q /
 attn_k / attn_v (Llama), attn_output, ffn_norm, ffn_up, ffn_gate (Llama), ffn_down, output_norm,
-output. llama.cpp's "llama" rotates adjacent pairs like tinylm (Hugging Face's rotate-half models are
-permuted by its converter), so Llama weights are written as they are. The tokenizer is llama.cpp's
-"gpt2" BPE: tokens and merges spelled with GPT-2's byte-to-unicode table, the pre-tokenizer named by
-its regex ("gpt-2" for tinylm's gpt2 pattern, "llama-bpe" for the gpt4 one, which is Llama 3's).
+output. A Llama with a mixture of experts is written as llama.cpp reads Mixtral: the router
+blk.N.ffn_gate_inp and one 3-D tensor per matrix holding every expert (ffn_gate_exps, ffn_up_exps,
+ffn_down_exps), with llama.expert_count and llama.expert_used_count; llama.cpp's gates are the softmax
+renormalised over the chosen experts, as tinylm's. llama.cpp's "llama" rotates adjacent pairs like
+tinylm (Hugging Face's rotate-half models are permuted by its converter), so Llama weights are written
+as they are. The tokenizer is llama.cpp's "gpt2" BPE: tokens and merges spelled with GPT-2's
+byte-to-unicode table, the pre-tokenizer named by its regex ("gpt-2" for tinylm's gpt2 pattern,
+"llama-bpe" for the gpt4 one, which is Llama 3's).
 Two tinylm keys make the round trip exact: tinylm.config (the GPTConfig as JSON) and
 tinylm.tokenizer.pattern; llama.cpp ignores them, and a file without them is read from the
 standard keys.
@@ -71,9 +75,9 @@ SCALARS = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32V:
 
 def architecture(config):
     """'gpt2' or 'llama': the llama.cpp architecture that computes this config; a ValueError otherwise."""
-    if config.n_expert:
-        raise ValueError("GGUF: tinylm does not export mixture-of-experts models to GGUF yet")
     if config.is_gpt2:
+        if config.n_expert:
+            raise ValueError("GGUF: llama.cpp's gpt2 has no mixture of experts (its llama has: use --arch llama)")
         return "gpt2"
     llama = dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=False)
     other = [f"{k}={getattr(config, k)!r}" for k, v in llama.items() if getattr(config, k) != v]
@@ -84,7 +88,11 @@ def architecture(config):
 
 
 def tensor_names(config):
-    """[(GGUF name, tinylm layer, rows of that layer or None, 'weight' or 'bias')] in file order."""
+    """[(GGUF name, tinylm layer, rows of that layer or None, 'weight' or 'bias')] in file order.
+
+    A mixture of experts (Llama only, Mixtral's layout) stores each of its three matrices for all experts
+    in one 3-D tensor: there the tinylm layer is a tuple, one layer per expert, stacked on a new first axis.
+    """
     arch = architecture(config)
     C, kv = config.n_embd, config.kv_heads * (config.n_embd // config.n_head)
     out = [("token_embd.weight", "transformer.wte", None, "weight")]
@@ -99,12 +107,20 @@ def tensor_names(config):
         else:
             parts += [("attn_q", "attn.c_attn", slice(0, C)), ("attn_k", "attn.c_attn", slice(C, C + kv)),
                       ("attn_v", "attn.c_attn", slice(C + kv, C + 2 * kv)), ("attn_output", "attn.c_proj", None),
-                      ("ffn_norm", "ln_2", None), ("ffn_gate", "mlp.c_fc", None), ("ffn_up", "mlp.c_up", None),
-                      ("ffn_down", "mlp.c_proj", None)]
+                      ("ffn_norm", "ln_2", None)]
+            if config.n_expert:  # the router, then (gate, up, down) of every expert stacked
+                experts = [f"mlp.experts.{e}." for e in range(config.n_expert)]
+                parts += [("ffn_gate_inp", "mlp.router", None)]
+                parts += [(f"ffn_{g}_exps", tuple(x + sub for x in experts), None)
+                          for g, sub in (("gate", "c_fc"), ("up", "c_up"), ("down", "c_proj"))]
+            else:
+                parts += [("ffn_gate", "mlp.c_fc", None), ("ffn_up", "mlp.c_up", None),
+                          ("ffn_down", "mlp.c_proj", None)]
         for gguf_name, layer, rows in parts:
-            out.append((b + gguf_name + ".weight", h + layer, rows, "weight"))
+            layer = tuple(h + x for x in layer) if isinstance(layer, tuple) else h + layer
+            out.append((b + gguf_name + ".weight", layer, rows, "weight"))
             if arch == "gpt2":  # GPT-2 in llama.cpp always has biases (zeros stand in for bias=False)
-                out.append((b + gguf_name + ".bias", h + layer, rows, "bias"))
+                out.append((b + gguf_name + ".bias", layer, rows, "bias"))
     out.append(("output_norm.weight", "transformer.ln_f", None, "weight"))
     if arch == "gpt2":
         out.append(("output_norm.bias", "transformer.ln_f", None, "bias"))
@@ -133,7 +149,15 @@ def _value(kind, value):
 
 
 def _tensor_data(model, layer, rows, part):
-    """(ggml type, bytes, dims) of one tensor from tinylm layer `layer` (its rows `rows`)."""
+    """(ggml type, bytes, dims) of one tensor from tinylm layer `layer` (its rows `rows`); a tuple of
+    layers (the experts of a mixture) is stacked on a new outermost axis, all in one type."""
+    if isinstance(layer, tuple):
+        pieces = [_tensor_data(model, one, rows, part) for one in layer]
+        if len({(kind, tuple(dims)) for kind, _, dims in pieces}) != 1:
+            raise ValueError(f"GGUF: the experts {layer[0]} .. {layer[-1]} have different precisions; one GGUF "
+                             f"tensor holds them all in one type")
+        kind, _, dims = pieces[0]
+        return kind, b"".join(data for _, data, _ in pieces), dims + [len(pieces)]
     m = get_module(model, layer)
     if part == "bias":
         b = m.bias if isinstance(m, QuantizedLinear) else (None if m.bias is None else m.bias.data)
@@ -168,6 +192,8 @@ def _metadata(config, tokenizer, file_type):
           (f"{arch}.context_length", U32, config.block_size), (f"{arch}.embedding_length", U32, config.n_embd),
           (f"{arch}.block_count", U32, config.n_layer), (f"{arch}.feed_forward_length", U32, config.mlp_hidden_size),
           (f"{arch}.attention.head_count", U32, config.n_head), (f"{arch}.vocab_size", U32, config.vocab_size)]
+    if config.n_expert:
+        kv += [(f"{arch}.expert_count", U32, config.n_expert), (f"{arch}.expert_used_count", U32, config.expert_top_k)]
     if arch == "gpt2":
         kv.append(("gpt2.attention.layer_norm_epsilon", F32V, NORM_EPS))
     else:
@@ -355,9 +381,8 @@ def _array(buf, start, info):
     if kind == F16:
         return np.frombuffer(buf, "<f2", n, at).astype(np.float16).reshape(shape)
     blocks = np.frombuffer(buf, [("d", "<f2"), ("qs", "i1", 32)], n // 32, at)
-    rows = shape[0] if len(shape) > 1 else 1
-    q = np.ascontiguousarray(blocks["qs"]).reshape(rows, -1)
-    scale = blocks["d"].astype(np.float32).reshape(rows, -1)
+    q = np.ascontiguousarray(blocks["qs"]).reshape(shape)  # (..., K) int8
+    scale = blocks["d"].astype(np.float32).reshape(shape[:-1] + (-1,))  # (..., K / 32)
     return q, scale
 
 
@@ -382,6 +407,8 @@ def _config(metadata, tensors, path):
             return GPTConfig(**sizes, mlp_hidden=0 if get["feed_forward_length"] == 4 * sizes["n_embd"]
                              else get["feed_forward_length"])
         n_kv = metadata.get("llama.attention.head_count_kv", sizes["n_head"])
+        if metadata.get("llama.expert_count"):
+            sizes.update(n_expert=metadata["llama.expert_count"], expert_top_k=metadata.get("llama.expert_used_count"))
         config = GPTConfig.llama(**sizes, n_kv_head=0 if n_kv == sizes["n_head"] else n_kv,
                                  rope_theta=float(metadata.get("llama.rope.freq_base", 10000.0)),
                                  tie_head="output.weight" not in tensors)
@@ -410,7 +437,16 @@ def load_gguf(path):
     # group the file's tensors by tinylm layer: (part, rows) -> array
     by_layer = {}
     for name, layer, rows, part in names:
-        by_layer.setdefault(layer, []).append((name, rows, part, _array(buf, start, infos[name])))
+        a = _array(buf, start, infos[name])
+        if isinstance(layer, tuple):  # one 3-D tensor, the experts of a mixture: one slice each
+            if (a[0] if isinstance(a, tuple) else a).shape[0] != len(layer):
+                raise ValueError(f"{path}: tensor {name} holds {infos[name][1][-1]} experts; the metadata says "
+                                 f"{len(layer)}")
+            for e, one in enumerate(layer):
+                by_layer.setdefault(one, []).append((name, rows, part, (a[0][e], a[1][e]) if isinstance(a, tuple)
+                                                     else a[e]))
+        else:
+            by_layer.setdefault(layer, []).append((name, rows, part, a))
 
     def storage(layer, parts, shape):
         """The weight of a tinylm layer: float32 array, Fp16Weight or Int8Weight, rows joined."""
