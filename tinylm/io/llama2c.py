@@ -71,6 +71,7 @@ ROPE_THETA = 10000.0  # run.c's, fixed
 NORM_EPS = 1e-5  # run.c's rmsnorm epsilon, and tinylm's
 MAX_SEQ_LEN = 1 << 20  # a larger seq_len in a header is refused (it sizes the KV cache)
 MAX_TOKEN_BYTES = 1 << 16  # a longer token in tokenizer.bin is refused
+MAX_TOKENIZER_BYTES = 64 << 20  # and a larger tokenizer.bin
 SPECIALS = ("<unk>", "<s>", "</s>")  # llama2.c's ids 0, 1, 2 (tinylm's names for them)
 SPECIAL_TEXT = (b"<unk>", b"\n<s>\n", b"\n</s>\n")  # what llama2.c's tokenizer.py writes for them
 FILES = ("model.bin", "tokenizer.bin", "tokenizer.json")
@@ -210,8 +211,11 @@ def read_tokenizer_bin(path, vocab_size=None):
     """(texts, scores): the bytes and score of every token of a tokenizer.bin, never trusting the file.
     vocab_size (from the model) is the number of tokens; None reads tokens to the end of the file."""
     size = os.path.getsize(path)
+    if size > MAX_TOKENIZER_BYTES:
+        raise ValueError(f"{path} has {size:,} bytes; a tokenizer.bin is far smaller (32,000 tokens take under 1 MB), "
+                         f"tinylm reads at most {MAX_TOKENIZER_BYTES:,}")
     with open(path, "rb") as f:
-        data = f.read(min(size, 1 << 31))
+        data = f.read()
     if len(data) < 4:
         raise ValueError(f"{path}: {len(data)} bytes; a tokenizer.bin starts with a 4-byte max_token_length")
     (max_len,) = struct.unpack_from("<i", data, 0)
