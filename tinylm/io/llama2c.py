@@ -123,7 +123,7 @@ def _is_norm(name):
 
 
 def _tinylm_name(name):
-    """The tinylm layer (module path) a llama2.c array belongs to, and for wq/wk/wv which rows of c_attn."""
+    """The tinylm layer (module path) a llama2.c array belongs to (wq, wk, wv: rows of c_attn, `_qkv_rows`)."""
     kind, _, layer = name.partition(".")
     h = f"transformer.h.{layer}."
     return {"tok_embeddings": "transformer.wte", "norm": "transformer.ln_f", "output": "lm_head",
