@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from tinylm.autograd import Tensor, dropout, embedding, layer_norm, linear
+from tinylm.autograd import Tensor, dropout, embedding, layer_norm, linear, rms_norm
 
 _default_rng = np.random.default_rng(0)
 
@@ -299,6 +299,26 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.n}, eps={self.eps}, bias={self.bias is not None}"
+
+
+class RMSNorm(Module):
+    """Llama's norm: divide the last axis (size n) by its root mean square, then scale (weight, ones).
+    No mean, no bias (tinylm.autograd.rms_norm). Its initial values are its own, like LayerNorm's."""
+
+    def __init__(self, n, eps=1e-5):
+        super().__init__()
+        self.n, self.eps = n, eps
+        self.weight = Tensor(np.ones(n, np.float32), requires_grad=True)
+
+    def forward(self, x):
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
+        if x.shape[-1:] != (self.n,):
+            raise ValueError(f"RMSNorm: input has shape {x.shape}; expected (..., {self.n})")
+        return rms_norm(x, self.weight, self.eps)
+
+    def extra_repr(self):
+        return f"{self.n}, eps={self.eps}"
 
 
 class Dropout(Module):

@@ -3,8 +3,8 @@
     engine.py       Tensor, the graph and its backward pass, the primitive operations (each forward
                     beside its backward), no_grad, cat, split
     functional.py   the fused operations a transformer needs, each with its hand-derived backward:
-                    linear, softmax, log_softmax, layer_norm, cross_entropy,
-                    scaled_dot_product_attention, gelu, dropout, embedding, index_add
+                    linear, softmax, log_softmax, layer_norm, rms_norm, rope, cross_entropy,
+                    scaled_dot_product_attention, gelu, swiglu, dropout, embedding, index_add
 
     >>> from tinylm.autograd import Tensor, gelu
     >>> x = Tensor([0.0, 1.0], requires_grad=True)
@@ -22,8 +22,12 @@ from tinylm.autograd.functional import (
                                         layer_norm,
                                         linear,
                                         log_softmax,
+                                        rms_norm,
+                                        rope,
+                                        rope_angles,
                                         scaled_dot_product_attention,
                                         softmax,
+                                        swiglu,
 )
 
 # The fused operations that PyTorch also offers as methods (x.gelu(), x.softmax(-1)). Attached here,
@@ -33,4 +37,5 @@ Tensor.softmax = softmax
 Tensor.log_softmax = log_softmax
 
 __all__ = ["Tensor", "cat", "cross_entropy", "dropout", "embedding", "gelu", "index_add", "is_grad_enabled",
-           "layer_norm", "linear", "log_softmax", "no_grad", "scaled_dot_product_attention", "softmax", "split"]
+           "layer_norm", "linear", "log_softmax", "no_grad", "rms_norm", "rope", "rope_angles",
+           "scaled_dot_product_attention", "softmax", "split", "swiglu"]

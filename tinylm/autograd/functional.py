@@ -115,6 +115,88 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
     return Tensor._make(y, parents, backward)
 
 
+def rms_norm(x, weight, eps=1e-5):
+    """Llama's norm: scale the last axis by the inverse of its root mean square, then by weight.
+
+        rstd = 1 / sqrt(mean(x^2) + eps)        xhat = x * rstd        y = xhat * weight
+    No mean is subtracted and there is no bias: half of LayerNorm's work, and Llama trains as well.
+    Backward (per row of C values, dxhat = g * weight): y_i depends on x_j directly when i = j and through
+    rstd for every j, with d rstd/dx_j = -rstd^3 x_j / C = -rstd * xhat_j / C, so
+        dxhat_i/dx_j = rstd (delta_ij - xhat_i xhat_j / C)
+        dx = rstd * (dxhat - xhat * mean(dxhat * xhat))          dweight = sum_rows(g * xhat)
+    (LayerNorm's formula without its "- mean(dxhat)" term, which came from subtracting the mean.)
+
+    >>> [round(v, 4) for v in rms_norm(Tensor([[3.0, 4.0]]), Tensor([1.0, 1.0])).data[0].tolist()]
+    [0.8485, 1.1314]
+    """
+    data = x.data
+    rstd = 1.0 / np.sqrt((data * data).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
+    xhat = data * rstd  # (..., C)
+    y = xhat * weight.data  # (..., C)
+
+    def backward(g):
+        gx = gw = None
+        C = data.shape[-1]
+        if weight.requires_grad:
+            gw = (g * xhat).reshape(-1, C).sum(axis=0)  # (C,)
+        if x.requires_grad:
+            dxhat = g * weight.data  # (..., C)
+            gx = dxhat - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
+            gx *= rstd
+        return gx, gw
+
+    return Tensor._make(y, (x, weight), backward)
+
+
+def rope_angles(pos, head_size, theta=10000.0, dtype=np.float32):
+    """cos and sin, each (T, head_size // 2), of the rotary angles pos * theta^(-2i / head_size).
+
+    Pair i of a head turns at frequency theta^(-2i/hs): pair 0 by one radian per position, the last pair
+    about theta times slower. Computed in float64 and rounded once to `dtype`.
+
+    >>> cos, sin = rope_angles(np.array([0, 1]), 4, theta=100.0)
+    >>> [round(v, 4) for v in sin[1].tolist()]      # position 1: sin(1), sin(1/10)
+    [0.8415, 0.0998]
+    """
+    freq = theta ** (-np.arange(0, head_size, 2, dtype=np.float64) / head_size)  # (hs/2,)
+    angle = np.asarray(pos, dtype=np.float64).reshape(-1, 1) * freq  # (T, hs/2)
+    return np.cos(angle).astype(dtype), np.sin(angle).astype(dtype)
+
+
+def rope(x, pos, theta=10000.0):
+    """Rotary position embedding: rotate each ADJACENT pair (x[2i], x[2i+1]) of every head vector by the
+    angle pos * theta^(-2i/hs), the convention of Meta's Llama, llama2.c's run.c and llama.cpp's "llama".
+
+    x (..., T, hs) queries or keys, pos (T,) integer positions -> (..., T, hs). A query at position m
+    and a key at position n, both rotated, have the dot product of the unrotated pair rotated by
+    (m - n) only: attention sees relative positions. (Hugging Face's Llama rotates the two HALVES of a
+    head instead, x[i] with x[i + hs/2]; that is the same model with the rows of Wq and Wk permuted.)
+
+        y[2i]   = x[2i] cos - x[2i+1] sin
+        y[2i+1] = x[2i] sin + x[2i+1] cos
+    Backward: a rotation's inverse is its transpose (rotation by -angle), so
+        dx[2i]   =  g[2i] cos + g[2i+1] sin
+        dx[2i+1] = -g[2i] sin + g[2i+1] cos
+    """
+    T, hs = x.shape[-2], x.shape[-1]
+    if hs % 2:
+        raise ValueError(f"rope: head size {hs} is odd; rotary embedding needs pairs")
+    pos = np.asarray(pos).reshape(-1)
+    if pos.shape != (T,):
+        raise ValueError(f"rope: pos has {pos.size} positions for {T} tokens")
+    cos, sin = rope_angles(pos, hs, theta, x.dtype)  # (T, hs/2) each
+    pairs = x.data.reshape(x.shape[:-1] + (hs // 2, 2))  # (..., T, hs/2, 2)
+    a, b = pairs[..., 0], pairs[..., 1]  # (..., T, hs/2) each
+    y = np.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(x.shape)  # (..., T, hs)
+
+    def backward(g):
+        g2 = g.reshape(pairs.shape)
+        ga, gb = g2[..., 0], g2[..., 1]
+        return (np.stack([ga * cos + gb * sin, gb * cos - ga * sin], axis=-1).reshape(x.shape),)
+
+    return Tensor._make(y, (x,), backward)
+
+
 def cross_entropy(logits, targets, ignore_index=-1):
     """Mean negative log-likelihood of `targets` under softmax(logits): the language-model loss.
 
@@ -193,6 +275,11 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
         dS = P * (dP - sum_j(dP * P))           (the softmax backward, row by row)
         dq = dS k * scale   dk = dS^T q * scale
     Masked positions have P = 0, so they get dS = 0 with no extra work.
+
+    Grouped-query attention: k and v may have size 1 on a leading axis where q has more, e.g. q
+    (B, n_kv_head, group, Tq, hs) against k, v (B, n_kv_head, 1, Tk, hs): NumPy's matmul broadcasts one
+    key/value head to every query head of its group without copying it, and the backward sums dk and dv
+    over that axis (a value used `group` times receives `group` gradients).
     """
     Tq, hs, Tk = q.shape[-2], q.shape[-1], k.shape[-2]
     if k.shape[-1] != hs or v.shape[-2] != Tk:
@@ -233,9 +320,17 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
                 gq = np.matmul(dS, k.data)  # (B, nh, Tq, hs)
             if k.requires_grad:
                 gk = np.matmul(np.swapaxes(dS, -1, -2), q.data)  # (B, nh, Tk, hs)
-        return gq, gk, gv
+        return gq, _sum_to(gk, k.shape), _sum_to(gv, v.shape)
 
     return Tensor._make(y, (q, k, v), backward)
+
+
+def _sum_to(g, shape):
+    """g summed over the leading axes where `shape` has size 1 (the axes a matmul broadcast); None stays None."""
+    if g is None or g.shape == shape:
+        return g
+    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
+    return g.sum(axis=axes, keepdims=True)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -273,6 +368,29 @@ def gelu(x):
         return (dy,)
 
     return Tensor._make(y, (x,), backward)
+
+
+def swiglu(gate, up):
+    """silu(gate) * up, silu(a) = a * sigmoid(a): the gated unit of Llama's MLP (w2(silu(w1 x) * w3 x)).
+
+    Backward, with s = sigmoid(gate), since d silu/da = s + a s (1 - s):
+        dgate = g * up * (s + gate * s * (1 - s))        dup = g * gate * s
+    """
+    a = gate.data
+    with np.errstate(over="ignore"):  # exp(-a) = inf for very negative a gives s = 0, as it should
+        s = 1.0 / (1.0 + np.exp(-a))  # sigmoid(gate)
+    silu = a * s
+    y = silu * up.data
+
+    def backward(g):
+        ga = gu = None
+        if gate.requires_grad:
+            ga = g * up.data * (s + silu * (1.0 - s))
+        if up.requires_grad:
+            gu = g * silu
+        return ga, gu
+
+    return Tensor._make(y, (gate, up), backward)
 
 
 def dropout(x, p, training, rng):

@@ -3,6 +3,7 @@
     tinylm train --data builtin --out runs/manual --vocab-size 512 --max-iters 1000
     tinylm train --data ../shared/data/tinyshakespeare.txt --out runs/shakespeare --vocab-size 256
     tinylm train --out runs/manual --resume --max-iters 2000      # continue (and extend) a run
+    tinylm train --data ../shared/data/tinyshakespeare.txt --out runs/llama --arch llama --n-kv-head 2
 
 A folder that already holds a run is never overwritten by accident: pass --resume to continue it or
 --force to start again from scratch.
@@ -15,8 +16,9 @@ import sys
 
 # options that shape the model or the data: fixed once a run has started
 # GPTConfig fields set from options of the same name
-GPT_OPTIONS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "n_expert", "expert_top_k", "moe_aux_coef")
-MODEL_OPTIONS = ("vocab_size", "tokenizer", *GPT_OPTIONS, "data", "val_fraction", "no_clean")
+GPT_OPTIONS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "n_expert", "expert_top_k", "moe_aux_coef",
+               "norm", "pos", "rope_theta", "mlp", "mlp_hidden", "multiple_of", "n_kv_head", "bias", "tie_head")
+MODEL_OPTIONS = ("vocab_size", "tokenizer", "arch", *GPT_OPTIONS, "data", "val_fraction", "no_clean")
 # TrainConfig fields set from options of the same name
 TRAIN_OPTIONS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
                  "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed", "val_fraction")
@@ -56,6 +58,25 @@ def register(sub):
     g.add_argument("--expert-top-k", type=int, help="experts each token is routed to, with --n-expert (default 2)")
     g.add_argument("--moe-aux-coef", type=float, help="weight of the load-balancing loss, with --n-expert "
                                                       "(default 0.01)")
+    g = p.add_argument_group("architecture (tutorial 14: from GPT-2 to Llama)")
+    g.add_argument("--arch", choices=["gpt2", "llama"], help="preset: gpt2 (the default) or llama = --norm rmsnorm "
+                                                              "--pos rope --mlp swiglu --bias false --tie-head false; "
+                                                              "the options below override it")
+    g.add_argument("--norm", choices=["layernorm", "rmsnorm"], help="the norm of every block (default layernorm)")
+    g.add_argument("--pos", choices=["learned", "rope"], help="learned position table or rotary positions "
+                                                              "(default learned)")
+    g.add_argument("--rope-theta", type=float, help="base of the rotary frequencies, with --pos rope (default 10000)")
+    g.add_argument("--mlp", choices=["gelu", "swiglu"], help="the MLP: GELU (4 n_embd wide) or SwiGLU "
+                                                             "(Llama's 8/3 n_embd rule) (default gelu)")
+    g.add_argument("--mlp-hidden", type=int, help="hidden width of the MLP; 0 = the rule of --mlp (default 0)")
+    g.add_argument("--multiple-of", type=int, help="round the SwiGLU hidden width up to a multiple of this "
+                                                   "(default 32)")
+    g.add_argument("--n-kv-head", type=int, help="key/value heads: fewer than --n-head = grouped-query attention, "
+                                                 "1 = multi-query; 0 = --n-head (default 0)")
+    g.add_argument("--bias", type=_yes_no, metavar="{true,false}", help="biases in Linear and LayerNorm layers "
+                                                                        "(default true)")
+    g.add_argument("--tie-head", type=_yes_no, metavar="{true,false}",
+                   help="the output layer shares the token embedding's matrix (default true)")
     g = p.add_argument_group("training (TrainConfig)")
     g.add_argument("--batch-size", type=int, help="sequences per micro-batch (default 12)")
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default 1)")
@@ -72,6 +93,22 @@ def register(sub):
     g.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (default 1337)")
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
+
+
+def _yes_no(text):
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def model_options(args):
+    """The GPTConfig fields the options ask for: the --arch preset, then every option given explicitly."""
+    from tinylm.model.config import LLAMA_OPTIONS
+
+    preset = dict(LLAMA_OPTIONS) if getattr(args, "arch", None) == "llama" else {}
+    return {**preset, **{k: getattr(args, k) for k in GPT_OPTIONS if getattr(args, k, None) is not None}}
 
 
 def run(args):
@@ -91,7 +128,7 @@ def new_run(args):
     from tinylm.model import GPTConfig
     from tinylm.train import TrainConfig
 
-    model_kw = {k: getattr(args, k) for k in GPT_OPTIONS if getattr(args, k) is not None}
+    model_kw = model_options(args)
     train_kw = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
     if args.warmup_iters is None and args.max_iters is not None:
         train_kw["warmup_iters"] = min(100, max(args.max_iters, 0) // 10)  # a short run warms up briefly
@@ -149,7 +186,8 @@ def resume_run(args):
     from tinylm.train import TrainConfig, train
 
     fixed = [name for name in MODEL_OPTIONS + TRAIN_OPTIONS
-             if name != "max_iters" and getattr(args, name, None) not in (None, False)]
+             if name != "max_iters" and (getattr(args, name, None) not in (None, False)
+                                         or (name in ("bias", "tie_head") and getattr(args, name) is not None))]
     if fixed or args.force:
         flags = ", ".join("--" + name.replace("_", "-") for name in (fixed or ["force"]))
         raise ValueError(f"{flags} cannot be used with --resume: a resumed run keeps its data and settings "

@@ -220,6 +220,7 @@ def save_hf_gpt2(model, folder, tokenizer=None):
     if not isinstance(model, GPT):
         raise TypeError(f"save_hf_gpt2: model must be a tinylm GPT, got {type(model).__name__}")
     config = model.config
+    _refuse_non_gpt2(config)
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"save_hf_gpt2: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                          f"{config.vocab_size} (vocab_size)")
@@ -245,6 +246,17 @@ def save_hf_gpt2(model, folder, tokenizer=None):
         tokenizer.save_gpt2_files(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
         fileio.save_json(os.path.join(folder, "tokenizer_config.json"), hf_tokenizer_config(config, tokenizer))
     return folder
+
+
+def _refuse_non_gpt2(config):
+    """A ValueError naming every architecture option GPT2LMHeadModel cannot compute (tutorial 14)."""
+    if not config.is_gpt2:
+        gpt2 = GPTConfig()
+        options = ("norm", "pos", "mlp", "mlp_hidden", "n_kv_head", "tie_head")
+        other = [f"{n}={getattr(config, n)!r}" for n in options if getattr(config, n) != getattr(gpt2, n)]
+        raise ValueError(f"save_hf_gpt2: the model has {', '.join(other)}; a Hugging Face GPT-2 folder cannot "
+                         f"carry them (GPT-2 is LayerNorm, learned positions, GELU, one key/value head per "
+                         f"query head and a tied head). Export a Llama-shaped model with --format llama2c or gguf")
 
 
 def hf_tokenizer_config(config, tokenizer):

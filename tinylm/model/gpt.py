@@ -1,4 +1,5 @@
-"""The GPT model: GPT-2's architecture, built from tinylm.nn modules on the tinylm.autograd engine.
+"""The GPT model: GPT-2's architecture (and, by its options, Llama's), built from tinylm.nn modules on
+the tinylm.autograd engine.
 
     token ids idx (B, T)
       -> token embedding wte + position embedding wpe          (B, T, C)
@@ -10,10 +11,18 @@
       -> final LayerNorm ln_f                                    (B, T, C)
       -> lm_head, whose weight IS wte's weight (tied)           (B, T, vocab_size) logits
 
-B is the batch size, T the number of tokens, C = n_embd the width, nh = n_head the number of heads
-and hs = C // nh the size of one head. Parameter names are exactly GPT-2's (`transformer.h.0.attn.
-c_attn.weight`, ...), so a Hugging Face GPT-2 checkpoint maps onto them one to one
-(tinylm.io.hf_gpt2).
+The options of GPTConfig change four pieces, each in one place below (tutorial 14):
+    norm='rmsnorm'     every LayerNorm becomes an RMSNorm                       (Block, Transformer: _norm)
+    pos='rope'         no wpe; queries and keys are rotated by their position   (CausalSelfAttention)
+    mlp='swiglu'       c_proj(silu(c_fc x) * c_up x), hidden width mlp_hidden_size   (MLP)
+    n_kv_head < n_head grouped-query attention: fewer key/value heads, a smaller KV cache
+    tie_head=False     lm_head has its own (vocab_size, C) matrix
+With every option at its default the model is GPT-2, weight for weight and bit for bit.
+
+B is the batch size, T the number of tokens, C = n_embd the width, nh = n_head the number of heads,
+nkv = n_kv_head the number of key/value heads (nh by default) and hs = C // nh the size of one head.
+Parameter names are exactly GPT-2's (`transformer.h.0.attn.c_attn.weight`, ...), so a Hugging Face
+GPT-2 checkpoint maps onto them one to one (tinylm.io.hf_gpt2).
 
 Generation feeds one new token at a time. Without help that costs a full forward pass over the whole
 context for every token; the KV cache (`KVCache`, at the end of this file) keeps the keys and values of
@@ -31,12 +40,19 @@ import math
 import numpy as np
 
 from tinylm import nn
-from tinylm.autograd import Tensor, cross_entropy, gelu, scaled_dot_product_attention, split
+from tinylm.autograd import Tensor, cross_entropy, gelu, rope, scaled_dot_product_attention, split, swiglu
 from tinylm.model.config import GPTConfig
 from tinylm.model.moe import MoE
 
 # ----------------------------------------------------------------------------------------------
 # the pieces of a block
+
+
+def _norm(config):
+    """The norm every branch reads through: GPT-2's LayerNorm or Llama's RMSNorm (config.norm)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 class CausalSelfAttention(nn.Module):
@@ -45,59 +61,86 @@ class CausalSelfAttention(nn.Module):
     One Linear makes a query, a key and a value for every token (c_attn, C -> 3C); each of the nh heads
     compares its queries with its keys (scaled dot products, softmax over the allowed positions) and
     takes that mixture of values; the heads are concatenated and projected back (c_proj, C -> C).
+
+    With n_kv_head = nkv < nh (grouped-query attention) c_attn makes nh query heads but only nkv key and
+    value heads (C -> C + 2 nkv hs); query head h reads key/value head h // (nh / nkv), as in Llama and
+    llama2.c. With pos='rope' the queries and keys are rotated by their positions before the dot products.
     """
 
     def __init__(self, config, rng, dropout_rng):
         super().__init__()
         self.n_head = config.n_head
+        self.n_kv_head = config.kv_heads
         self.n_embd = config.n_embd
+        self.rope_theta = config.rope_theta if config.pos == "rope" else None
         self.attn_dropout_p = config.dropout  # dropout on the attention weights, while training
         self.dropout_rng = dropout_rng
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias, rng=rng)
+        kv_dim = self.n_kv_head * (config.n_embd // config.n_head)
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias, rng=rng)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias, rng=rng)
         self.resid_dropout = nn.Dropout(config.dropout, rng=dropout_rng)
 
     def forward(self, x, pos, kv_cache=None, layer=0):
         """x (B, T, C) -> (B, T, C). pos (1, T) holds the positions of the T tokens (after the cached
-        ones): GPT-2's learned position embeddings were already added to x, so attention does not use
-        them; a rotary position embedding would rotate q and k by them here."""
+        ones). GPT-2's learned position embeddings were already added to x, so attention does not use
+        them; with pos='rope' the queries and keys are rotated by them here."""
         B, T, C = x.shape
-        nh, hs = self.n_head, C // self.n_head
-        q, k, v = split(self.c_attn(x), [C, C, C], axis=-1)  # 3 x (B, T, C)
+        nh, nkv, hs = self.n_head, self.n_kv_head, C // self.n_head
+        q, k, v = split(self.c_attn(x), [C, nkv * hs, nkv * hs], axis=-1)  # (B, T, C), 2 x (B, T, nkv*hs)
         q = q.reshape(B, T, nh, hs).permute(0, 2, 1, 3)  # (B, nh, T, hs)
-        k = k.reshape(B, T, nh, hs).permute(0, 2, 1, 3)  # (B, nh, T, hs)
-        v = v.reshape(B, T, nh, hs).permute(0, 2, 1, 3)  # (B, nh, T, hs)
+        k = k.reshape(B, T, nkv, hs).permute(0, 2, 1, 3)  # (B, nkv, T, hs)
+        v = v.reshape(B, T, nkv, hs).permute(0, 2, 1, 3)  # (B, nkv, T, hs)
+        if self.rope_theta is not None:
+            q = rope(q, pos, self.rope_theta)  # (B, nh, T, hs), each pair turned by its angle
+            k = rope(k, pos, self.rope_theta)  # (B, nkv, T, hs): cached already rotated
         if kv_cache is not None:
-            k, v = kv_cache.append(layer, k, v)  # (B, nh, Tk, hs): the past and the T new positions
+            k, v = kv_cache.append(layer, k, v)  # (B, nkv, Tk, hs): the past and the T new positions
+        Tk = k.shape[2]
+        if nkv != nh:  # the nh // nkv query heads of a group share one key/value head (broadcast, no copy)
+            q = q.reshape(B, nkv, nh // nkv, T, hs)  # (B, nkv, group, T, hs)
+            k = k.reshape(B, nkv, 1, Tk, hs)  # (B, nkv, 1, Tk, hs)
+            v = v.reshape(B, nkv, 1, Tk, hs)  # (B, nkv, 1, Tk, hs)
         p = self.attn_dropout_p if self.training else 0.0
         y = scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p, rng=self.dropout_rng)  # (B, nh, T, hs)
-        y = y.permute(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C): heads side by side again
+        y = y.reshape(B, nh, T, hs).permute(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
 
 class MLP(nn.Module):
-    """The per-token feed-forward network: widen to 4C, GELU (tanh approximation, as GPT-2), narrow."""
+    """The per-token feed-forward network, H = config.mlp_hidden_size wide.
+
+    GPT-2 (mlp='gelu'):    c_proj(gelu(c_fc x))                 widen to H = 4C, GELU (tanh form), narrow
+    Llama (mlp='swiglu'):  c_proj(silu(c_fc x) * c_up x)        c_fc is Llama's w1 (gate), c_up its w3
+                                                                (up), c_proj its w2 (down); H ~ 8C/3
+    """
 
     def __init__(self, config, rng, dropout_rng):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias, rng=rng)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias, rng=rng)
+        C, H = config.n_embd, config.mlp_hidden_size
+        self.gated = config.mlp == "swiglu"
+        self.c_fc = nn.Linear(C, H, bias=config.bias, rng=rng)
+        if self.gated:
+            self.c_up = nn.Linear(C, H, bias=config.bias, rng=rng)
+        self.c_proj = nn.Linear(H, C, bias=config.bias, rng=rng)
         self.dropout = nn.Dropout(config.dropout, rng=dropout_rng)
 
     def forward(self, x):
-        h = gelu(self.c_fc(x))  # (B, T, 4C)
+        if self.gated:
+            h = swiglu(self.c_fc(x), self.c_up(x))  # (B, T, H)
+        else:
+            h = gelu(self.c_fc(x))  # (B, T, H)
         return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
 class Block(nn.Module):
-    """A pre-norm transformer block: the residual stream x is read through a LayerNorm by each branch
-    and each branch's output is added back, so the stream itself is never normalised away."""
+    """A pre-norm transformer block: the residual stream x is read through a norm (LayerNorm or RMSNorm)
+    by each branch and each branch's output is added back, so the stream itself is never normalised away."""
 
     def __init__(self, config, rng, dropout_rng):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = _norm(config)
         self.attn = CausalSelfAttention(config, rng, dropout_rng)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = _norm(config)
         if config.n_expert:  # n_expert MLPs and a router instead of one MLP (tinylm.model.moe)
             self.mlp = MoE(config.n_embd, config.n_expert, config.expert_top_k,
                            lambda: MLP(config, rng, dropout_rng), rng=rng)
@@ -111,15 +154,16 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """The body of the GPT: embeddings, blocks and final norm (named `transformer` like GPT-2's)."""
+    """The body of the GPT: embeddings, blocks and final norm (named `transformer` like GPT-2's).
+    With pos='rope' there is no position table: positions enter inside attention."""
 
     def __init__(self, config, rng, dropout_rng):
         super().__init__()
         self.wte = nn.Embedding(config.vocab_size, config.n_embd, rng=rng)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd, rng=rng)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd, rng=rng) if config.pos == "learned" else None
         self.drop = nn.Dropout(config.dropout, rng=dropout_rng)
         self.h = nn.ModuleList([Block(config, rng, dropout_rng) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = _norm(config)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,7 +188,8 @@ class GPT(nn.Module):
         self.dropout_rng = np.random.default_rng([seed, 1])  # dropout masks, independent of the weights
         self.transformer = Transformer(config, rng, self.dropout_rng)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, rng=rng)
-        self.lm_head.weight = self.transformer.wte.weight  # tied: one (vocab_size, C) matrix, two uses
+        if config.tie_head:
+            self.lm_head.weight = self.transformer.wte.weight  # tied: one (vocab_size, C) matrix, two uses
         self._init_weights(rng)
 
     def _init_weights(self, rng):
@@ -187,7 +232,9 @@ class GPT(nn.Module):
         pos = np.arange(start, start + T)[None, :]  # (1, T)
 
         t = self.transformer
-        x = t.wte(idx) + t.wpe(pos)  # (B, T, C) + (1, T, C) -> (B, T, C)
+        x = t.wte(idx)  # (B, T, C)
+        if t.wpe is not None:
+            x = x + t.wpe(pos)  # (B, T, C) + (1, T, C) -> (B, T, C)
         x = t.drop(x)  # (B, T, C)
         for layer, block in enumerate(t.h):
             x = block(x, pos, kv_cache, layer)  # (B, T, C)
@@ -229,7 +276,7 @@ class GPT(nn.Module):
         """Number of parameters, the tied embedding counted once. non_embedding=True leaves out the
         position embedding, the convention GPT papers use for "model size"."""
         n = sum(p.data.size for p in self.parameters())
-        if non_embedding:
+        if non_embedding and self.transformer.wpe is not None:
             n -= self.transformer.wpe.weight.data.size
         return n
 
@@ -250,7 +297,7 @@ class GPT(nn.Module):
     def new_kv_cache(self, batch_size=1):
         """An empty KVCache for `batch_size` sequences, sized for this model's block_size."""
         c = self.config
-        return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        return KVCache(c.n_layer, batch_size, c.kv_heads, c.block_size, c.n_embd // c.n_head)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,10 +313,13 @@ class KVCache:
     but only its own query, key and value are new.
 
     Layout: per layer one preallocated float32 array for keys and one for values, each
-    (B, nh, block_size, hs); `length` positions are filled. A forward pass with T new tokens writes their
-    keys and values at positions length .. length+T-1 and attends over 0 .. length+T-1; the model then
-    advances `length` by T. Learned position embeddings stop at block_size - 1, so a full cache cannot
-    take another token: the caller starts a new cache from the most recent tokens (tinylm.generate
+    (B, nkv, block_size, hs), where nkv = n_kv_head (= n_head unless grouped-query attention shares
+    key/value heads: then the cache is n_head / n_kv_head times smaller); `length` positions are filled.
+    With pos='rope' the keys are stored already rotated by their positions. A forward pass with T new
+    tokens writes their keys and values at positions length .. length+T-1 and attends over
+    0 .. length+T-1; the model then advances `length` by T. Learned position embeddings stop at
+    block_size - 1 (and a rotary model keeps the same limit), so a full cache cannot take another
+    token: the caller starts a new cache from the most recent tokens (tinylm.generate
     re-fills it with the last block_size // 2 tokens; see its docstring).
 
     The cache holds plain arrays, not autograd history: it is for inference, under no_grad (a cached
@@ -285,27 +335,27 @@ class KVCache:
     4
     """
 
-    def __init__(self, n_layer, batch_size, n_head, block_size, head_size):
+    def __init__(self, n_layer, batch_size, n_kv_head, block_size, head_size):
         if batch_size < 1:
             raise ValueError(f"KVCache: batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
         self.block_size = block_size
-        shape = (n_layer, batch_size, n_head, block_size, head_size)  # (L, B, nh, block_size, hs)
+        shape = (n_layer, batch_size, n_kv_head, block_size, head_size)  # (L, B, nkv, block_size, hs)
         self.k = np.zeros(shape, np.float32)
         self.v = np.zeros(shape, np.float32)
         self.length = 0  # positions filled so far
 
     def append(self, layer, k, v):
-        """Store the new keys/values k, v (B, nh, T, hs) of `layer` after the `length` cached ones and
-        return every key and value so far, each (B, nh, length + T, hs)."""
+        """Store the new keys/values k, v (B, nkv, T, hs) of `layer` after the `length` cached ones and
+        return every key and value so far, each (B, nkv, length + T, hs)."""
         if k.requires_grad or v.requires_grad:
             raise RuntimeError("KVCache: the cache stores plain arrays, so no gradient would flow through the "
                                "cached keys and values; run cached forward passes under tinylm.autograd.no_grad()")
         T = k.shape[2]
         end = self.length + T
-        self.k[layer, :, :, self.length:end] = k.data  # (B, nh, T, hs)
-        self.v[layer, :, :, self.length:end] = v.data  # (B, nh, T, hs)
-        return Tensor(self.k[layer, :, :, :end]), Tensor(self.v[layer, :, :, :end])  # (B, nh, end, hs)
+        self.k[layer, :, :, self.length:end] = k.data  # (B, nkv, T, hs)
+        self.v[layer, :, :, self.length:end] = v.data  # (B, nkv, T, hs)
+        return Tensor(self.k[layer, :, :, :end]), Tensor(self.v[layer, :, :, :end])  # (B, nkv, end, hs)
 
     def reset(self):
         """Forget every cached position (the arrays are reused)."""
@@ -313,5 +363,5 @@ class KVCache:
 
     @property
     def nbytes(self):
-        """Memory held by the cache: 2 (k, v) x n_layer x B x nh x block_size x hs x 4 bytes."""
+        """Memory held by the cache: 2 (k, v) x n_layer x B x nkv x block_size x hs x 4 bytes."""
         return self.k.nbytes + self.v.nbytes
