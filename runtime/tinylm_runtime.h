@@ -59,7 +59,8 @@
  *   4 group_size (int8: columns per scale, dividing cols; == cols is per channel; else 0)
  *   5 rows  6 cols (a vector has rows = 1)    7 data_offset  8 data_bytes (rows*cols*(4|2|1))
  *   9 scale_offset 10 scale_bytes (int8: rows*(cols/group_size) f32 scales; else 0, 0)  11 zero
- *   Every tensor the config needs appears exactly once (any order), with the shape below; LayerNorm
+ *   Entries are sorted by (kind, layer, expert), strictly increasing (so none repeats, checked in one
+ *   pass); every tensor the config needs appears exactly once, with the shape below; LayerNorm
  *   weights and all biases are fp32; int8 values are in [-127, 127] (checked); fp16 is IEEE binary16.
  *   The output head is the token embedding (tied, one matrix): TINYLM_T_WTE serves both.
  * ============================================================================================
