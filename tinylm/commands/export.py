@@ -8,13 +8,20 @@ that `transformers` loads as it is:
     from transformers import AutoTokenizer, GPT2LMHeadModel
     model = GPT2LMHeadModel.from_pretrained("tinylm-demo-hf")
     tokenizer = AutoTokenizer.from_pretrained("tinylm-demo-hf")
+
+--format c writes the folder tinylm's C runtime runs (model.bin, model_data.c/.h, README.md), from a
+run (optionally quantized by --plan: a plan file or one precision for every layer) or from a folder
+written by `tinylm quantize --out`:
+
+    tinylm export --format c --run tinylm-demo --plan int8 --out demo-c
+    make -C runtime && ./runtime/tinylm-run demo-c/model.bin -n 100 -i "def "
 """
 from __future__ import annotations
 
 import os
 import sys
 
-FORMATS = ["hf"]
+FORMATS = ["hf", "c"]
 
 
 def register(sub):
@@ -25,8 +32,14 @@ def register(sub):
                     "transformers' GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained load "
                     "without conversion, and that `tinylm generate --hf` reads back.")
     p.add_argument("--format", choices=FORMATS, default="hf",
-                   help="output format; hf = Hugging Face GPT-2 folder (the default and, for now, the only one)")
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder written by `tinylm train`")
+                   help="output format; hf = Hugging Face GPT-2 folder (the default); c = model.bin + "
+                        "model_data.c/.h for tinylm's C runtime")
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run folder written by `tinylm train` (or, with --format c, a quantized model folder "
+                        "written by `tinylm quantize --out`)")
+    p.add_argument("--plan", metavar="PLAN",
+                   help="--format c only: quantize first, with a plan file (plan.json) or one precision for "
+                        "every layer (fp16, int8, int8:g64, int8:channel)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder to write (created if needed; if it already holds files of the names written, "
                         "the export stops unless --force)")
@@ -35,6 +48,10 @@ def register(sub):
 
 
 def run(args):
+    if args.format == "c":
+        return run_c(args)
+    if args.plan is not None:
+        raise ValueError("--plan applies to --format c only")
     from tinylm.checkpoint import load_model
     from tinylm.fileio import check_not_replacing
     from tinylm.hf import HF_FILES, save_hf_gpt2
@@ -54,4 +71,39 @@ def run(args):
         print("note: this tokenizer pre-splits text with another pattern than GPT-2's; Hugging Face's GPT-2 "
               "tokenizer will use GPT-2's, which decodes to the same text but may choose other tokens for "
               "some strings", file=sys.stderr)
+    return 0
+
+
+def load_for_c(folder, plan=None):
+    """(model, tokenizer) from a run folder or a quantized folder, quantized by `plan` when given (a
+    plan file or one precision string). Used by export --format c and generate --engine c."""
+    from tinylm.quant import apply_plan, load_plan, load_quantized, uniform_plan
+    from tinylm.tokenizer import Tokenizer
+
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--run {folder} is not a folder")
+    if os.path.exists(os.path.join(folder, "quantized.json")):
+        if plan is not None:
+            raise ValueError(f"{folder} is already quantized; --plan applies to an fp32 run")
+        tok_path = os.path.join(folder, "tokenizer.json")
+        if not os.path.exists(tok_path):
+            raise FileNotFoundError(f"{folder} has no tokenizer.json; save the quantized model with its tokenizer")
+        return load_quantized(folder), Tokenizer.load(tok_path)
+    from tinylm.checkpoint import load_model
+    model, tokenizer = load_model(folder)
+    if plan is not None:
+        plan = load_plan(plan) if os.path.exists(plan) else uniform_plan(model, plan)
+        model = apply_plan(model, plan)
+    return model, tokenizer
+
+
+def run_c(args):
+    from tinylm.io.cblob import export_c
+
+    model, tokenizer = load_for_c(args.run, args.plan)
+    size = export_c(model, tokenizer, args.out, force=args.force)
+    c = model.config
+    print(f"wrote {args.out}: model.bin ({size:,} bytes), model_data.c, model_data.h, README.md (n_layer={c.n_layer}, "
+          f"n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, vocab_size={c.vocab_size})")
+    print(f"run it: make -C runtime && ./runtime/tinylm-run {os.path.join(args.out, 'model.bin')} -n 100 -i \"...\"")
     return 0

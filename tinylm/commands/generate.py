@@ -27,6 +27,14 @@ def register(sub):
                    help="sample only from the smallest set of most likely tokens whose probability reaches P "
                         "(nucleus sampling, 0 < P <= 1; default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same text (default 0)")
+    p.add_argument("--engine", choices=["numpy", "c"], default="numpy",
+                   help="numpy: the Python model (default); c: tinylm's C runtime through cffi (--run only; it "
+                        "samples with the tinylm PRNG, so `--engine numpy --rng tinylm` picks the same tokens)")
+    p.add_argument("--rng", choices=["numpy", "tinylm"], default="numpy",
+                   help="--engine numpy: the random generator of the sampler (tinylm = the C runtime's xorshift64*)")
+    p.add_argument("--plan", metavar="PLAN",
+                   help="--engine c: quantize the run first (a plan file or one precision, e.g. int8); --run "
+                        "may also be a folder written by `tinylm quantize --out`")
     p.add_argument("--no-cache", action="store_true",
                    help="run the whole context through the model at every step instead of using the KV cache "
                         "(slower; for comparison)")
@@ -53,11 +61,13 @@ def run(args):
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if not args.prompt:
         raise ValueError("--prompt is empty; give some text to continue")
+    if args.engine == "c" or args.plan is not None:
+        return run_c(args)
     model, tokenizer = load_model_and_tokenizer(args)
     stop = _end_of_text_ids(tokenizer)
     text = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         stop_tokens=stop or None, seed=args.seed, use_cache=not args.no_cache)
+                         stop_tokens=stop or None, seed=args.seed, use_cache=not args.no_cache, rng=args.rng)
     print(text)
     return 0
 
@@ -66,3 +76,27 @@ def _end_of_text_ids(tokenizer):
     """The id of an end-of-text special token, if the tokenizer has one: generation stops there."""
     special = getattr(tokenizer, "special_tokens", None) or {}
     return [int(special[name]) for name in ("<|endoftext|>",) if name in special]
+
+
+def run_c(args):
+    """--engine c: export the model to a blob in memory and generate with the C runtime."""
+    from tinylm.commands.export import load_for_c
+    from tinylm.io.cruntime import CRuntime
+
+    if args.engine != "c":
+        raise ValueError("--plan needs --engine c (the Python engine runs a plan through `tinylm quantize`)")
+    if args.run is None:
+        raise ValueError("--engine c needs --run (a run folder or a quantized model folder)")
+    if args.no_cache:
+        raise ValueError("--engine c always uses its KV cache; drop --no-cache")
+    if not 0 <= args.seed < 2**64:
+        raise ValueError(f"--seed must be in [0, 2**64) with --engine c, got {args.seed}")
+    model, tokenizer = load_for_c(args.run, args.plan)
+    rt = CRuntime.from_model(model, tokenizer)
+    ids = tokenizer.encode(args.prompt)
+    out = rt.generate(ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                      top_p=args.top_p, seed=args.seed)[len(ids):]
+    stop = set(_end_of_text_ids(tokenizer))
+    hits = [i for i, t in enumerate(out) if t in stop]
+    print(args.prompt + rt.decode(out[:hits[0]] if hits else out))
+    return 0
