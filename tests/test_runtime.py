@@ -300,3 +300,36 @@ def test_validator_rejects_every_truncation_and_a_flipped_tensor_tag(model, toke
     with pytest.raises(CRuntimeError, match="version") as e:
         validate_blob(bytes(bad))
     assert e.value.status == -3
+
+
+# ----------------------------------------------------------------------------------------------
+# the standalone program
+
+
+@pytest.mark.slow
+def test_tinylm_run_prints_what_python_generates(model, tokenizer, tmp_path):
+    import shutil
+    import subprocess
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exe = tmp_path / "tinylm-run"
+    sources = [os.path.join(root, "runtime", f) for f in ("main.c", "tinylm_runtime.c")]
+    sources += sorted(os.path.join(root, "kernels", f) for f in os.listdir(os.path.join(root, "kernels"))
+                      if f.endswith(".c"))
+    subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off",
+                    "-I" + os.path.join(root, "runtime"), "-I" + os.path.join(root, "kernels"), "-o", str(exe),
+                    *sources], check=True)
+    write_blob(model, tokenizer, tmp_path / "model.bin")
+    run = subprocess.run([str(exe), str(tmp_path / "model.bin"), "-n", "60", "-i", PROMPT, "-t", "0"],
+                         capture_output=True, check=True)
+    from tinylm.generate import generate_text
+    want = generate_text(model, tokenizer, PROMPT, max_new_tokens=60, temperature=0)
+    assert run.stdout.decode("utf-8", "replace") == want + "\n"
+    assert b"tokens/s" in run.stderr
+    bad = subprocess.run([str(exe), str(tmp_path / "model.bin"), "-n", "x"], capture_output=True)
+    assert bad.returncode == 2 and b"not a number" in bad.stderr
+    (tmp_path / "cut.bin").write_bytes((tmp_path / "model.bin").read_bytes()[:1000])
+    cut = subprocess.run([str(exe), str(tmp_path / "cut.bin")], capture_output=True)
+    assert cut.returncode == 1 and b"truncated" in cut.stderr
