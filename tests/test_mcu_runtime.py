@@ -27,7 +27,7 @@ from tinylm.quant import apply_plan, uniform_plan  # noqa: E402
 MISSING = board.mcu.toolchain_missing()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def toolchain():
     """Skip without the Arm toolchain and QEMU, but fail under CI, which installs them."""
     if MISSING:
@@ -107,6 +107,7 @@ def with_plan(model, plan):
     return apply_plan(model, MIXED if plan == "mixed" else uniform_plan(model, plan))
 
 
+@pytest.mark.usefixtures("toolchain")
 @pytest.mark.parametrize("plan", ["fp32", "fp16", "int8:g32", "mixed"])
 def test_greedy_tokens_on_the_emulated_m4_are_pythons(tiny, plan, tmp_path):
     model, tokenizer = tiny
@@ -115,3 +116,95 @@ def test_greedy_tokens_on_the_emulated_m4_are_pythons(tiny, plan, tmp_path):
     _, got = build_and_run(model, tokenizer, tmp_path)
     assert got.tokens == expected
     assert got.text == tokenizer.decode(expected)
+
+
+@pytest.mark.usefixtures("toolchain")
+def test_greedy_tokens_on_the_emulated_m55_are_pythons(tiny, tmp_path):
+    """The M55 build takes the kernels' Helium (MVE) int8 path: still Python's tokens."""
+    model, tokenizer = tiny
+    model = with_plan(model, "int8:g32")
+    _, got = build_and_run(model, tokenizer, tmp_path, core="m55", n=100)
+    assert got.tokens == python_greedy(model, tokenizer, n=100)
+
+
+@pytest.mark.usefixtures("toolchain")
+@pytest.mark.slow
+def test_board_preset_in_int8_fits_the_stm32f405_and_gives_pythons_tokens(tmp_path):
+    """The `board` size preset, int8 g32: links inside 1 MB flash / 128 KB SRAM / 64 KB CCM, and
+    200 greedy tokens on the emulated M4 are Python's (random weights: same shapes as the trained
+    preset; the benchmark measures the trained one)."""
+    model, tokenizer = board_model()
+    model = with_plan(model, "int8:g32")
+    image, got = build_and_run(model, tokenizer, tmp_path, prompt="ROMEO:")
+    assert got.tokens == python_greedy(model, tokenizer, prompt="ROMEO:")
+    mem = board.memory_use(image)
+    assert mem["flash"] <= mem["flash_budget"] == 1024 * 1024
+    assert mem["sram"] <= mem["sram_budget"] == 128 * 1024
+    assert mem["ccm"] <= mem["ccm_budget"] == 64 * 1024
+    assert mem["sram"] >= runtime_mcu.arena_bytes(str(tmp_path / "export"))   # the arena is in SRAM
+    # the blob is most of the flash, and is the size of the exported model.bin
+    blob = os.path.getsize(tmp_path / "export" / "model.bin")
+    assert blob <= mem["flash_by_owner"]["model"] < blob + 64
+
+
+# ---- the budget is enforced by the linker -------------------------------------------------------
+
+@pytest.mark.usefixtures("toolchain")
+def test_a_model_larger_than_the_flash_fails_to_link_with_a_clear_message(tmp_path):
+    """The board preset 1.5x wider in fp32: ~2 MB of weights for 1 MB of flash."""
+    model, tokenizer = board_model(n_embd=96, n_head=4, n_layer=3)
+    export_dir = runtime_mcu.export(model, tokenizer, str(tmp_path / "export"))
+    with pytest.raises(board.LinkError, match=r"do not fit the STM32F405's 1 MB of flash: quantize"):
+        board.build("m4", export_dir, str(tmp_path), PROMPT, 10, runtime_mcu.arena_bytes(export_dir))
+
+
+@pytest.mark.usefixtures("toolchain")
+def test_an_arena_larger_than_the_sram_fails_to_link_with_a_clear_message(tmp_path):
+    """The board preset with 256 tokens of context: a 512 KB KV cache for 128 KB of SRAM."""
+    model, tokenizer = board_model(block_size=256)
+    model = with_plan(model, "int8:g32")
+    export_dir = runtime_mcu.export(model, tokenizer, str(tmp_path / "export"))
+    with pytest.raises(board.LinkError, match=r"arena .* does not fit the STM32F405's 128 KB SRAM"):
+        board.build("m4", export_dir, str(tmp_path), PROMPT, 10, runtime_mcu.arena_bytes(export_dir))
+
+
+# ---- counting ---------------------------------------------------------------------------------------
+
+def _plugin_header_or_skip():
+    import importlib.util as iu
+    spec = iu.spec_from_file_location("tinylm_mcu_count", os.path.join(ROOT, "benchmarks", "mcu", "count.py"))
+    count = iu.module_from_spec(spec)
+    spec.loader.exec_module(count)
+    header = count.plugin_header(fetch=False)
+    if header is None:
+        pytest.skip("QEMU's qemu-plugin.h is not cached; `python benchmarks/mcu/count.py --fetch-header` fetches it")
+    return header
+
+
+@pytest.mark.usefixtures("toolchain")
+@pytest.mark.slow
+def test_instruction_counts_split_into_kernels_and_runtime(tiny, tmp_path):
+    model, tokenizer = tiny
+    model = with_plan(model, "int8:g32")
+    plugin = board.build_plugin(str(tmp_path), _plugin_header_or_skip())
+    image, got = build_and_run(model, tokenizer, tmp_path, n=40, plugin=plugin)
+    assert got.tokens == python_greedy(model, tokenizer, n=40)     # counting changes nothing
+    per_token = got.per_token()
+    assert 0 < per_token["kernels"] < per_token["total"]
+    # every kernel a GPT-2 forward pass needs ran, and the int8 matrix products dominate
+    for name in ("linear_s8", "layernorm", "gelu", "attention", "embedding"):
+        assert per_token[name] > 0, name
+    assert per_token["linear_s8"] == max(per_token[k] for k in got.buckets)
+    # the same program counted twice gives the same numbers: exact, not sampled
+    assert board.run(image, plugin).spans == got.spans
+
+
+def test_estimate_is_clock_times_ipc_over_instructions():
+    e = runtime_mcu.estimate(1_344_000)
+    assert round(e["tokens_per_s"], 6) == 100.0                  # 168e6 * 0.8 / 1.344e6
+    assert round(e["mj_per_token"], 6) == round(0.040 * 3.3 / 100 * 1e3, 6)
+
+
+def test_memory_regions_are_the_stm32f405s():
+    assert board.memory_regions() == {"FLASH": (0, 1024 * 1024), "SRAM": (0x20000000, 128 * 1024),
+                                      "CCM": (0x20020000, 64 * 1024)}

@@ -74,9 +74,9 @@ def export(model, tokenizer, folder: str) -> str:
 
 def arena_bytes(export_dir: str) -> int:
     """tinylm_arena_bytes() of the exported model, from the host build of the same runtime."""
-    from tinylm.io import cruntime
+    from tinylm.io.cruntime import CRuntime
     with open(os.path.join(export_dir, "model.bin"), "rb") as f:
-        return cruntime.arena_bytes(f.read())
+        return int(CRuntime(f.read()).arena_bytes)
 
 
 def measure_export(export_dir: str, core: str, folder: str, prompt: str = "\n", n_tokens: int = 50,

@@ -126,22 +126,23 @@ _OUTPUT = re.compile(r"^(\.\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)")
 
 
 def read_map(map_path: str):
-    """(output sections {name: (address, size)}, input sections [(name, address, size, file)])
-    from a GNU ld map, after its "Linker script and memory map" line. A long section name sits alone
-    on its line and its address, size and file on the next one: the two are joined first."""
+    """(output sections {name: (address, size)}, input sections [(output section, name, address, size,
+    file)]) from a GNU ld map, after its "Linker script and memory map" line. A long section name sits
+    alone on its line and its address, size and file on the next one: the two are joined first."""
     with open(map_path, encoding="utf-8") as f:
         text = f.read()
     text = text[text.index("Linker script and memory map"):]
     text = re.sub(r"^( ?\.\S+)\n\s+(0x)", r"\1 \2", text, flags=re.MULTILINE)
-    outputs, inputs = {}, []
+    outputs, inputs, current = {}, [], None
     for line in text.splitlines():
         m = _OUTPUT.match(line)
         if m:
-            outputs[m.group(1)] = (int(m.group(2), 16), int(m.group(3), 16))
+            current = m.group(1)
+            outputs[current] = (int(m.group(2), 16), int(m.group(3), 16))
             continue
         m = _INPUT.match(line)
         if m and m.group(1) and int(m.group(3), 16) > 0:
-            inputs.append((m.group(1), int(m.group(2), 16), int(m.group(3), 16), m.group(4).strip()))
+            inputs.append((current, m.group(1), int(m.group(2), 16), int(m.group(3), 16), m.group(4).strip()))
     return outputs, inputs
 
 
@@ -153,9 +154,13 @@ def memory_use(image: Image) -> dict:
     outputs, inputs = read_map(image.map)
     flash = {"model": 0, "runtime": 0, "kernels": 0, "program": 0, "libc": 0}
     flash_end = outputs[".data"][1] + sum(outputs[s][1] for s in (".text", ".ARM.exidx") if s in outputs)
-    for name, address, size, path in inputs:
-        if address >= 0x20000000:
-            continue
+    # what the image stores in flash, by address; merged string sections share bytes: each byte is
+    # counted once, for the first section that holds it
+    stored = sorted((x for x in inputs if x[0] in (".text", ".ARM.exidx", ".data")),
+                    key=lambda x: (x[0] == ".data", x[2]))
+    for (output, name, address, size, path), following in zip(stored, stored[1:] + [None]):
+        if following is not None and following[0] == output:
+            size = max(0, min(size, following[2] - address))
         kind = image.objects.get(path, "libc")
         flash["kernels" if kind == "kernel" else kind] += size
     regions = memory_regions()
@@ -173,8 +178,8 @@ def kernel_ranges(image: Image):
     """([(lo, hi, bucket)], [bucket names]): every function of kernels/*.c, one bucket per file."""
     _, inputs = read_map(image.map)
     names, ranges = [], []
-    for name, address, size, path in inputs:
-        if image.objects.get(path) != "kernel" or not name.startswith(".text"):
+    for output, name, address, size, path in inputs:
+        if image.objects.get(path) != "kernel" or output != ".text" or not name.startswith(".text"):
             continue
         bucket_name = os.path.basename(path)[len("kernel-"):-2]
         if bucket_name not in names:

@@ -1,6 +1,6 @@
 /* gen.c -- a tinylm model generating text on a (emulated) Cortex-M, from a prompt, over semihosting.
  *
- * Linked with runtime/tinylm_runtime.c, kernels/*.c, an exported model_data.c (the blob as a const
+ * Linked with runtime/tinylm_runtime.c, every kernels/NAME.c, an exported model_data.c (the blob as a const
  * array: it stays in flash, the runtime reads the weights where they lie) and stm32f405.ld, which
  * gives the arena below the 128 KB SRAM and everything else the 64 KB CCM. board.py writes
  * gen_config.h (the prompt and the sampling settings) and passes -DTINYLM_ARENA_BYTES: the arena's
