@@ -333,3 +333,39 @@ def test_tinylm_run_prints_what_python_generates(model, tokenizer, tmp_path):
     (tmp_path / "cut.bin").write_bytes((tmp_path / "model.bin").read_bytes()[:1000])
     cut = subprocess.run([str(exe), str(tmp_path / "cut.bin")], capture_output=True)
     assert cut.returncode == 1 and b"truncated" in cut.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# the blob loader under AddressSanitizer + UndefinedBehaviorSanitizer (tests/c/fuzz_blob.c)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_expert", [0, 3])
+def test_blob_loader_survives_mutated_blobs_under_sanitizers(tokenizer, tmp_path, n_expert):
+    import shutil
+    import subprocess
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exe = tmp_path / "fuzz_blob"
+    kernels_dir = os.path.join(root, "kernels")
+    sources = [os.path.join(root, "tests", "c", "fuzz_blob.c"), os.path.join(root, "runtime", "tinylm_runtime.c")]
+    sources += sorted(os.path.join(kernels_dir, f) for f in os.listdir(kernels_dir) if f.endswith(".c"))
+    build = subprocess.run([cc, "-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                            "-Wall", "-Wextra", "-Werror", "-I" + os.path.join(root, "runtime"), "-I" + kernels_dir,
+                            "-o", str(exe), *sources], capture_output=True, text=True)
+    if build.returncode != 0 and "sanitize" in build.stderr:
+        pytest.skip(f"the compiler has no ASan/UBSan: {build.stderr[:200]}")
+    assert build.returncode == 0, build.stderr
+    # a small blob with every precision tag: fp32 everywhere, one fp16 and one int8 layer
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16,
+                          n_expert=n_expert, expert_top_k=2))
+    model = apply_plan(model, {"transformer.h.0.attn.c_attn": "fp16", "transformer.h.0.attn.c_proj": "int8:g8"})
+    write_blob(model, tokenizer, tmp_path / "model.bin")
+    run = subprocess.run([str(exe), str(tmp_path / "model.bin"), "1500"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr  # any ASan/UBSan report aborts with non-zero
+    assert "0 crashes" in run.stdout and "ran" in run.stdout
+    refused = dict(part.rsplit(" ", 1) for part in run.stdout.splitlines()[1].split(": ", 1)[1].split(", "))
+    assert int(refused["truncated"]) > 0 and int(refused["tensor"]) > 0 and int(refused["tokenizer"]) > 0
