@@ -195,6 +195,8 @@ def test_instruction_counts_split_into_kernels_and_runtime(tiny, tmp_path):
     for name in ("linear_s8", "layernorm", "gelu", "attention", "embedding"):
         assert per_token[name] > 0, name
     assert per_token["linear_s8"] == max(per_token[k] for k in got.buckets)
+    # refilling a full cache (every block_size / 2 tokens) costs: more per token than inside a window
+    assert got.per_token(2)["total"] < per_token["total"]
     # the same program counted twice gives the same numbers: exact, not sampled
     assert board.run(image, plugin).spans == got.spans
 
