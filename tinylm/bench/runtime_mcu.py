@@ -122,6 +122,14 @@ def plan_model(model, plan: str):
     return apply_plan(model, uniform_plan(model, plan))
 
 
+def python_greedy(model, tokenizer, prompt: str, n_tokens: int) -> list:
+    """The tokens tinylm.generate picks (greedy, KV cache): what the board must print."""
+    import numpy as np
+    from tinylm.generate import generate
+    ids = tokenizer.encode(prompt)
+    return [int(t) for t in np.asarray(generate(model, np.array([ids]), n_tokens, temperature=0))[0, len(ids):]]
+
+
 def measure_board(model, tokenizer, plans=("int8:g32",), cores=("m4", "m55"), prompt: str = "\n",
                   n_tokens: int = 100, count: bool = True) -> list:
     """Rows for the table: every plan on every core (what `python -m tinylm.bench runtime` calls)."""
@@ -133,12 +141,18 @@ def measure_board(model, tokenizer, plans=("int8:g32",), cores=("m4", "m55"), pr
     with tempfile.TemporaryDirectory() as tmp:
         plugin = board.build_plugin(tmp, _plugin_header()) if count else None
         for plan in plans:
-            export_dir = export(plan_model(model, plan), tokenizer, os.path.join(tmp, f"export-{len(rows)}"))
+            planned = plan_model(model, plan)
+            export_dir = export(planned, tokenizer, os.path.join(tmp, f"export-{len(rows)}"))
+            expected = python_greedy(planned, tokenizer, prompt, n_tokens)
             for core in cores:
                 folder = os.path.join(tmp, f"build-{len(rows)}")
                 os.makedirs(folder)
                 row = measure_export(export_dir, core, folder, prompt, n_tokens, count=count, plugin=plugin)
                 row["plan"] = os.path.basename(plan)
+                if "generation" in row:
+                    got = row["generation"].tokens
+                    row["first_difference"] = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b),
+                                                   None if len(got) == len(expected) else min(len(got), len(expected)))
                 rows.append(row)
     return rows
 
@@ -149,13 +163,19 @@ def format_rows(rows) -> str:
     Two figures per token: inside one context window (no refill), and averaged over all the tokens of
     the run, where every block_size / 2 tokens a full cache is refilled by a forward pass over
     block_size / 2 tokens (tinylm.generate's rule, which the runtime follows to give the same tokens)."""
-    lines = ["| core (board) | plan | instructions/token: window / all | in kernels (all) | runtime overhead "
+    lines = ["| core (board) | plan | tokens = Python's | instructions/token: window / all | in kernels (all) | runtime overhead "
              "| flash of 1 MB | SRAM of 128 KB (arena) | CCM of 64 KB | est. tokens/s at 168 MHz: window / all "
              "| est. mJ/token: window / all |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         mem = r["memory"]
         cells = [f"{r['core']} ({r['machine']})", r.get("plan", "?")]
+        if "generation" not in r:
+            cells.append("-")
+        elif r.get("first_difference", "?") is None:
+            cells.append(f"all {r['n_tokens']}")
+        else:
+            cells.append(f"first {r.get('first_difference', '?')}")
         if "per_token" in r:
             t, w = r["per_token"], r["per_token_window"]
             cells += [f"{w['total']:,.0f} / {t['total']:,.0f}", f"{t['kernels']:,.0f}",
