@@ -13,8 +13,13 @@ void tinylm_attention_f32(const float *restrict q, const float *restrict k, cons
         const float *qh = q + h * head_size;
         for (size_t t = 0; t < T; t++) {                /* s = q_h . k_t,h * scale */
             const float *kt = k + t * stride + h * head_size;
-            float dot = 0.0f;
-            for (size_t i = 0; i < head_size; i++)
+            float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+            size_t i = 0;
+            for (; i + 8 <= head_size; i += 8)         /* 8 partial sums: the compiler vectorizes */
+                for (size_t j = 0; j < 8; j++)
+                    acc[j] += qh[i + j] * kt[i + j];
+            float dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (; i < head_size; i++)
                 dot += qh[i] * kt[i];
             s[t] = dot * scale;
         }

@@ -166,7 +166,8 @@ void tinylm_residual_add_f32(float *x, const float *r, size_t n);
  * One query token against T cached positions, n_head heads of head_size (C = n_head * head_size):
  * q (C,); k, v (T, stride) rows (stride >= C; head h is columns h*head_size ..); y (C,).
  * For each head h, fp32, in this order:
- *     s[t] = (sum_i q[h,i] * k[t,h,i]) * scale       (scale = 1/sqrt(head_size), rounded to float)
+ *     s[t] = (sum_i q[h,i] * k[t,h,i]) * scale       (scale = 1/sqrt(head_size), rounded to float;
+ *            the sum in 8 interleaved partial sums, i = j mod 8, added pairwise, then the tail)
  *     p = tinylm_softmax_f32(s)  (one row of T);     y[h,i] = sum_t p[t] * v[t,h,i]   (t ascending)
  * scratch: 2*T floats of the caller's. T >= 1. Not exact (own softmax, summation order): within
  * 1e-5 * (1 + max|v|) of the float64 result for T up to a few thousand.
