@@ -339,6 +339,7 @@ static uint64_t expected_tensor_count(const tinylm_config *c)
 /* Check one table entry (its offsets, sizes, tag, shape) and, when `place` is given, store it. */
 static int check_entry(const uint8_t *blob, size_t size, const tinylm_config *c, const uint8_t *e,
                        rt_matrix *place, char *msg, size_t ms)
+/* (place == NULL: validate, scanning int8 data for -128; else: store an entry validated before) */
 {
     const uint32_t kind = rd32(e), layer = rd32(e + 4), expert = rd32(e + 8), dtype = rd32(e + 12);
     const uint32_t gs = rd32(e + 16), rows = rd32(e + 20), cols = rd32(e + 24);
@@ -364,7 +365,7 @@ static int check_entry(const uint8_t *blob, size_t size, const tinylm_config *c,
         if (soff % TINYLM_BLOB_ALIGN || !in_blob(soff, sbytes, size))
             return failv(msg, ms, TINYLM_E_TRUNCATED, "tensor table: scales are misaligned or run past the end of the blob, kind", kind);
         const int8_t *q = (const int8_t *)(const void *)(blob + off);
-        for (uint64_t i = 0; i < nbytes; i++)
+        for (uint64_t i = 0; !place && i < nbytes; i++)
             if (q[i] == -128)
                 return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int8 weights hold -128 (expected [-127, 127]), kind", kind);
     } else if (gs || soff || sbytes) {
