@@ -100,22 +100,32 @@ def measure_export(export_dir: str, core: str, folder: str, prompt: str = "\n", 
     return row
 
 
-def _plugin_header() -> str:
-    """QEMU's qemu-plugin.h folder (benchmarks/mcu/count.py downloads it once, ~24 MB)."""
+def plugin_header_cached() -> bool:
+    """Whether QEMU's qemu-plugin.h is already downloaded (the counts need it; .ci/run fetches it)."""
+    return _count_module().plugin_header(fetch=False) is not None
+
+
+def _count_module():
     spec = importlib.util.spec_from_file_location("tinylm_mcu_count",
                                                   os.path.join(ROOT, "benchmarks", "mcu", "count.py"))
     count = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(count)
-    return count.plugin_header(fetch=True)
+    return count
+
+
+def _plugin_header() -> str:
+    """QEMU's qemu-plugin.h folder (benchmarks/mcu/count.py downloads it once, ~24 MB)."""
+    return _count_module().plugin_header(fetch=True)
 
 
 # ---- a model in several plans, on several cores -------------------------------------------------
 
-def plan_model(model, plan: str):
-    """The model in precision `plan`: "fp32", a uniform precision ("fp16", "int8:g32", ...), or a
-    plan.json file (a precision per layer, as chapter 10's planner writes)."""
+def plan_model(model, plan):
+    """The model in precision `plan`: None (the model as given, e.g. already quantized), "fp32", a
+    uniform precision ("fp16", "int8:g32", ...), or a plan.json file (a precision per layer, as
+    chapter 10's planner writes)."""
     from tinylm.quant import apply_plan, load_plan, uniform_plan
-    if plan == "fp32":
+    if plan is None or plan == "fp32":
         return model
     if plan.endswith(".json"):
         return apply_plan(model, load_plan(plan))
@@ -148,7 +158,7 @@ def measure_board(model, tokenizer, plans=("int8:g32",), cores=("m4", "m55"), pr
                 folder = os.path.join(tmp, f"build-{len(rows)}")
                 os.makedirs(folder)
                 row = measure_export(export_dir, core, folder, prompt, n_tokens, count=count, plugin=plugin)
-                row["plan"] = os.path.basename(plan)
+                row["plan"] = "as given" if plan is None else os.path.basename(plan)
                 if "generation" in row:
                     got = row["generation"].tokens
                     row["first_difference"] = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b),
