@@ -210,3 +210,33 @@ def test_estimate_is_clock_times_ipc_over_instructions():
 def test_memory_regions_are_the_stm32f405s():
     assert board.memory_regions() == {"FLASH": (0, 1024 * 1024), "SRAM": (0x20000000, 128 * 1024),
                                       "CCM": (0x20020000, 64 * 1024)}
+
+
+# ---- the board size preset ---------------------------------------------------------------------
+
+def test_size_board_sets_the_unset_options_and_an_explicit_option_wins(tmp_path, monkeypatch):
+    from tinylm import cli
+    from tinylm.commands import train as train_command
+    seen = {}
+
+    def fake_start_run(out, train_config, model_kw, vocab_size=512, **kwargs):
+        seen.update(model_kw, vocab_size=vocab_size, batch_size=train_config.batch_size,
+                    max_iters=train_config.max_iters)
+        raise KeyboardInterrupt   # stop before any training; the CLI turns it into status 130
+
+    monkeypatch.setattr(train_command, "start_run", fake_start_run)
+    status = cli.main(["train", "--size", "board", "--data", "builtin", "--out", str(tmp_path / "run"),
+                       "--max-iters", "7"])
+    assert status == 130
+    assert seen == {"n_layer": 4, "n_head": 4, "n_embd": 64, "block_size": 48, "vocab_size": 512,
+                    "batch_size": 32, "max_iters": 7}
+
+
+def test_board_preset_is_about_250k_parameters_like_stories260k():
+    from tinylm import nn
+    from tinylm.commands.train import SIZES
+    from tinylm.model import GPT, GPTConfig
+    sizes = {k: v for k, v in SIZES["board"].items() if k in GPTConfig.__dataclass_fields__}
+    with nn.skip_init():
+        n = GPT(GPTConfig(**sizes)).num_params()
+    assert 200_000 <= n <= 300_000, n

@@ -179,13 +179,13 @@ def format_rows(rows) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         mem = r["memory"]
-        cells = [f"{r['core']} ({r['machine']})", r.get("plan", "?")]
-        if "generation" not in r:
+        cells = [f"{r['core']} ({r['machine']})", r.get("plan", "as exported")]
+        if "first_difference" not in r:                      # not run, or not compared
             cells.append("-")
-        elif r.get("first_difference", "?") is None:
+        elif r["first_difference"] is None:
             cells.append(f"all {r['n_tokens']}")
         else:
-            cells.append(f"first {r.get('first_difference', '?')}")
+            cells.append(f"differ from token {r['first_difference']}")
         if "per_token" in r:
             t, w = r["per_token"], r["per_token_window"]
             cells += [f"{w['total']:,.0f} / {t['total']:,.0f}", f"{t['kernels']:,.0f}",
@@ -209,7 +209,7 @@ def format_rows(rows) -> str:
                   "|---|---|" + "---:|" * (len(files) + 1)]
         for r in counted:
             t = r["per_token"]
-            lines.append(f"| {r['core']} | {r.get('plan', '?')} | "
+            lines.append(f"| {r['core']} | {r.get('plan', 'as exported')} | "
                          + " | ".join(f"{t.get(f, 0):,.0f}" for f in files)
                          + f" | {t['total'] - t['kernels']:,.0f} |")
         lines += ["", f"estimates: {CLOCK_HZ / 1e6:.0f} MHz, {INSTRUCTIONS_PER_CYCLE} instructions per cycle "
