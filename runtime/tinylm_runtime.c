@@ -929,6 +929,10 @@ long tinylm_encode(const tinylm_model *m, const char *text, size_t len, int32_t 
             end = chunk_gpt2(&t, i);
         else if (m->cfg.pattern == 2)
             end = chunk_gpt4(&t, i);
+        if (end <= i) {          /* only a corrupt class table (say, ' ' not \s) gets here: one */
+            uint32_t cp;         /* character is then a chunk of its own, so the loop always ends */
+            end = i + utf8_at(t.s, len, i, &cp);
+        }
         const long r = bpe_chunk(m, t.s + i, end - i, ids, at, capacity);
         if (r < 0)
             return r;

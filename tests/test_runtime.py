@@ -369,3 +369,22 @@ def test_blob_loader_survives_mutated_blobs_under_sanitizers(tokenizer, tmp_path
     assert "0 crashes" in run.stdout and "ran" in run.stdout
     refused = dict(part.rsplit(" ", 1) for part in run.stdout.splitlines()[1].split(": ", 1)[1].split(", "))
     assert int(refused["truncated"]) > 0 and int(refused["tensor"]) > 0 and int(refused["tokenizer"]) > 0
+
+
+def test_encode_terminates_when_the_class_table_is_wrong(tokenizer):
+    # a blob whose Unicode table leaves ' ' out of \s (it validates: the table is still sorted and
+    # disjoint) must still encode every text, one odd chunk at a time, never loop forever
+    import struct
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    blob = bytearray(blob_bytes(model, tokenizer))
+    tok = int.from_bytes(blob[52:56], "little")
+    n_tokens, n_merges, _, n_ranges = struct.unpack_from("<4I", blob, tok)
+    ranges = tok + 32 + 4 * (256 + n_tokens + 1 + 4 * n_merges)
+    for i in range(n_ranges):
+        lo, packed = struct.unpack_from("<2I", blob, ranges + 8 * i)
+        if lo == 0x20:  # (32, 32, \s) -> (33, 33, \s): still sorted, and ' ' is now of no class
+            assert packed == 0x20 | 4 << 24
+            struct.pack_into("<2I", blob, ranges + 8 * i, 0x21, 0x21 | 4 << 24)
+    rt = CRuntime(bytes(blob))
+    ids = rt.encode("x 1 2  3\n 4")
+    assert rt.decode(ids) == "x 1 2  3\n 4"
