@@ -219,6 +219,21 @@ def test_cli_export_c_and_generate_engine_c(model, tokenizer, tmp_path, capsys):
     c_text = capsys.readouterr().out
     assert main(args) == 0
     assert capsys.readouterr().out == c_text
+    # a folder written by `tinylm quantize --out` exports and generates the same way
+    qdir = tmp_path / "q"
+    save_quantized(qdir, model, uniform_plan(model, "int8:g32"), tokenizer)
+    assert main(["export", "--format", "c", "--run", str(qdir), "--out", str(tmp_path / "qc")]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--run", str(qdir), "--engine", "c", "--prompt", PROMPT, "--max-new-tokens", "30",
+                 "--temperature", "0"]) == 0
+    q_text = capsys.readouterr().out
+    assert q_text.startswith(PROMPT) and len(q_text) > len(PROMPT) + 5
+    assert main(["export", "--format", "c", "--run", str(qdir), "--plan", "fp16", "--out", str(tmp_path / "x")]) != 0
+    assert "already quantized" in capsys.readouterr().err
+    assert main(["export", "--format", "hf", "--run", str(run), "--plan", "fp16", "--out", str(tmp_path / "h")]) != 0
+    assert "--format c only" in capsys.readouterr().err
+    assert main(args + ["--plan", "int8"]) != 0  # --plan without --engine c
+    assert "--engine c" in capsys.readouterr().err
     sampled = ["generate", "--run", str(run), "--prompt", PROMPT, "--max-new-tokens", "40", "--seed", "5"]
     assert main(sampled + ["--engine", "c", "--top-k", "30"]) == 0
     c_text = capsys.readouterr().out
@@ -388,3 +403,16 @@ def test_encode_terminates_when_the_class_table_is_wrong(tokenizer):
     rt = CRuntime(bytes(blob))
     ids = rt.encode("x 1 2  3\n 4")
     assert rt.decode(ids) == "x 1 2  3\n 4"
+
+
+@pytest.mark.slow
+def test_the_comparison_catches_a_transposed_weight(model, tokenizer):
+    # the greedy tests above can fail: the same model with one square matrix transposed in the
+    # blob (a classic export bug) generates other tokens than Python
+    import copy
+    wrong = copy.deepcopy(model)
+    w = wrong.transformer.h[0].attn.c_proj.weight
+    w.data = np.ascontiguousarray(w.data.T)
+    ids = tokenizer.encode(PROMPT)
+    assert CRuntime.from_model(wrong, tokenizer).generate(ids, 50, temperature=0) != \
+        _python_tokens(model, tokenizer, temperature=0)[:len(ids) + 50]
