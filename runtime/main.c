@@ -111,8 +111,9 @@ int main(int argc, char **argv)
         return 1;
     }
     const double t0 = now();
+    const clock_t c0 = clock();
     const long total = tinylm_generate(m, &s, ids, (size_t)n_prompt, (size_t)n_new, capacity);
-    const double seconds = now() - t0;
+    const double seconds = now() - t0, cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
     if (total < 0) {
         fprintf(stderr, "tinylm-run: %s\n", tinylm_status_name((int)total));
         return 1;
@@ -125,9 +126,9 @@ int main(int argc, char **argv)
             fwrite(b, 1, n, stdout);
     }
     printf("\n");
-    fprintf(stderr, "tinylm-run: %ld tokens in %.3f s (%.1f tokens/s; prompt %ld tokens; arena %zu bytes)\n",
-            total - n_prompt, seconds, seconds > 0 ? (double)(total - n_prompt) / seconds : 0.0, n_prompt,
-            arena_bytes);
+    fprintf(stderr, "tinylm-run: %ld tokens in %.3f s, %.3f s of CPU (%.1f tokens/s; prompt %ld tokens; "
+            "arena %zu bytes)\n", total - n_prompt, seconds, cpu,
+            seconds > 0 ? (double)(total - n_prompt) / seconds : 0.0, n_prompt, arena_bytes);
     free(ids);
     free(arena);
     free(blob_mem);

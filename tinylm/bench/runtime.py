@@ -10,7 +10,8 @@ Both engines generate greedily at batch 1 with a KV cache from a 1-token prompt,
 tokens (so the cache never restarts; gpt2: 8 tokens in NumPy, 16 in C): the NumPy path is
 tinylm.generate.generate (the Python model; its quantized layers call the C matmul kernels), the C path
 is tinylm_generate in runtime/tinylm_runtime.c, called once through cffi for all the tokens. Times are
-the best of --repeats runs (gpt2: of 2), the two engines run in turn so a change of load hits both.
+the best of --repeats runs (gpt2: of 2) in CPU time of the (single-threaded) process, the two engines
+run in turn so a change of load hits both.
 
 Bandwidth limit: generating one token reads every weight once (the tied embedding as the output head;
 of wpe one row), so tokens/s <= memory bandwidth / weight bytes per token. The bandwidth is measured in
@@ -53,18 +54,19 @@ def cpu_model():
 
 
 def memory_bandwidth(repeats=5):
-    """(read GB/s by np.sum over 512 MiB, read+write GB/s by np.copyto of 256 MiB), best of repeats."""
+    """(read GB/s by np.sum over 512 MiB, read+write GB/s by np.copyto of 256 MiB), best of repeats
+    (CPU time, like the tokens/s)."""
     a = np.ones(64 * 2**20, np.int64)  # 512 MiB
     src, dst = np.ones(32 * 2**20, np.int64), np.empty(32 * 2**20, np.int64)  # 256 MiB each
     a.sum(), np.copyto(dst, src)  # touch every page once
     best_sum = best_copy = float("inf")
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = time.process_time()
         a.sum()
-        best_sum = min(best_sum, time.perf_counter() - t)
-        t = time.perf_counter()
+        best_sum = min(best_sum, time.process_time() - t)
+        t = time.process_time()
         np.copyto(dst, src)
-        best_copy = min(best_copy, time.perf_counter() - t)
+        best_copy = min(best_copy, time.process_time() - t)
     return a.nbytes / best_sum / 1e9, 2 * src.nbytes / best_copy / 1e9
 
 
@@ -79,15 +81,18 @@ def weight_bytes_per_token(model):
 
 
 def _best_times(fns, repeats):
-    """Best (smallest) seconds of each function over `repeats` runs, the functions run in turn. On a
-    shared machine a short run is easily stretched by another process taking the core; the best of a
-    few runs is what the code does when it has the core, for both engines alike."""
+    """Best (smallest) CPU seconds of each function over `repeats` runs, the functions run in turn.
+
+    CPU time of this process, not wall time: everything here runs on one thread, and on a machine
+    shared with other jobs (load average above the core count) wall time counts the time the
+    scheduler gave the core to someone else. CPU time still pays for caches and memory bandwidth
+    shared with them. The best of a few runs, for both engines alike."""
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, t in zip(fns, times):
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            t.append(time.perf_counter() - start)
+            t.append(time.process_time() - start)
     return [min(t) for t in times]
 
 
