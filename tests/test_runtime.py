@@ -260,6 +260,13 @@ def test_write_blob_refuses_what_c_cannot_run(model, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="non-empty"):
         c_sources(b"")
     assert write_blob(model, tokenizer, tmp_path / "m.bin") == (tmp_path / "m.bin").stat().st_size
+    with pytest.raises(FileExistsError, match="not a folder"):
+        export_c(model, tokenizer, str(tmp_path / "m.bin"))
+    with pytest.raises(TypeError, match="bytes"):
+        validate_blob("model.bin")
+    from tinylm.commands.export import load_for_c
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        load_for_c(str(tmp_path / "nowhere"))
 
 
 def test_cruntime_bad_arguments(model, tokenizer):
