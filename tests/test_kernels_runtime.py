@@ -1,6 +1,13 @@
 """The kernels of the C runtime (layer norm, GELU, embedding, residual add, attention over a cache)
 against their NumPy references, within the bounds their contracts state (bit for bit where "exact"),
-and their Python boundary refusing bad input."""
+and their Python boundary refusing bad input; then the same kernels in plain C (tests/c/
+test_runtime_kernels.c) on the host under ASan/UBSan and on emulated Cortex-M3/M4/M55 cores."""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -129,3 +136,74 @@ def test_numpy_backend_gives_the_same_results(monkeypatch):
     np_out = kernels.layernorm_f32(x, w), kernels.gelu_f32(x), kernels.embedding(x, [2, 0])
     for a, b in zip(c_out, np_out):
         assert np.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---- the same kernels in plain C: tests/c/test_runtime_kernels.c on the host and on emulated cores ----
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNELS_DIR = os.path.join(ROOT, "kernels")
+TESTS_C = os.path.join(ROOT, "tests", "c")
+GCC = shutil.which("gcc")
+
+
+@pytest.fixture(scope="module")
+def runtime_vectors(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runtime_vectors")
+    subprocess.run([sys.executable, os.path.join(TESTS_C, "gen_runtime_vectors.py"),
+                    str(out / "runtime_vectors.h"), "--seed", "2"], check=True)
+    return out
+
+
+def _host_build(vectors, out, flags):
+    sources = sorted(os.path.join(KERNELS_DIR, f) for f in os.listdir(KERNELS_DIR) if f.endswith(".c"))
+    return subprocess.run([GCC, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-g", *flags,
+                           f"-I{vectors}", f"-I{KERNELS_DIR}", *sources,
+                           os.path.join(TESTS_C, "test_runtime_kernels.c"), "-o", str(out)],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.skipif(GCC is None, reason="gcc not found")
+@pytest.mark.parametrize("simd", [[], ["-march=native"]], ids=["portable", "native-simd"])
+def test_golden_c_test_of_the_runtime_kernels_under_sanitizers(runtime_vectors, tmp_path, simd):
+    exe = tmp_path / "t"
+    build = _host_build(runtime_vectors, exe, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", *simd])
+    if build.returncode and "sanitize" in build.stderr:
+        build = _host_build(runtime_vectors, exe, simd)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.endswith("PASSED: 0 kernel(s) failed\n"), run.stdout + run.stderr
+    assert run.stdout.count(" ok") == 7
+
+
+@pytest.mark.skipif(GCC is None, reason="gcc not found")
+def test_golden_c_test_fails_on_a_wrong_expected_value(runtime_vectors, tmp_path):
+    text = (runtime_vectors / "runtime_vectors.h").read_text()
+    start = text.index("gelu_y[")
+    first = text.index("0x", start)
+    (tmp_path / "runtime_vectors.h").write_text(text[:first] + "0x7f7fffffu" + text[first + 11:])
+    assert _host_build(tmp_path, tmp_path / "t", []).returncode == 0
+    run = subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "gelu_f32" in run.stdout and "MISMATCH" in run.stdout
+
+
+def _mcu():
+    spec = importlib.util.spec_from_file_location("tinylm_mcu", os.path.join(KERNELS_DIR, "targets", "cortex-m", "mcu.py"))
+    mod = sys.modules.setdefault("tinylm_mcu", importlib.util.module_from_spec(spec))
+    if not hasattr(mod, "CORES"):
+        spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("core_name", ["m3", "m4", "m55"])
+def test_golden_c_test_of_the_runtime_kernels_on_emulated_cores(runtime_vectors, tmp_path, core_name):
+    mcu = _mcu()
+    if mcu.toolchain_missing():
+        pytest.skip(mcu.toolchain_missing())
+    core = mcu.get_core(core_name)
+    program = tmp_path / "test_runtime_kernels.c"  # beside its fresh header (see mcu.build_golden)
+    shutil.copyfile(os.path.join(TESTS_C, "test_runtime_kernels.c"), program)
+    shutil.copyfile(runtime_vectors / "runtime_vectors.h", tmp_path / "runtime_vectors.h")
+    elf = mcu.build(core, [*mcu.kernel_sources(), str(program)], str(tmp_path / "t.elf"))
+    done = mcu.run(core, elf, timeout=60)
+    assert done.returncode == 0 and done.stdout.endswith("PASSED: 0 kernel(s) failed\n"), done.stdout + done.stderr
