@@ -72,9 +72,9 @@ def memory_bandwidth(repeats=5):
 
 def weight_bytes_per_token(model):
     """Bytes of weights one token reads: every tensor of the blob, but only one row of wpe."""
-    from tinylm.io.cblob import _tensors
+    from tinylm.io.cblob import blob_tensors
     total = 0
-    for (kind, _, _), (_, _, data, scale) in _tensors(model).items():
+    for (kind, _, _), (_, _, data, scale) in blob_tensors(model).items():
         n = data.nbytes + (0 if scale is None else scale.nbytes)
         total += n // data.shape[0] if kind == 2 else n  # kind 2: wpe, one row a token
     return total

@@ -99,7 +99,12 @@ def _tokenizer_section(tokenizer, vocab_size):
     pair_index = np.lexsort((merges[:, 1], merges[:, 0])).astype(np.uint32)  # ranks by (left, right)
     ranges = unicode_ranges() if pattern is not None else []
     packed = np.array([(lo, hi | cls << 24) for lo, hi, cls in ranges], np.uint32).reshape(-1, 2)
-    byte_ids = np.array(tokenizer._byte_ids, np.uint32)  # the id of each byte value
+    specials = set(getattr(tokenizer, "special_tokens", {}).values())
+    one_byte = {b[0]: i for i, b in vocab.items() if len(b) == 1 and i not in specials}
+    if len(one_byte) != 256:
+        raise ValueError(f"write_blob: the tokenizer defines {len(one_byte)} one-byte tokens; a byte-level BPE "
+                         "vocabulary has all 256")
+    byte_ids = np.array([one_byte[b] for b in range(256)], np.uint32)  # the id of each byte value
     head = struct.pack("<8I", n_tokens, len(merges), PATTERN_IDS[pattern], len(packed), len(pool), 0, 0, 0)
     tables = [byte_ids, starts, merges.reshape(-1), pair_index, packed.reshape(-1)]
     return head + b"".join(t.astype("<u4").tobytes() for t in tables) + pool
@@ -138,7 +143,7 @@ def _bias(module, what):
     return None if b is None else _vector(b, what + ".bias")
 
 
-def _tensors(model):
+def blob_tensors(model):
     """{(kind, layer, expert): (dtype, group_size, data, scale)} for every tensor of the blob."""
     cfg, t = model.config, model.transformer
     head, wte = model.lm_head, t.wte
@@ -189,7 +194,7 @@ def blob_bytes(model, tokenizer):
         raise TypeError(f"write_blob: model is a {type(model).__name__}; expected a tinylm GPT")
     if not hasattr(tokenizer, "merges") or not hasattr(tokenizer, "vocab"):
         raise TypeError(f"write_blob: tokenizer is a {type(tokenizer).__name__}; expected a tinylm Tokenizer")
-    tensors = _tensors(model)
+    tensors = blob_tensors(model)
     buf = bytearray(HEADER_BYTES)
     tok = _tokenizer_section(tokenizer, cfg.vocab_size)
     tok_offset = len(buf)
@@ -288,7 +293,7 @@ def export_c(model, tokenizer, folder, force=False):
             f.write(text)
     cfg = model.config
     tags = sorted({("fp32", "fp16", "int8")[d] + (f":g{g}" if d == DTYPE_S8 else "")
-                   for d, g, *_ in _tensors(model).values()})
+                   for d, g, *_ in blob_tensors(model).values()})
     with atomic_open(os.path.join(folder, "README.md"), "w") as f:
         f.write(_README.format(name=os.path.basename(os.path.abspath(folder)), version=VERSION, size=len(blob),
                                folder=folder, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
