@@ -21,22 +21,33 @@ static double sqrt_newton(double d)
     return g;
 }
 
+/* sum of n floats in 8 interleaved partial sums (i = j mod 8), added pairwise, then the tail: a
+ * fixed order the compiler can vectorize (a single running sum it may not reorder). */
+static float sum8(const float *restrict x, float shift, size_t n, int squares)
+{
+    float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t j = 0; j < 8; j++) {
+            const float d = x[i + j] - shift;
+            acc[j] += squares ? d * d : d;
+        }
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++) {
+        const float d = x[i] - shift;
+        s += squares ? d * d : d;
+    }
+    return s;
+}
+
 void tinylm_layernorm_f32(const float *restrict x, const float *restrict w, const float *restrict b,
                           float *restrict y, size_t rows, size_t C, float eps)
 {
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
-        float sum = 0.0f;
-        for (size_t i = 0; i < C; i++)
-            sum += xr[i];
-        const float mean = sum / (float)C;
-        float sq = 0.0f;
-        for (size_t i = 0; i < C; i++) {
-            const float d = xr[i] - mean;
-            sq += d * d;
-        }
-        const float v = sq / (float)C + eps;                  /* var + eps */
+        const float mean = sum8(xr, 0.0f, C, 0) / (float)C;
+        const float v = sum8(xr, mean, C, 1) / (float)C + eps;        /* var + eps */
         float rstd;
         if (v > 0.0f && v <= 3.4028234663852886e38f)
             rstd = 1.0f / (float)sqrt_newton((double)v);

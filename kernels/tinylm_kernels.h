@@ -131,7 +131,8 @@ const char *tinylm_build_info(void);
 
 /* ---- layer norm (layernorm.c) ------------------------------------------------------------------
  * y (rows, C) = LayerNorm of each row of x (rows, C), fp32 throughout, in this order:
- *     mean = (sum x) / C;   var = (sum (x - mean)^2) / C   (sums left to right)
+ *     mean = (sum x) / C;   var = (sum (x - mean)^2) / C   (each sum in 8 interleaved partial
+ *     sums, i = j mod 8, added pairwise, then the C % 8 tail left to right)
  *     rstd = 1 / sqrt(var + eps)   (sqrt correctly rounded but for rare double-rounding cases; no libm)
  *     y = ((x - mean) * rstd) * w + b        (b may be NULL: no bias)
  * Not exact (NumPy sums pairwise): within 1e-5 * (1 + |y|) of tinylm.autograd.layer_norm for rows up
