@@ -1,9 +1,11 @@
 """Drive the C runtime (runtime/tinylm_runtime.c) from Python, through the cffi extension.
 
     >>> rt = CRuntime.from_model(model, tokenizer)   # doctest: +SKIP
-    >>> ids = rt.encode("To be")                      # doctest: +SKIP  (C's BPE: tokenizer.encode's ids)
-    >>> out = rt.generate(ids, 50, temperature=0)    # doctest: +SKIP  (tinylm.generate's tokens)
+    >>> ids = rt.encode("To be")                      # doctest: +SKIP
+    >>> out = rt.generate(ids, 50, temperature=0)    # doctest: +SKIP
     >>> rt.decode(out)                                # doctest: +SKIP
+
+encode gives tokenizer.encode's ids (C's BPE); generate gives tinylm.generate's tokens.
 
 The blob lives in a NumPy buffer aligned to 16 bytes, the arena in another (tinylm_arena_bytes of
 them): the runtime itself never allocates. Every argument is checked here before C sees it.
