@@ -424,3 +424,33 @@ def test_the_comparison_catches_a_transposed_weight(model, tokenizer):
     ids = tokenizer.encode(PROMPT)
     assert CRuntime.from_model(wrong, tokenizer).generate(ids, 50, temperature=0) != \
         _python_tokens(model, tokenizer, temperature=0)[:len(ids) + 50]
+
+
+def test_a_hugging_face_gpt2_folder_runs_in_c():
+    # a folder in GPT-2's format (vocab.json + merges.txt, GPT-2's pre-split pattern, a special token
+    # <|endoftext|>): the C runtime encodes and generates exactly as tinylm's Python does
+    from tinylm.hf import load_hf_tokenizer
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny-gpt2")
+    model, tok = GPT.from_hf(folder), load_hf_tokenizer(folder)
+    model.eval()
+    rt = CRuntime.from_model(model, tok)
+    for text in TEXTS:
+        assert rt.encode(text) == tok.encode_ordinary(text), text
+    ids = tok.encode("Hello world")
+    want = generate(model, np.array(ids), 60, temperature=0).tolist()
+    assert rt.generate(ids, 60, temperature=0) == want
+
+
+def test_c_encode_with_byte_ids_that_are_not_the_byte_values(tokenizer):
+    # GPT-2's real vocab.json numbers bytes its own way ("!" is 0): permute the byte ids of a trained
+    # tokenizer and check that C maps bytes through the blob's byte_ids table, not by value
+    perm = list(reversed(range(256)))
+    remap = lambda i: perm[i] if i < 256 else i  # noqa: E731
+    merges = [(remap(a), remap(b), new) for (a, b), new in tokenizer.merges.items()]
+    odd = Tokenizer._from_parts(tokenizer.pattern, perm, merges, dict(tokenizer.special_tokens), where="test")
+    assert odd.encode_ordinary("!") == [255 - ord("!")]
+    model = GPT(GPTConfig(vocab_size=odd.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    rt = CRuntime.from_model(model, odd)
+    for text in TEXTS:
+        assert rt.encode(text) == odd.encode_ordinary(text), text
+        assert rt.decode(rt.encode(text)) == text
