@@ -439,6 +439,18 @@ def test_a_hugging_face_gpt2_folder_runs_in_c():
     ids = tok.encode("Hello world")
     want = generate(model, np.array(ids), 60, temperature=0).tolist()
     assert rt.generate(ids, 60, temperature=0) == want
+    from tinylm.cli import main
+    args = ["generate", "--hf", folder, "--prompt", "Hello world", "--max-new-tokens", "20", "--temperature", "0.7",
+            "--top-p", "0.9", "--seed", "3"]
+    import contextlib
+    import io
+    outs = []
+    for extra in (["--engine", "c"], ["--rng", "tinylm"]):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main(args + extra) == 0
+        outs.append(buf.getvalue())
+    assert outs[0] == outs[1] and outs[0].startswith("Hello world")
 
 
 def test_c_encode_with_byte_ids_that_are_not_the_byte_values(tokenizer):

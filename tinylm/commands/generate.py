@@ -28,8 +28,8 @@ def register(sub):
                         "(nucleus sampling, 0 < P <= 1; default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same text (default 0)")
     p.add_argument("--engine", choices=["numpy", "c"], default="numpy",
-                   help="numpy: the Python model (default); c: tinylm's C runtime through cffi (--run only; it "
-                        "samples with the tinylm PRNG, so `--engine numpy --rng tinylm` picks the same tokens)")
+                   help="numpy: the Python model (default); c: tinylm's C runtime through cffi (it samples with the "
+                        "tinylm PRNG, so `--engine numpy --rng tinylm` picks the same tokens)")
     p.add_argument("--rng", choices=["numpy", "tinylm"], default="numpy",
                    help="--engine numpy: the random generator of the sampler (tinylm = the C runtime's xorshift64*)")
     p.add_argument("--plan", metavar="PLAN",
@@ -85,13 +85,18 @@ def run_c(args):
 
     if args.engine != "c":
         raise ValueError("--plan needs --engine c (the Python engine runs a plan through `tinylm quantize`)")
-    if args.run is None:
-        raise ValueError("--engine c needs --run (a run folder or a quantized model folder)")
     if args.no_cache:
         raise ValueError("--engine c always uses its KV cache; drop --no-cache")
     if not 0 <= args.seed < 2**64:
         raise ValueError(f"--seed must be in [0, 2**64) with --engine c, got {args.seed}")
-    model, tokenizer = load_for_c(args.run, args.plan)
+    if args.run is not None:
+        model, tokenizer = load_for_c(args.run, args.plan)
+    else:  # --hf: a Hugging Face GPT-2 folder, quantized by --plan when given
+        from tinylm.quant import apply_plan, load_plan, uniform_plan
+        model, tokenizer = load_model_and_tokenizer(args)
+        if args.plan is not None:
+            model = apply_plan(model, load_plan(args.plan) if os.path.exists(args.plan)
+                               else uniform_plan(model, args.plan))
     rt = CRuntime.from_model(model, tokenizer)
     ids = tokenizer.encode(args.prompt)
     out = rt.generate(ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
