@@ -154,9 +154,12 @@ const tinylm_config *tinylm_model_config(const tinylm_model *m);
 const float *tinylm_forward(tinylm_model *m, int32_t token, uint32_t pos);
 
 /* Byte-level BPE encode of `len` bytes of UTF-8 text, exactly as tinylm.Tokenizer.encode_ordinary
- * (special-token strings are ordinary text). Writes at most `capacity` ids; returns the number of
- * ids, or TINYLM_E_CAPACITY when they do not fit. Invalid UTF-8 bytes each form one chunk of class
- * "other" (Python never produces them). */
+ * (special-token strings are ordinary text): the pre-split of the blob's pattern, implemented by hand
+ * for GPT-2's and GPT-4's regexes (tests compare them with Python on real and random Unicode text),
+ * then merges by rank. Writes at most `capacity` ids; returns the number of ids, or
+ * TINYLM_E_CAPACITY when they do not fit (capacity >= len always suffices: a chunk's byte ids are
+ * written before they merge). An invalid UTF-8 byte counts as one character of no class (Python's
+ * str never holds one). Cost: O(chunk length^2 log n_merges) per chunk. */
 long tinylm_encode(const tinylm_model *m, const char *text, size_t len, int32_t *ids, size_t capacity);
 
 /* The bytes of token `id` (*len of them; not NUL-terminated), or NULL with *len = 0 for an id the
@@ -166,8 +169,10 @@ const uint8_t *tinylm_token_bytes(const tinylm_model *m, int32_t id, size_t *len
 /* Sampler: temperature >= 0, top_p in (0, 1] (>= 1 is off), top_k 0 = off. TINYLM_E_ARG otherwise. */
 int tinylm_sampler_init(tinylm_sampler *s, float temperature, uint32_t top_k, float top_p, uint64_t seed);
 double tinylm_random(tinylm_sampler *s);    /* the next uniform double in [0, 1) */
-/* Pick a token from logits (vocab_size floats) as tinylm.generate.sample_next does (temperature,
- * then top-k, softmax, top-p, then one draw of the PRNG against the cumulative probabilities). */
+/* Pick a token from logits (vocab_size floats) as tinylm.generate.sample_next does, in double
+ * precision like NumPy: temperature, then top-k (ties to the lower id), softmax, top-p, then one draw
+ * u = tinylm_random() * total, and the first id whose cumulative probability exceeds u. Greedy
+ * (temperature 0) takes the first maximum and draws nothing. */
 int32_t tinylm_sample(tinylm_model *m, tinylm_sampler *s, const float *logits);
 
 /* Continue ids[0 .. n_prompt-1] by n_new tokens, as tinylm.generate.generate(use_cache=True) does
