@@ -35,6 +35,8 @@ CLOCK_HZ = 168e6
 INSTRUCTIONS_PER_CYCLE = 0.8        # assumption (see the docstring): 1.25 cycles per instruction
 SUPPLY_VOLTS = 3.3
 RUN_CURRENT_AMPS = 0.040            # typical IDD in Run mode at 168 MHz, all peripherals disabled
+# (taken from the datasheet as we know it, not re-read from a copy while writing this: it agrees with
+# the product summary's "238 uA/MHz" x 168 MHz = 40 mA; check it against your part's revision)
 RUN_CURRENT_SOURCE = ("STM32F405xx/STM32F407xx datasheet (ST DS8626, DocID022152), table 'Typical and "
                       "maximum current consumption in Run mode, code with data processing running from "
                       "Flash memory (ART accelerator enabled) or RAM': fHCLK = 168 MHz, all peripherals "
