@@ -247,3 +247,24 @@ def test_board_preset_is_about_250k_parameters_like_stories260k():
     with nn.skip_init():
         n = GPT(GPTConfig(**sizes)).num_params()
     assert 200_000 <= n <= 300_000, n
+
+
+@pytest.mark.usefixtures("toolchain")
+@pytest.mark.parametrize("plan", ["fp32", "int8:g32"])
+def test_seeded_sampling_on_the_emulated_m4_is_pythons_with_the_tinylm_rng(tiny, plan, tmp_path):
+    """temperature, top-k and top-p with the runtime's xorshift64* generator: the same seed picks the
+    same tokens on the board as tinylm.generate(rng="tinylm") (the M4 computes the sampler's doubles
+    in software: IEEE all the same)."""
+    from tinylm.generate import generate
+    model, tokenizer = tiny
+    model = with_plan(model, plan)
+    sampling = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1234}
+    ids = tokenizer.encode(PROMPT)
+    expected = generate(model, np.array([ids]), 100, rng="tinylm", **sampling)
+    expected = [int(t) for t in np.asarray(expected)[0, len(ids):]]
+    export_dir = runtime_mcu.export(model, tokenizer, str(tmp_path / "export"))
+    image = board.build("m4", export_dir, str(tmp_path), PROMPT, 100, runtime_mcu.arena_bytes(export_dir),
+                        **sampling)
+    got = board.run(image)
+    assert got.tokens == expected
+    assert got.tokens != python_greedy(model, tokenizer, n=100)      # it did sample
