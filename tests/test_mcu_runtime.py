@@ -268,3 +268,18 @@ def test_seeded_sampling_on_the_emulated_m4_is_pythons_with_the_tinylm_rng(tiny,
     got = board.run(image)
     assert got.tokens == expected
     assert got.tokens != python_greedy(model, tokenizer, n=100)      # it did sample
+
+
+@pytest.mark.usefixtures("toolchain")
+def test_the_comparison_can_fail_a_changed_weight_changes_the_board_tokens(tiny, tmp_path):
+    """The board runs what was exported, not what Python holds: export a model whose token embedding
+    (= output head) has one row scaled, and its tokens are no longer the original model's."""
+    import copy
+    model, tokenizer = tiny
+    expected = python_greedy(model, tokenizer, n=50)
+    changed = copy.deepcopy(model)
+    wte = changed.transformer.wte.weight.data
+    wte[expected[0]] *= -1.0                    # the first greedy token now scores the opposite
+    _, got = build_and_run(changed, tokenizer, tmp_path, n=50)
+    assert got.tokens == python_greedy(changed, tokenizer, n=50)
+    assert got.tokens != expected
