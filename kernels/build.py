@@ -26,6 +26,8 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "tinylm_kernels.h")
+RUNTIME = os.path.join(HERE, "..", "runtime")                  # the C runtime, built on the kernels
+RUNTIME_HEADER = os.path.join(RUNTIME, "tinylm_runtime.h")
 
 
 def _compiler_accepts(flag):
@@ -48,9 +50,9 @@ def compile_flags():
     return flags + ["-march=native"]
 
 
-def cdef_source():
-    """The declarations between the cffi markers of tinylm_kernels.h, comments removed."""
-    with open(HEADER, encoding="utf-8") as f:
+def cdef_source(header=HEADER):
+    """The declarations between the cffi markers of a header, comments removed."""
+    with open(header, encoding="utf-8") as f:
         text = f.read()
     body = text.split("/* cffi-begin", 1)[1].split("/* cffi-end */", 1)[0]
     body = body.split("\n", 1)[1]                                # drop the rest of the marker line
@@ -60,14 +62,15 @@ def cdef_source():
 FLAGS = compile_flags()
 
 ffibuilder = FFI()
-ffibuilder.cdef(cdef_source() + "\nconst char *tinylm_build_flags(void);\n")
+ffibuilder.cdef(cdef_source() + cdef_source(RUNTIME_HEADER) + "\nconst char *tinylm_build_flags(void);\n")
 ffibuilder.set_source(
     "tinylm._kernels",
-    '#include "tinylm_kernels.h"\n'
+    '#include "tinylm_kernels.h"\n#include "tinylm_runtime.h"\n'
     f'const char *tinylm_build_flags(void) {{ return "{" ".join(FLAGS)}"; }}\n',
-    sources=sorted(glob.glob(os.path.join(HERE, "*.c"))),
-    include_dirs=[HERE],
-    depends=sorted(glob.glob(os.path.join(HERE, "*.h")) + glob.glob(os.path.join(HERE, "simd", "*.h"))),
+    sources=sorted(glob.glob(os.path.join(HERE, "*.c"))) + sorted(glob.glob(os.path.join(RUNTIME, "tinylm_*.c"))),
+    include_dirs=[HERE, RUNTIME],
+    depends=sorted(glob.glob(os.path.join(HERE, "*.h")) + glob.glob(os.path.join(HERE, "simd", "*.h")))
+    + [RUNTIME_HEADER],
     extra_compile_args=FLAGS,
 )
 

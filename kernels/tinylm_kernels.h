@@ -131,6 +131,55 @@ void tinylm_softmax_s8(const int8_t *x, uint8_t *y, size_t rows, size_t cols,
  */
 const char *tinylm_build_info(void);
 
+/* ==== kernels of the C runtime (runtime/tinylm_runtime.c): one block each ==================== */
+
+/* ---- layer norm (layernorm.c) ------------------------------------------------------------------
+ * y (rows, C) = LayerNorm of each row of x (rows, C), fp32 throughout, in this order:
+ *     mean = (sum x) / C;   var = (sum (x - mean)^2) / C   (each sum in 8 interleaved partial
+ *     sums, i = j mod 8, added pairwise, then the C % 8 tail left to right)
+ *     rstd = 1 / sqrt(var + eps)   (sqrt correctly rounded but for rare double-rounding cases; no libm)
+ *     y = ((x - mean) * rstd) * w + b        (b may be NULL: no bias)
+ * Not exact (NumPy sums pairwise): within 1e-5 * (1 + |y|) of tinylm.autograd.layer_norm for rows up
+ * to a few thousand values. var + eps = 0 -> rstd = inf; a NaN in a row gives NaN in the row.
+ */
+void tinylm_layernorm_f32(const float *x, const float *w, const float *b, float *y,
+                          size_t rows, size_t C, float eps);
+
+/* ---- GELU (gelu.c) ---------------------------------------------------------------------------
+ * y[i] = GELU(x[i]), the tanh form GPT-2 uses, computed as tinylm.autograd.gelu does, in fp32:
+ *     t = ((x*x) * K1 - K2) * x   (= -2u, u = sqrt(2/pi) (x + 0.044715 x^3));  K1 = (float)(-2
+ *     sqrt(2/pi) 0.044715), K2 = (float)(2 sqrt(2/pi));   y = x * (1 / (tinylm_exp_f32(t) + 1))
+ * Not exact (own exp, within 1.5e-7 relative): |y - y_ref| <= 1e-6 * |y| + 1e-37 against the NumPy
+ * reference. Very negative x: exp overflows to +inf and y = -0 (as GELU tends to 0).
+ */
+void tinylm_gelu_f32(const float *x, float *y, size_t n);
+
+/* ---- embedding lookups and the residual add (embedding.c) -----------------------------------
+ * out (n, C) fp32 = rows ids[0..n-1] of a (V, C) table. Exact. The caller checks 0 <= ids[i] < V.
+ *   tinylm_embedding_f32: copied.  tinylm_embedding_f16: converted exactly (tinylm_f16_to_f32).
+ *   tinylm_embedding_s8: q (V, C) int8 with scale (V, C / group_size): out = q * scale, exactly as
+ *   tinylm_dequantize_s8 (group_size divides C).
+ * tinylm_residual_add_f32: x[i] = x[i] + r[i] in place (the residual stream). Exact.
+ */
+void tinylm_embedding_f32(const float *table, const int32_t *ids, float *out, size_t n, size_t C);
+void tinylm_embedding_f16(const uint16_t *table, const int32_t *ids, float *out, size_t n, size_t C);
+void tinylm_embedding_s8(const int8_t *q, const float *scale, const int32_t *ids, float *out,
+                         size_t n, size_t C, size_t group_size);
+void tinylm_residual_add_f32(float *x, const float *r, size_t n);
+
+/* ---- attention over a KV cache (attention.c) -------------------------------------------------
+ * One query token against T cached positions, n_head heads of head_size (C = n_head * head_size):
+ * q (C,); k, v (T, stride) rows (stride >= C; head h is columns h*head_size ..); y (C,).
+ * For each head h, fp32, in this order:
+ *     s[t] = (sum_i q[h,i] * k[t,h,i]) * scale       (scale = 1/sqrt(head_size), rounded to float;
+ *            the sum in 8 interleaved partial sums, i = j mod 8, added pairwise, then the tail)
+ *     p = tinylm_softmax_f32(s)  (one row of T);     y[h,i] = sum_t p[t] * v[t,h,i]   (t ascending)
+ * scratch: 2*T floats of the caller's. T >= 1. Not exact (own softmax, summation order): within
+ * 1e-5 * (1 + max|v|) of the float64 result for T up to a few thousand.
+ */
+void tinylm_attention_f32(const float *q, const float *k, const float *v, float *y, float *scratch,
+                          size_t n_head, size_t head_size, size_t T, size_t stride, float scale);
+
 /* cffi-end */
 
 #endif /* TINYLM_KERNELS_H */

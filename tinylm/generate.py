@@ -122,6 +122,51 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
 
 
 # ----------------------------------------------------------------------------------------------
+# the C runtime's generator, so a seeded run picks the same tokens in Python and in C
+
+
+class TinyRNG:
+    """xorshift64* (Vigna 2016) seeded through splitmix64: the PRNG of tinylm's C runtime
+    (tinylm_sampler in runtime/tinylm_runtime.h), small enough to state in four lines:
+
+        state = splitmix64(seed), or 1 if that is 0
+        x ^= x >> 12;  x ^= x << 25;  x ^= x >> 27;  state = x          (64-bit words)
+        out = x * 0x2545F4914F6CDD1D  (mod 2**64)
+        uniform double in [0, 1) = (out >> 11) * 2**-53
+
+    It offers the one method sample_next uses, `random(n)`, so `generate(..., rng="tinylm")` draws
+    from it instead of NumPy's generator.
+
+    >>> TinyRNG(0).random(2).round(6)
+    array([0.483348, 0.869139])
+    """
+
+    MASK = (1 << 64) - 1
+
+    def __init__(self, seed=0):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= self.MASK:
+            raise ValueError(f"TinyRNG: seed must be an integer in [0, 2**64), got {seed!r}")
+        z = (int(seed) + 0x9E3779B97F4A7C15) & self.MASK  # splitmix64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self.MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self.MASK
+        self.state = (z ^ (z >> 31)) or 1
+
+    def next_u64(self):
+        x = self.state
+        x ^= x >> 12
+        x ^= (x << 25) & self.MASK
+        x ^= x >> 27
+        self.state = x
+        return (x * 0x2545F4914F6CDD1D) & self.MASK
+
+    def random(self, size=None):
+        """One uniform float in [0, 1), or an array of `size` of them."""
+        if size is None:
+            return (self.next_u64() >> 11) * 2.0**-53
+        return np.array([(self.next_u64() >> 11) * 2.0**-53 for _ in range(int(np.prod(size)))]).reshape(size)
+
+
+# ----------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -158,11 +203,13 @@ def refill_size(block_size):
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
-             seed=None, use_cache=True):
+             seed=None, use_cache=True, rng="numpy"):
     """Continue the prompts idx (B, T) by max_new_tokens tokens -> (B, T + new) (or (T + new,) for a
     1-D prompt). Rows of a batch have the same length T.
 
     - `seed`: the same seed gives the same tokens (None = fresh randomness each call).
+    - `rng`: "numpy" (NumPy's default generator) or "tinylm" (TinyRNG, the C runtime's generator: the
+      same seed then gives the same tokens as `tinylm generate --engine c`).
     - `stop_tokens`: ids that end a row. The stop token is kept in the output; generation ends when
       every row has stopped, so `new` may be smaller than max_new_tokens. A row that stopped early is
       padded with its stop token until the others stop.
@@ -185,7 +232,13 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     one_row = idx.ndim == 1
     out = idx[None, :] if one_row else idx  # (B, T)
     B = out.shape[0]
-    rng = np.random.default_rng(seed)
+    if rng not in ("numpy", "tinylm"):
+        raise ValueError(f"generate: rng must be 'numpy' or 'tinylm', got {rng!r}")
+    if rng == "tinylm":
+        rng = TinyRNG(int.from_bytes(np.random.SeedSequence().entropy.to_bytes(16, "little")[:8], "little")
+                      if seed is None else seed)
+    else:
+        rng = np.random.default_rng(seed)
 
     was_training = model.training
     model.eval()

@@ -6,7 +6,8 @@
     python -m tinylm.bench train        # nanoGPT's Shakespeare run: loss and ms/step vs PyTorch
     python -m tinylm.bench generate     # tokens/s with and without the KV cache
     python -m tinylm.bench quant        # fp32 / fp16 / int8 models: size, perplexity, speed
+    python -m tinylm.bench runtime      # the C runtime vs the NumPy path, tokens/s, bandwidth limit
 
 Each suite is a module tinylm/bench/<name>.py with a `main(argv)` function.
 """
-SUITES = ["kernels", "tokenizer", "autograd", "train", "generate", "quant"]
+SUITES = ["kernels", "tokenizer", "autograd", "train", "generate", "quant", "runtime"]

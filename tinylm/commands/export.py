@@ -20,13 +20,19 @@ Q8_0 as the precision plan says (--plan fp16, --plan int8, or a plan file):
 
     tinylm export --format gguf --run runs/llama --out gguf --plan int8
     llama-cli -m gguf/model.gguf -p "ROMEO:" -n 100 --temp 0
+
+--format c writes the folder tinylm's C runtime runs (model.bin, model_data.c/.h, README.md), from a
+run (optionally quantized by --plan) or from a folder written by `tinylm quantize --out`:
+
+    tinylm export --format c --run tinylm-demo --plan int8 --out demo-c
+    make -C runtime && ./runtime/tinylm-run demo-c/model.bin -n 100 -i "def "
 """
 from __future__ import annotations
 
 import os
 import sys
 
-FORMATS = ["hf", "llama2c", "gguf"]
+FORMATS = ["hf", "llama2c", "gguf", "c"]
 
 
 def register(sub):
@@ -38,9 +44,11 @@ def register(sub):
                     "without conversion, and that `tinylm generate --hf` reads back.")
     p.add_argument("--format", choices=FORMATS, default="hf",
                    help="output format; hf = Hugging Face GPT-2 folder (the default), llama2c = model.bin + "
-                        "tokenizer.bin for llama2.c, gguf = model.gguf for llama.cpp")
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder written by `tinylm train` (llama2c "
-                                                                    "and gguf: any model tinylm.load opens)")
+                        "tokenizer.bin for llama2.c, gguf = model.gguf for llama.cpp, c = model.bin + "
+                        "model_data.c/.h for tinylm's C runtime")
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run folder written by `tinylm train` (llama2c, gguf and c: any model tinylm.load opens, "
+                        "e.g. a quantized folder written by `tinylm quantize --out`)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder to write (created if needed; if it already holds files of the names written, "
                         "the export stops unless --force)")
@@ -49,14 +57,18 @@ def register(sub):
                    help="llama2c: 0 = run.c's fp32 file (the default), 1 = fp32 with a header, 2 = int8 for runq.c")
     p.add_argument("--group-size", type=int, help="llama2c version 2: values per int8 scale (default: the model's "
                                                   "own, else 64 halved until it divides the widths)")
-    p.add_argument("--plan", help="gguf: a plan JSON file or one precision for every layer (fp32, fp16, int8 = "
-                                  "Q8_0); default: the model's own precisions (fp32 for a trained run)")
+    p.add_argument("--plan", metavar="PLAN",
+                   help="gguf and c: quantize first, with a plan JSON file or one precision for every layer "
+                        "(fp16, int8, int8:g64, int8:channel; gguf takes fp16 and int8 = Q8_0); default: the "
+                        "model's own precisions (fp32 for a trained run)")
     p.set_defaults(func=run)
 
 
 def run(args):
     if args.format != "hf":
-        return {"llama2c": run_llama2c, "gguf": run_gguf}[args.format](args)
+        return {"llama2c": run_llama2c, "gguf": run_gguf, "c": run_c}[args.format](args)
+    if args.plan is not None:
+        raise ValueError("--plan applies to --format gguf and c")
     from tinylm.fileio import check_not_replacing
     from tinylm.io.hf_gpt2 import HF_FILES, save_hf_gpt2
     from tinylm.io.runs import load_model
@@ -107,15 +119,26 @@ def run_llama2c(args):
 def run_gguf(args):
     from tinylm.io import load
     from tinylm.io.gguf import save_gguf
-    from tinylm.quant.plan import apply_plan, load_plan, uniform_plan
 
     _check_out(args, ["model.gguf"])
-    model, tokenizer = load(args.run)
-    if args.plan is not None:
-        plan = load_plan(args.plan) if args.plan.endswith(".json") else uniform_plan(model, args.plan)
-        model = apply_plan(model, plan)
+    model, tokenizer = load(args.run, args.plan)
     path = save_gguf(model, os.path.join(args.out, "model.gguf"), tokenizer)
     print(f"wrote {path} ({os.path.getsize(path):,} bytes; {'llama' if not model.config.is_gpt2 else 'gpt2'} "
           f"architecture)")
     print(f"run it: llama-cli -m {path} -p \"your prompt\" -n 64 --temp 0")
+    return 0
+
+
+def run_c(args):
+    from tinylm.io import load
+    from tinylm.io.cblob import export_c
+
+    model, tokenizer = load(args.run, args.plan)
+    if tokenizer is None:
+        raise ValueError(f"{args.run} holds no tokenizer; the C runtime needs one (save the quantized model with it)")
+    size = export_c(model, tokenizer, args.out, force=args.force)
+    c = model.config
+    print(f"wrote {args.out}: model.bin ({size:,} bytes), model_data.c, model_data.h, README.md (n_layer={c.n_layer}, "
+          f"n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, vocab_size={c.vocab_size})")
+    print(f"run it: make -C runtime && ./runtime/tinylm-run {os.path.join(args.out, 'model.bin')} -n 100 -i \"...\"")
     return 0

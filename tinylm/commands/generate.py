@@ -17,7 +17,8 @@ def register(sub):
                     "the same text.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", metavar="RUN_DIR",
-                        help="run folder written by `tinylm train` (checkpoint + tokenizer)")
+                        help="run folder written by `tinylm train`, or any model tinylm.load opens (a quantized "
+                             "folder, llama2.c model.bin, GGUF)")
     source.add_argument("--hf", metavar="HF_FOLDER", help="Hugging Face GPT-2 folder to load instead of a run")
     p.add_argument("--prompt", required=True, help="text to continue (must not be empty)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="number of tokens to generate (default 200)")
@@ -28,6 +29,13 @@ def register(sub):
                    help="sample only from the smallest set of most likely tokens whose probability reaches P "
                         "(nucleus sampling, 0 < P <= 1; default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same text (default 0)")
+    p.add_argument("--engine", choices=["numpy", "c"], default="numpy",
+                   help="numpy: the Python model (default); c: tinylm's C runtime through cffi (it samples with the "
+                        "tinylm PRNG, so `--engine numpy --rng tinylm` picks the same tokens)")
+    p.add_argument("--rng", choices=["numpy", "tinylm"], default="numpy",
+                   help="--engine numpy: the random generator of the sampler (tinylm = the C runtime's xorshift64*)")
+    p.add_argument("--plan", metavar="PLAN",
+                   help="quantize the model first: a plan file or one precision for every layer (e.g. int8)")
     p.add_argument("--no-cache", action="store_true",
                    help="run the whole context through the model at every step instead of using the KV cache "
                         "(slower; for comparison)")
@@ -35,15 +43,16 @@ def register(sub):
 
 
 def load_model_and_tokenizer(args):
-    """(model, tokenizer) from --run or --hf. Imported here so `--help` works without those modules."""
+    """(model, tokenizer) from --run or --hf (quantized by --plan), through tinylm.load."""
+    from tinylm.io import load
+
     folder = args.run if args.run is not None else args.hf
-    if not os.path.isdir(folder):
+    if not os.path.exists(folder):
         raise FileNotFoundError(f"{'run' if args.run is not None else 'Hugging Face'} folder not found: {folder}")
-    if args.run is not None:
-        from tinylm.io.runs import load_model
-        return load_model(args.run)
-    from tinylm.io.hf_gpt2 import load_hf_gpt2, load_hf_tokenizer
-    return load_hf_gpt2(args.hf), load_hf_tokenizer(args.hf)
+    model, tokenizer = load(folder, args.plan)
+    if tokenizer is None:
+        raise ValueError(f"{folder} holds no tokenizer; generation needs one to read the prompt")
+    return model, tokenizer
 
 
 def run(args):
@@ -53,11 +62,13 @@ def run(args):
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if not args.prompt:
         raise ValueError("--prompt is empty; give some text to continue")
+    if args.engine == "c":
+        return run_c(args)
     model, tokenizer = load_model_and_tokenizer(args)
     stop = _end_of_text_ids(tokenizer)
     text = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         stop_tokens=stop or None, seed=args.seed, use_cache=not args.no_cache)
+                         stop_tokens=stop or None, seed=args.seed, use_cache=not args.no_cache, rng=args.rng)
     print(text)
     return 0
 
@@ -66,3 +77,22 @@ def _end_of_text_ids(tokenizer):
     """The id of an end-of-text special token, if the tokenizer has one: generation stops there."""
     special = getattr(tokenizer, "special_tokens", None) or {}
     return [int(special[name]) for name in ("<|endoftext|>",) if name in special]
+
+
+def run_c(args):
+    """--engine c: export the model to a blob in memory and generate with the C runtime."""
+    from tinylm.io.cruntime import CRuntime
+
+    if args.no_cache:
+        raise ValueError("--engine c always uses its KV cache; drop --no-cache")
+    if not 0 <= args.seed < 2**64:
+        raise ValueError(f"--seed must be in [0, 2**64) with --engine c, got {args.seed}")
+    model, tokenizer = load_model_and_tokenizer(args)
+    rt = CRuntime.from_model(model, tokenizer)
+    ids = tokenizer.encode(args.prompt)
+    out = rt.generate(ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                      top_p=args.top_p, seed=args.seed)[len(ids):]
+    stop = set(_end_of_text_ids(tokenizer))
+    hits = [i for i, t in enumerate(out) if t in stop]
+    print(args.prompt + rt.decode(out[:hits[0]] if hits else out))
+    return 0

@@ -4,6 +4,7 @@
     tinylm train --data ../shared/data/tinyshakespeare.txt --out runs/shakespeare --vocab-size 256
     tinylm train --out runs/manual --resume --max-iters 2000      # continue (and extend) a run
     tinylm train --data ../shared/data/tinyshakespeare.txt --out runs/llama --arch llama --n-kv-head 2
+    tinylm train --size board --data ../shared/data/tinyshakespeare.txt --out runs/board   # for a board
 
 A folder that already holds a run is never overwritten by accident: pass --resume to continue it or
 --force to start again from scratch.
@@ -18,10 +19,20 @@ import sys
 # GPTConfig fields set from options of the same name
 GPT_OPTIONS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "n_expert", "expert_top_k", "moe_aux_coef",
                "norm", "pos", "rope_theta", "mlp", "mlp_hidden", "multiple_of", "n_kv_head", "bias", "tie_head")
-MODEL_OPTIONS = ("vocab_size", "tokenizer", "arch", *GPT_OPTIONS, "data", "val_fraction", "no_clean")
+MODEL_OPTIONS = ("size", "vocab_size", "tokenizer", "arch", *GPT_OPTIONS, "data", "val_fraction", "no_clean")
 # TrainConfig fields set from options of the same name
 TRAIN_OPTIONS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
                  "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed", "val_fraction")
+
+# --size presets: defaults for the options above (an option given on the command line wins).
+# board: ~240k parameters, like llama2.c's stories260K, sized for an STM32F405 (1 MB flash, 128 KB SRAM
+# + 64 KB CCM). In int8 its weights take ~0.3 MB of flash; its fp32 KV cache, n_layer * 2 * block_size
+# * n_embd * 4 bytes = 96 KB, is most of the runtime's arena, which has to fit the 128 KB SRAM
+# (kernels/targets/cortex-m/stm32f405.ld). 4000 steps of 32 x 48 tokens on tinyshakespeare: ~5 minutes.
+SIZES = {
+    "board": {"vocab_size": 512, "n_layer": 4, "n_head": 4, "n_embd": 64, "block_size": 48,
+              "batch_size": 32, "max_iters": 4000, "lr": 2e-3, "min_lr": 2e-4, "eval_interval": 500},
+}
 
 
 def register(sub):
@@ -39,6 +50,8 @@ def register(sub):
                    help="continue the run saved in --out exactly where it stopped (only --max-iters may change)")
     p.add_argument("--force", action="store_true", help="start a new run even if --out already holds one "
                                                         "(its checkpoint is replaced)")
+    p.add_argument("--size", choices=sorted(SIZES), help="a preset of the model and training options below "
+                                                         "(board: ~240k parameters for a microcontroller)")
     g = p.add_argument_group("tokenizer and data")
     g.add_argument("--vocab-size", type=int, help="tokenizer vocabulary: 256 = raw bytes, no merges; more = BPE "
                                                   "merges learned from the corpus (default 512)")
@@ -128,6 +141,9 @@ def new_run(args):
     from tinylm.model import GPTConfig
     from tinylm.train import TrainConfig
 
+    for name, value in SIZES.get(args.size, {}).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     model_kw = model_options(args)
     train_kw = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
     if args.warmup_iters is None and args.max_iters is not None:

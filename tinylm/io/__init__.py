@@ -19,6 +19,7 @@ import os
 
 from tinylm.fileio import load_json
 from tinylm.io import gguf, hf_gpt2, llama2c, quantized, runs
+from tinylm.quant import apply_plan, load_plan, uniform_plan
 
 # what `load` recognises, for its error message
 FORMATS = ("a tinylm run folder (config.json with \"format\": \"tinylm-run\")",
@@ -55,12 +56,20 @@ def detect(path):
     raise ValueError(f"{path} is not a folder tinylm can load; expected " + "; ".join(FORMATS))
 
 
-def load(path):
+def load(path, plan=None):
     """(model, tokenizer) from any folder (or llama2.c .bin file) tinylm can read, the model in eval mode.
 
     The tokenizer is None where the folder holds none (a quantized model saved without one, a Hugging
-    Face folder without vocab.json + merges.txt).
+    Face folder without vocab.json + merges.txt). With `plan` (a plan JSON file, or one precision for
+    every layer such as "int8"), the loaded fp32 model is quantized by it (tinylm.quant.apply_plan).
     """
+    model, tokenizer = _load(path)
+    if plan is not None:
+        model = apply_plan(model, load_plan(plan) if os.path.exists(plan) else uniform_plan(model, plan))
+    return model, tokenizer
+
+
+def _load(path):
     kind = detect(path)
     if kind == "run":
         return runs.load_model(path)

@@ -38,6 +38,7 @@ from tinylm.kernels import reference
 __all__ = [
     "backend", "build_info", "f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_f16", "matmul_s8",
     "quantize_s8", "dequantize_s8", "linear_s8", "LinearS8", "softmax_f32", "softmax_f16", "softmax_s8",
+    "layernorm_f32", "gelu_f32", "embedding", "residual_add_f32", "attention_f32",
 ]
 
 ENV_VAR = "TINYLM_KERNELS"
@@ -430,4 +431,133 @@ def softmax_s8(x, scale):
     T = x.shape[-1]
     lib.tinylm_softmax_s8(_ptr(ffi, "int8_t *", x), _ptr(ffi, "uint8_t *", y), x.size // T, T,
                           _ptr(ffi, "uint32_t *", table))
+    return y
+
+
+# ---- the C runtime's kernels: layer norm, GELU, embedding, residual add, attention over a cache ------
+
+def layernorm_f32(x, w, b=None, eps=1e-5):
+    """LayerNorm over the last axis of float32 x (..., C) with w (C,), b (C,) or None
+    (see reference.layernorm_f32)."""
+    fn = "layernorm_f32"
+    x = _array(fn, "x", x, np.float32)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{fn}: x has shape {x.shape}; expected (..., C) with C >= 1")
+    C = x.shape[-1]
+    w = _array(fn, "w", w, np.float32, 1)
+    if w.shape != (C,):
+        raise ValueError(f"{fn}: w has shape {w.shape}; expected ({C},) to match x's C={C}")
+    if b is not None:
+        b = _array(fn, "b", b, np.float32, 1)
+        if b.shape != (C,):
+            raise ValueError(f"{fn}: b has shape {b.shape}; expected ({C},) to match x's C={C}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 <= eps < 1:
+        raise ValueError(f"{fn}: eps is {eps!r}; expected a number in [0, 1)")
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.layernorm_f32(x, w, b, eps)
+    ffi, lib = c
+    y = np.empty(x.shape, np.float32)
+    lib.tinylm_layernorm_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", w),
+                             ffi.NULL if b is None else _ptr(ffi, "float *", b), _ptr(ffi, "float *", y),
+                             x.size // C, C, float(eps))
+    return y
+
+
+def gelu_f32(x):
+    """GELU (tanh form, as GPT-2) of float32 x, any shape (see reference.gelu_f32)."""
+    x = _array("gelu_f32", "x", x, np.float32)
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.gelu_f32(x)
+    ffi, lib = c
+    y = np.empty(x.shape, np.float32)
+    lib.tinylm_gelu_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", y), x.size)
+    return y
+
+
+def embedding(table, ids, scale=None):
+    """Rows `ids` (integers, any shape) of a (V, C) table -> ids.shape + (C,) float32, exact.
+    table: float32, float16, or int8 with scale (V, C // group_size) float32."""
+    fn = "embedding"
+    table = np.asarray(table)
+    if table.dtype not in (np.float32, np.float16, np.int8):
+        raise TypeError(f"{fn}: table has dtype {table.dtype}; expected float32, float16 or int8")
+    table = _array(fn, "table", table, table.dtype, 2)
+    V, C = table.shape
+    if V < 1 or C < 1:
+        raise ValueError(f"{fn}: table has shape {table.shape}; expected (V, C) with both >= 1")
+    ids = np.asarray(ids)
+    if ids.dtype == bool or ids.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: ids has dtype {ids.dtype}; expected integer row ids")
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"{fn}: ids must be in 0 .. {V - 1} (the table's rows)")
+    if table.dtype == np.int8:
+        if scale is None:
+            raise ValueError(f"{fn}: an int8 table needs its scale (V, C // group_size) float32")
+        scale = _array(fn, "scale", scale, np.float32, 2)
+        group_size = _check_scales(fn, "scale", scale, V, C, "table row")
+        _check_s8_range(fn, "table", table)
+    elif scale is not None:
+        raise ValueError(f"{fn}: scale is only for int8 tables; this table is {table.dtype}")
+    c = _c()
+    if c is None or ids.size == 0:
+        return reference.embedding(table, ids, scale)
+    ffi, lib = c
+    flat = np.ascontiguousarray(ids.reshape(-1), dtype=np.int32)
+    out = np.empty((flat.size, C), np.float32)
+    if table.dtype == np.float32:
+        lib.tinylm_embedding_f32(_ptr(ffi, "float *", table), _ptr(ffi, "int32_t *", flat),
+                                 _ptr(ffi, "float *", out), flat.size, C)
+    elif table.dtype == np.float16:
+        lib.tinylm_embedding_f16(_ptr(ffi, "uint16_t *", table), _ptr(ffi, "int32_t *", flat),
+                                 _ptr(ffi, "float *", out), flat.size, C)
+    else:
+        lib.tinylm_embedding_s8(_ptr(ffi, "int8_t *", table), _ptr(ffi, "float *", scale),
+                                _ptr(ffi, "int32_t *", flat), _ptr(ffi, "float *", out), flat.size, C,
+                                group_size)
+    return out.reshape(ids.shape + (C,))
+
+
+def residual_add_f32(x, r):
+    """x + r for float32 arrays of the same shape, as a new array (the C kernel adds in place)."""
+    fn = "residual_add_f32"
+    x = _array(fn, "x", x, np.float32)
+    r = _array(fn, "r", r, np.float32)
+    if x.shape != r.shape:
+        raise ValueError(f"{fn}: r has shape {r.shape}; expected {x.shape} like x")
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.residual_add_f32(x, r)
+    ffi, lib = c
+    y = x.copy()
+    lib.tinylm_residual_add_f32(_ptr(ffi, "float *", y), _ptr(ffi, "float *", r), y.size)
+    return y
+
+
+def attention_f32(q, k, v, n_head, scale=None):
+    """One token's attention over a KV cache: q (C,), k and v (T, C) float32, n_head heads
+    (C % n_head == 0); scale defaults to 1/sqrt(C // n_head). -> y (C,) (see reference.attention_f32)."""
+    fn = "attention_f32"
+    q = _array(fn, "q", q, np.float32, 1)
+    k = _array(fn, "k", k, np.float32, 2)
+    v = _array(fn, "v", v, np.float32, 2)
+    C = q.shape[0]
+    if isinstance(n_head, bool) or not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
+        raise ValueError(f"{fn}: n_head is {n_head!r}; expected a positive divisor of C={C}")
+    if C == 0 or k.shape[0] == 0 or k.shape[1] != C:
+        raise ValueError(f"{fn}: k has shape {k.shape}; expected (T, {C}) with T >= 1 to match q's C={C}")
+    if v.shape != k.shape:
+        raise ValueError(f"{fn}: v has shape {v.shape}; expected {k.shape} like k")
+    scale = np.float32(1.0 / np.sqrt(C // n_head) if scale is None else scale)
+    c = _c()
+    if c is None:
+        return reference.attention_f32(q, k, v, int(n_head), scale)
+    ffi, lib = c
+    T = k.shape[0]
+    y = np.empty(C, np.float32)
+    scratch = np.empty(2 * T, np.float32)
+    lib.tinylm_attention_f32(_ptr(ffi, "float *", q), _ptr(ffi, "float *", k), _ptr(ffi, "float *", v),
+                             _ptr(ffi, "float *", y), _ptr(ffi, "float *", scratch), int(n_head), C // n_head,
+                             T, C, float(scale))
     return y

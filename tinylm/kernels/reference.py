@@ -232,3 +232,74 @@ def softmax_s8(x, scale):
     S = e.sum(axis=-1, keepdims=True, dtype=np.uint64)
     y = (e * np.uint64(256) + S // np.uint64(2)) // S
     return np.minimum(y, 255).astype(np.uint8)
+
+
+# ---- the C runtime's kernels (contracts: the last section of kernels/tinylm_kernels.h) --------------
+
+def layernorm_f32(x, w, b=None, eps=1e-5):
+    """LayerNorm over the last axis of x (..., C) float32, as tinylm.autograd.layer_norm computes it:
+
+        xhat = (x - mean) / sqrt(var + eps)        y = xhat * w + b      (float32 throughout)
+
+    The C kernel sums left to right, NumPy pairwise: within 1e-5 * (1 + |y|) (see the header).
+
+    >>> layernorm_f32(np.array([[1.0, 3.0]], np.float32), np.ones(2, np.float32))
+    array([[-0.999995,  0.999995]], dtype=float32)
+    """
+    xc = x - x.mean(axis=-1, keepdims=True)                      # (..., C)
+    rstd = np.float32(1.0) / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + np.float32(eps))  # (..., 1)
+    y = (xc * rstd) * w
+    return y if b is None else y + b
+
+
+GELU_K1 = np.float32(-2.0 * 0.7978845608028654 * 0.044715)     # (float)(-2 sqrt(2/pi) 0.044715)
+GELU_K2 = np.float32(2.0 * 0.7978845608028654)                  # (float)(2 sqrt(2/pi))
+
+
+def gelu_f32(x):
+    """GELU, tanh form, as tinylm.autograd.gelu computes it in float32: x * sigmoid(2u),
+    u = sqrt(2/pi) (x + 0.044715 x^3), written as t = ((x*x) * K1 - K2) * x = -2u, y = x / (exp(t) + 1).
+    The C kernel uses tinylm's exp: within 1e-6 |y| (see the header).
+
+    >>> gelu_f32(np.array([0.0, 1.0, -1.0], np.float32)).round(4)
+    array([ 0.    ,  0.8412, -0.1588], dtype=float32)
+    """
+    with np.errstate(over="ignore"):                             # x*x and exp(t) may overflow to inf:
+        t = ((x * x) * GELU_K1 - GELU_K2) * x                    # then y = x / inf = -0 for very
+        e = np.exp(t)                                            # negative x, as GELU tends to 0
+    return x * (np.float32(1.0) / (e + np.float32(1.0)))
+
+
+def embedding(table, ids, scale=None):
+    """Rows `ids` of a (V, C) table -> ids.shape + (C,) float32. Exact. float32 rows are copied,
+    float16 rows converted, int8 rows dequantized with their (V, C // group_size) scales."""
+    flat = ids.reshape(-1)
+    if table.dtype == np.int8:
+        rows = dequantize_s8(table[flat], scale[flat])
+    else:
+        rows = table[flat].astype(np.float32)
+    return rows.reshape(ids.shape + (table.shape[1],))
+
+
+def residual_add_f32(x, r):
+    """x + r, float32, element by element. Exact."""
+    return x + r
+
+
+def attention_f32(q, k, v, n_head, scale):
+    """One query q (C,) attending over T cached positions k, v (T, C), n_head heads: for each head,
+    softmax(q_h . k_t,h * scale) over t, then the weighted sum of v_t,h -> y (C,) float32.
+    Computed in float64 here; the C kernel is within 1e-5 * (1 + max|v|) of it.
+
+    >>> attention_f32(np.ones(2, np.float32), np.ones((3, 2), np.float32), np.eye(3, 2, dtype=np.float32), 1, 1.0)
+    array([0.33333334, 0.33333334], dtype=float32)
+    """
+    T, C = k.shape
+    hs = C // n_head
+    qh = q.astype(np.float64).reshape(n_head, 1, hs)                          # (nh, 1, hs)
+    kh = k.astype(np.float64).reshape(T, n_head, hs).transpose(1, 2, 0)       # (nh, hs, T)
+    vh = v.astype(np.float64).reshape(T, n_head, hs).transpose(1, 0, 2)       # (nh, T, hs)
+    s = (qh @ kh) * float(scale)                                              # (nh, 1, T)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    return (p @ vh).reshape(C).astype(np.float32)                             # (C,)

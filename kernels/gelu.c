@@ -1,0 +1,31 @@
+/* gelu.c -- tinylm_gelu_f32: GELU, tanh form, computed as x * sigmoid(2u) like tinylm.autograd.gelu
+ * (contract in tinylm_kernels.h). The exponential is tinylm_exp_f32 (softmax.c): no libm.
+ */
+#include "tinylm_kernels.h"
+
+/* the constants of tinylm.autograd.gelu, rounded to float as NumPy rounds them against float32 data */
+#define GELU_K1 (-0x1.2444f2p-4f)   /* (float)(-2 * sqrt(2/pi) * 0.044715) = -0.071354814 */
+#define GELU_K2 0x1.988454p+0f       /* (float)(2 * sqrt(2/pi)) = 1.5957692 */
+
+/* Blocks of GELU_BLOCK values: t for the block, one tinylm_exp_f32 call over it (its loop vectorizes,
+ * a call per value would not), then y. The stack buffer is 2 x 256 bytes. */
+#define GELU_BLOCK 64
+
+void tinylm_gelu_f32(const float *restrict x, float *restrict y, size_t n)
+{
+    float t[GELU_BLOCK], e[GELU_BLOCK];
+    for (size_t start = 0; start < n; start += GELU_BLOCK) {
+        const size_t m = n - start < GELU_BLOCK ? n - start : GELU_BLOCK;
+        const float *xb = x + start;
+        for (size_t i = 0; i < m; i++) {
+            const float d = xb[i];
+            float u = d * d;
+            u = u * GELU_K1;
+            u = u - GELU_K2;
+            t[i] = u * d;                   /* t = -2u,  u = sqrt(2/pi) (x + 0.044715 x^3) */
+        }
+        tinylm_exp_f32(t, e, m);            /* exp(-2u): +inf for very negative x, and then y = -0 */
+        for (size_t i = 0; i < m; i++)
+            y[start + i] = xb[i] * (1.0f / (e[i] + 1.0f));   /* x * sigmoid(2u) */
+    }
+}
