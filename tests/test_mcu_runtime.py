@@ -21,7 +21,7 @@ board = sys.modules["tinylm_board"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(board)
 
 from tinylm.bench import runtime_mcu  # noqa: E402
-from tinylm.quant import apply_plan, uniform_plan
+from tinylm.quant import apply_plan, uniform_plan  # noqa: E402
 
 MISSING = board.mcu.toolchain_missing()
 

@@ -176,7 +176,8 @@ def format_rows(rows) -> str:
     Two figures per token: inside one context window (no refill), and averaged over all the tokens of
     the run, where every block_size / 2 tokens a full cache is refilled by a forward pass over
     block_size / 2 tokens (tinylm.generate's rule, which the runtime follows to give the same tokens)."""
-    lines = ["| core (board) | plan | tokens = Python's | instructions/token: window / all | in kernels (all) | runtime overhead "
+    lines = ["| core (board) | plan | tokens = Python's | instructions/token: window / all | in kernels (all) "
+             "| runtime overhead "
              "| flash of 1 MB | SRAM of 128 KB (arena) | CCM of 64 KB | est. tokens/s at 168 MHz: window / all "
              "| est. mJ/token: window / all |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -159,23 +159,23 @@ def blob_tensors(model):
         p = f"transformer.h.{layer}"
         parts = {"ln_1": block.ln_1, "ln_2": block.ln_2}
         for name, ln in parts.items():
-            out[(KIND[f"{name}.weight"], l, 0)] = _vector(ln.weight, f"{p}.{name}.weight")
+            out[(KIND[f"{name}.weight"], layer, 0)] = _vector(ln.weight, f"{p}.{name}.weight")
             if ln.bias is not None:
-                out[(KIND[f"{name}.bias"], l, 0)] = _vector(ln.bias, f"{p}.{name}.bias")
+                out[(KIND[f"{name}.bias"], layer, 0)] = _vector(ln.bias, f"{p}.{name}.bias")
         for name in ("c_attn", "c_proj"):
             lin = getattr(block.attn, name)
-            out[(KIND[f"attn.{name}.weight"], l, 0)] = _matrix(lin, f"{p}.attn.{name}")
+            out[(KIND[f"attn.{name}.weight"], layer, 0)] = _matrix(lin, f"{p}.attn.{name}")
             if _bias(lin, f"{p}.attn.{name}") is not None:
-                out[(KIND[f"attn.{name}.bias"], l, 0)] = _bias(lin, f"{p}.attn.{name}")
+                out[(KIND[f"attn.{name}.bias"], layer, 0)] = _bias(lin, f"{p}.attn.{name}")
         experts = block.mlp.experts if cfg.n_expert else [block.mlp]
         if cfg.n_expert:
-            out[(KIND["mlp.router.weight"], l, 0)] = _matrix(block.mlp.router, f"{p}.mlp.router")
+            out[(KIND["mlp.router.weight"], layer, 0)] = _matrix(block.mlp.router, f"{p}.mlp.router")
         for e, mlp in enumerate(experts):
             for name in ("c_fc", "c_proj"):
                 lin = getattr(mlp, name)
-                out[(KIND[f"mlp.{name}.weight"], l, e)] = _matrix(lin, f"{p}.mlp.{name}")
+                out[(KIND[f"mlp.{name}.weight"], layer, e)] = _matrix(lin, f"{p}.mlp.{name}")
                 if _bias(lin, f"{p}.mlp.{name}") is not None:
-                    out[(KIND[f"mlp.{name}.bias"], l, e)] = _bias(lin, f"{p}.mlp.{name}")
+                    out[(KIND[f"mlp.{name}.bias"], layer, e)] = _bias(lin, f"{p}.mlp.{name}")
     return out
 
 
