@@ -35,7 +35,7 @@ def register(sub):
 
 
 def run(args):
-    from tinylm.fileio import check_not_replacing
+    from tinylm.fileio import check_not_replacing, check_writable, removed_on_failure
     from tinylm.io.hf_gpt2 import HF_FILES, save_hf_gpt2
     from tinylm.io.runs import load_model
     from tinylm.tokenizer import GPT2_PATTERN
@@ -44,8 +44,10 @@ def run(args):
         raise FileExistsError(f"--out {args.out} exists and is not a folder")
     if not args.force:
         check_not_replacing(args.out, HF_FILES)
+    check_writable(args.out)
     model, tokenizer = load_model(args.run)
-    save_hf_gpt2(model, args.out, tokenizer)
+    with removed_on_failure(args.out, HF_FILES):
+        save_hf_gpt2(model, args.out, tokenizer)
     c = model.config
     print(f"wrote {args.out}: config.json, model.safetensors, vocab.json, merges.txt, tokenizer_config.json "
           f"(GPT-2 with n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, "

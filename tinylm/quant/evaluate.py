@@ -60,8 +60,13 @@ class Evaluator:
     def measure(self, model):
         """{'loss', 'ppl', 'ppl_change' (relative to fp32), 'agreement'} of `model`."""
         loss, tokens = self.run(model)
-        return {"loss": loss, "ppl": math.exp(loss), "ppl_change": math.expm1(loss - self.ref_loss),
+        return {"loss": loss, "ppl": _exp(loss), "ppl_change": _exp(loss - self.ref_loss) - 1.0,
                 "agreement": float(np.mean(tokens == self.ref_tokens))}
+
+
+def _exp(x):
+    """math.exp, inf where it would overflow (a loss above ~709 nats: a broken model, not a crash)."""
+    return math.exp(x) if x < 709.0 else math.inf
 
 
 def tokens_per_second(model, n_tokens=32, repeats=3, seed=0):
