@@ -28,7 +28,6 @@ import numpy as np
 from tinylm import nn, process
 from tinylm.model import GPT, GPTConfig
 
-
 SIZE_SLACK = 8  # a config may imply at most this many times the numbers its weight file holds
 
 
