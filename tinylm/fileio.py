@@ -14,8 +14,10 @@ Every file tinylm writes goes through here, so these promises hold everywhere:
 import contextlib
 import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -192,7 +194,8 @@ def load_npz(path, what="array file"):
                               f"{info.file_size:,} (more than {MAX_INFLATION}x)")
                 with z.open(info) as f:
                     arrays[name] = _read_npy(f, info.file_size, name, bad)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, zlib.error,
+            struct.error, OSError, EOFError, ValueError) as exc:  # RuntimeError: an encrypted member
         if isinstance(exc, ValueError) and str(exc).startswith(path):
             raise
         raise bad(f"{type(exc).__name__}: {str(exc)[:200]}") from None

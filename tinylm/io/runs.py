@@ -326,15 +326,20 @@ def load_checkpoint(run_dir):
 
 
 def _check_optimizer_state(arrays, path):
-    """optimizer.npz's arrays, each step count an integer >= 0 and each number finite: a state with step
-    -1 would divide by zero in AdamW's bias correction, a NaN moment would poison every weight."""
+    """optimizer.npz's arrays, each step count an integer >= 0, each moment float32 (never cast) and each
+    number finite: a state with step -1 would divide by zero in AdamW's bias correction, a NaN moment
+    would poison every weight."""
     for key, a in arrays.items():
         if key.endswith(".step"):
             if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
                 raise ValueError(f"{path}: {key} is {a!r}; expected one integer >= 0")
-        elif a.dtype.kind != "f" and not key.endswith(".n_params"):
+        elif key.endswith(".n_params"):
+            continue
+        elif key.startswith("state.") and a.dtype != np.float32:  # moments: the weights' dtype, not cast
+            raise ValueError(f"{path}: {key} has dtype {a.dtype}; expected float32, like the weights")
+        elif a.dtype.kind != "f":
             raise ValueError(f"{path}: {key} has dtype {a.dtype}; expected floating-point values")
-        elif a.dtype.kind == "f" and not np.isfinite(a).all():
+        elif not np.isfinite(a).all():
             raise ValueError(f"{path}: {key} holds NaN or infinite values")
     return arrays
 
