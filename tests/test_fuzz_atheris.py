@@ -13,7 +13,7 @@ pytest.importorskip("atheris")
 pytestmark = pytest.mark.slow
 
 FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz", "fuzz.py")
-SECONDS = 2
+SECONDS = 1
 
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))

@@ -21,6 +21,7 @@ from tinylm import cli, fileio, kernels
 from tinylm.bpe import files as bpe_files
 from tinylm.io import hf_gpt2, runs
 from tinylm.io.safetensors import read_safetensors
+from tinylm.quant.evaluate import Evaluator
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import perplexity
 
@@ -167,7 +168,7 @@ def test_a_run_config_far_larger_than_its_weights_allocates_nothing(run):
     start = time.perf_counter()
     with pytest.raises(ValueError, match="describes a model of .* parameters: the config does not belong"):
         runs.load_model(run)
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 5.0  # (before the fix: minutes, or out of memory)
 
 
 def test_a_hugging_face_config_far_larger_than_its_weights_is_refused(tmp_path):
@@ -283,7 +284,7 @@ def test_a_safetensors_header_with_millions_of_empty_tensors_is_refused_early(tm
     start = time.perf_counter()
     with pytest.raises(ValueError, match="more than 100,000 tensors"):
         read_safetensors(path)
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 5.0  # (before the fix: minutes, or out of memory)
 
 
 # -----------------------------------------------------------------------------------------------------
@@ -403,3 +404,9 @@ def test_weights_of_another_dtype_are_refused_not_cast(run, dtype):  # (refused 
     _recommit(run, "model.npz")
     with pytest.raises(ValueError, match=f"transformer.ln_f.weight has dtype {np.dtype(dtype)}; expected float32"):
         runs.load_model(run)
+
+
+def test_an_evaluator_with_block_size_zero_is_refused_not_given_the_default(run):  # quantize's API twin
+    model, _ = runs.load_model(run)
+    with pytest.raises(ValueError, match="block_size is 0; expected 1 .. the model's 8"):
+        Evaluator(model, np.arange(100), block_size=0)

@@ -32,9 +32,9 @@ class Evaluator:
         if val_ids.ndim != 1 or val_ids.dtype.kind not in "iu":
             raise TypeError(f"Evaluator: val_ids has dtype {val_ids.dtype} and shape {val_ids.shape}; "
                             "expected a 1-D array of token ids")
-        block_size = int(block_size or model.config.block_size)
-        if block_size > model.config.block_size:
-            raise ValueError(f"Evaluator: block_size {block_size} is larger than the model's "
+        block_size = model.config.block_size if block_size is None else int(block_size)
+        if not 1 <= block_size <= model.config.block_size:  # (0 is a mistake, not "the default")
+            raise ValueError(f"Evaluator: block_size is {block_size}; expected 1 .. the model's "
                              f"{model.config.block_size}")
         if len(val_ids) < block_size + 1:
             raise ValueError(f"Evaluator: {len(val_ids)} validation tokens are too few for one window of "
