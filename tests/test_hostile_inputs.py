@@ -10,6 +10,8 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
+import sys
 import time
 import zipfile
 
@@ -25,7 +27,8 @@ from tinylm.quant.evaluate import Evaluator
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import perplexity
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 TINY_RUN = ["--vocab-size", "256", "--n-layer", "1", "--n-head", "1", "--n-embd", "8", "--block-size", "8",
             "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--batch-size", "2", "--quiet"]
 
@@ -208,13 +211,34 @@ def test_a_force_restart_killed_before_its_first_checkpoint_leaves_no_mixed_run(
     assert status == 2 and "holds no checkpoint" in err
 
 
+HOLD_LOCK = """
+import sys, time
+from tinylm.io.runs import run_lock
+with run_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
 def test_a_second_training_into_a_locked_folder_is_refused(run, capsys):
-    with runs.run_lock(run):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(FIXTURES), env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        assert holder.stdout.readline() == "held\n"
         status, _, err = tinylm(capsys, "train", "--out", run, "--resume", "--max-iters", "6", "--quiet")
-    assert status == 2
-    assert f"another tinylm training (process {os.getpid()}) is writing {run}" in err
+        assert status == 2
+        assert f"another tinylm training (process {holder.pid}) is writing {run}" in err
+        checkpoint = runs.load_checkpoint(run)
+        config = train_module.TrainConfig.from_dict({**checkpoint.train_config, "max_iters": 6})
+        train_ids, val_ids = runs.load_tokens(run)
+        with pytest.raises(BlockingIOError, match="another tinylm training"):  # the API refuses too
+            train_module.train(checkpoint.model, train_ids, val_ids, config, tokenizer=checkpoint.tokenizer,
+                               run_dir=run, resume=checkpoint, verbose=False)
+    finally:
+        holder.kill()  # SIGKILL: the lock goes with its holder, however it ends
+        holder.wait()
     status, _, _ = tinylm(capsys, "train", "--out", run, "--resume", "--max-iters", "6", "--quiet")
-    assert status == 0  # the lock went with its holder
+    assert status == 0
 
 
 def test_a_stale_lock_and_temporary_files_of_a_killed_run_are_cleaned_at_the_next_start(run, capsys):

@@ -83,7 +83,7 @@ def check_writable(folder, flag="--out"):
         raise PermissionError(f"{flag} {folder}: {existing} is not writable")
 
 
-def check_regular_file(path, what):
+def check_regular_file(path, what, max_bytes=None):
     """A path that exists and is a regular file (a symlink to one is fine); a FIFO, a device such as
     /dev/zero or a folder would block or never end, so it is refused before it is opened."""
     path = os.fspath(path)
@@ -92,14 +92,15 @@ def check_regular_file(path, what):
     if not os.path.isfile(path):
         raise ValueError(f"{path} is not a regular file (a folder, a FIFO or a device); expected a {what}")
     size = os.path.getsize(path)
-    if size > MAX_TEXT_BYTES:
-        raise ValueError(f"{path} has {size:,} bytes; a {what} of more than {MAX_TEXT_BYTES:,} is not one tinylm reads")
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(f"{path} has {size:,} bytes; a {what} of more than {max_bytes:,} is not one tinylm reads")
     return path
 
 
 def read_text(path, what):
-    """The text of a UTF-8 file, after `check_regular_file`; bad UTF-8 is a ValueError naming the file."""
-    path = check_regular_file(path, what)
+    """The text of a UTF-8 file of at most MAX_TEXT_BYTES, after `check_regular_file`; bad UTF-8 is a
+    ValueError naming the file."""
+    path = check_regular_file(path, what, MAX_TEXT_BYTES)
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()

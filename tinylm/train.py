@@ -23,6 +23,7 @@ moments, the step, and the states of both random generators (batches and dropout
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -34,7 +35,7 @@ from tinylm import process
 from tinylm.autograd import no_grad
 from tinylm.data import get_batch
 from tinylm.io.loader import parameter_estimate
-from tinylm.io.runs import save_checkpoint
+from tinylm.io.runs import run_lock, save_checkpoint
 from tinylm.optim import AdamW, clip_grad_norm, cosine_schedule
 from tinylm.progress import Progress
 
@@ -313,6 +314,9 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
     progress = Progress(total=end - step, what="steps", enabled=verbose)
     start_step, t0, updating = step, time.perf_counter(), False
     generators = rng.bit_generator.state, model.dropout_rng.bit_generator.state  # as of the last whole step
+    writing = contextlib.ExitStack()  # one training at a time writes a run folder (io.runs.run_lock)
+    if saving:
+        writing.enter_context(run_lock(run_dir))
     try:
         while step < end:
             lr = config.lr_at(step)
@@ -358,6 +362,7 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
         raise
     finally:
         progress.done(step - start_step)
+        writing.close()
     seconds = time.perf_counter() - t0
     return TrainResult(step=step, history=history, best_val_loss=best_val_loss, seconds=seconds,
                        tokens_per_second=(step - start_step) * tokens_per_step / max(seconds, 1e-9),

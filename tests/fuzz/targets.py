@@ -31,6 +31,7 @@ from tinylm.model import GPT, GPTConfig
 from tinylm.optim import AdamW
 from tinylm.quant import load_plan, save_plan, uniform_plan
 from tinylm.tokenizer import Tokenizer
+from tinylm.train import TrainConfig
 
 ALLOWED = (ValueError, OSError)
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
@@ -156,8 +157,9 @@ def _mutated_folder(seed, data):
 def run_folder(data):
     folder = _mutated_folder("run", data)
     runs.load_model(folder)
-    runs.load_checkpoint(folder)
+    checkpoint = runs.load_checkpoint(folder)
     runs.load_tokens(folder)
+    TrainConfig.from_dict(checkpoint.train_config)  # what a resume does next
 
 
 def quantized_folder(data):

@@ -59,6 +59,7 @@ STATE_FORMAT = "tinylm-state"
 CONFIG, MODEL, TOKENIZER, OPTIMIZER, HISTORY, STATE, TOKENS = (
     "config.json", "model.npz", "tokenizer.json", "optimizer.npz", "loss.json", "state.json", "tokens.npz")
 LOCK = "run.lock"
+_held = set()  # real paths of the run folders whose lock this process holds
 DRAWINGS = ("loss.csv", "loss.png")  # drawn from loss.json, not part of a checkpoint
 
 try:
@@ -144,6 +145,8 @@ def _read_config(run_dir, files):
                          "section)")
     if config.get("version") != VERSION:
         raise ValueError(f"{path} has version {config.get('version')}; this tinylm reads version {VERSION}")
+    if not isinstance(config.get("train", {}), dict):
+        raise ValueError(f"{path}: 'train' must be an object of TrainConfig settings")
     return config
 
 
@@ -403,7 +406,8 @@ def run_lock(run_dir):
 
     The lock is an flock on the file, so the kernel releases it when its process ends, however it ends:
     a lock left by a killed run is simply taken over (the file names the last holder's process id, for
-    the message). Taking the lock also removes the temporary files a killed writer left behind.
+    the message). Taking the lock also removes the temporary files a killed writer left behind. Within
+    one process the lock is re-entrant: `tinylm train` holds it, and train() inside takes it again.
 
     >>> with run_lock("runs/tiny"):                  # doctest: +SKIP
     ...     train(...)
@@ -411,7 +415,8 @@ def run_lock(run_dir):
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, LOCK)
-    if fcntl is None:
+    key = os.path.realpath(run_dir)
+    if fcntl is None or key in _held:  # no locks here, or this process holds it already (train() in a command)
         yield
         return
     while True:  # until we hold a lock on the file that is at `path` now (another may have replaced it)
@@ -426,12 +431,14 @@ def run_lock(run_dir):
         if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
             break
         os.close(fd)
+    _held.add(key)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         remove_stale_temporaries(run_dir)
         yield
     finally:
+        _held.discard(key)
         with contextlib.suppress(OSError):
             os.remove(path)
         os.close(fd)
