@@ -21,7 +21,7 @@ import pytest
 import tinylm.train as train_module
 from tinylm import cli, fileio, kernels
 from tinylm.bpe import files as bpe_files
-from tinylm.io import hf_gpt2, runs
+from tinylm.io import hf_gpt2, quantized, runs
 from tinylm.io.safetensors import read_safetensors
 from tinylm.quant.evaluate import Evaluator
 from tinylm.tokenizer import Tokenizer
@@ -365,6 +365,21 @@ def test_an_export_that_fails_on_a_full_disk_leaves_nothing_to_refuse(run, capsy
     assert not out.exists()
     monkeypatch.undo()
     status, _, _ = tinylm(capsys, "export", "--run", run, "--out", out)
+    assert status == 0
+
+
+def test_a_quantized_save_that_fails_on_a_full_disk_leaves_nothing_to_refuse(run, capsys, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(quantized, "save_json", full_disk)  # weights.npz written, then the disk is full
+    out = run.parent / "quantized"
+    args = ["quantize", "--run", run, "--plan", "int8:g8", "--out", out, "--gen-tokens", "0", "--eval-batches", "1"]
+    status, _, err = tinylm(capsys, *args)
+    assert status == 2 and "No space left on device" in err
+    assert not out.exists()
+    monkeypatch.undo()
+    status, _, _ = tinylm(capsys, *args)
     assert status == 0
 
 

@@ -101,8 +101,8 @@ def _load_plan_arg(model, text):
 
 def run(args):
     from tinylm import process
-    from tinylm.fileio import check_not_replacing, check_writable
-    from tinylm.io.quantized import META_FILE, WEIGHTS_FILE, save_quantized
+    from tinylm.fileio import check_not_replacing, check_writable, removed_on_failure
+    from tinylm.io.quantized import META_FILE, TOKENIZER_FILE, WEIGHTS_FILE, save_quantized
     from tinylm.io.runs import load_model, scoring_ids
     from tinylm.quant import canonical_precision, save_plan
     from tinylm.quant.evaluate import Evaluator, compare, format_table
@@ -158,7 +158,8 @@ def run(args):
         if args.out:
             if args.plan is None:
                 raise ValueError("--out needs a --plan (or a planner budget) to know what to save")
-            save_quantized(args.out, model, plans[list(plans)[-1]], tokenizer=tokenizer)
+            with removed_on_failure(args.out, [META_FILE, WEIGHTS_FILE, TOKENIZER_FILE]):  # a full disk
+                save_quantized(args.out, model, plans[list(plans)[-1]], tokenizer=tokenizer)
             print(f"\nsaved {args.out} ({_disk_bytes(args.out):,} bytes on disk)", file=sys.stderr)
         return 0
 
@@ -211,7 +212,8 @@ def run(args):
     except ImportError:
         print("matplotlib is not installed: no figure (pip install matplotlib)", file=sys.stderr)
     if args.out:
-        save_quantized(args.out, model, plan, tokenizer=tokenizer)
+        with removed_on_failure(args.out, [META_FILE, WEIGHTS_FILE, TOKENIZER_FILE]):
+            save_quantized(args.out, model, plan, tokenizer=tokenizer)
         print(f"saved {args.out} ({_disk_bytes(args.out):,} bytes on disk)", file=sys.stderr)
     return 0
 
