@@ -413,6 +413,7 @@ def run_lock(run_dir):
     ...     train(...)
     """
     run_dir = os.fspath(run_dir)
+    created = not os.path.isdir(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, LOCK)
     key = os.path.realpath(run_dir)
@@ -442,6 +443,9 @@ def run_lock(run_dir):
         with contextlib.suppress(OSError):
             os.remove(path)
         os.close(fd)
+        if created:  # a run that failed before writing anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(run_dir)
 
 
 def remove_run(run_dir):
