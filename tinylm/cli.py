@@ -5,7 +5,9 @@ option) and sets `func` to the function that runs it. A command returns an exit 
 
 User errors — a missing file, an empty corpus, a bad flag value, a checkpoint that does not match —
 are raised as ValueError, TypeError or OSError by the library; here they become one line on stderr
-and exit status 2, with no traceback (set TINYLM_DEBUG=1 to see the traceback).
+and exit status 2, with no traceback (set TINYLM_DEBUG=1 to see the traceback). Two more are caught
+as a last line of defence, though the library checks sizes and nesting before they can happen:
+MemoryError (a size too large for this machine) and RecursionError (a file nested too deeply).
 """
 import argparse
 import importlib
@@ -50,11 +52,20 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("tinylm: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, MemoryError, RecursionError) as exc:
         if os.environ.get("TINYLM_DEBUG"):
             raise
-        print(f"tinylm {args.command}: error: {exc}", file=sys.stderr)
+        print(f"tinylm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc):
+    """The message of an error; a bare MemoryError or RecursionError gets one."""
+    if isinstance(exc, MemoryError) and not str(exc):
+        return "out of memory: the sizes asked for (model, batch or file) do not fit in this machine's memory"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to process"
+    return str(exc)
 
 
 if __name__ == "__main__":

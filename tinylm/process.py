@@ -11,6 +11,11 @@ import ctypes
 import os
 import sys
 
+try:
+    import resource  # POSIX only
+except ImportError:
+    resource = None
+
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 _malloc_settings = None  # the line tune_malloc() returned, once it ran
@@ -56,3 +61,62 @@ def single_threaded_blas():
     for var in THREAD_VARIABLES:
         os.environ.setdefault(var, "1")
     return "numpy" not in sys.modules
+
+
+def available_memory():
+    """Bytes this process can still allocate, as far as the system says, or None when it does not say.
+
+    The smallest of: the kernel's MemAvailable plus free swap (/proc/meminfo), what the cgroup still
+    allows (a container's memory.max minus memory.current) and the address-space limit (ulimit -v).
+    Loaders compare their estimate of a model's bytes with this before allocating anything, so a
+    config that asks for terabytes is a clear error instead of a process killed by the OOM killer.
+    """
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.split()[1:2]}
+        if "MemAvailable" in info:
+            limits.append(info["MemAvailable"] + info.get("SwapFree", 0))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            maximum = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            current = int(f.read().strip())
+        if maximum != "max":
+            limits.append(max(int(maximum) - current, 0))
+    except (OSError, ValueError):
+        pass
+    if resource is not None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(max(soft - _address_space_used(), 0))
+    return min(limits) if limits else None
+
+
+def _address_space_used():
+    """This process's virtual memory size in bytes (VmSize), 0 when the system does not say."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def check_fits_in_memory(nbytes, what):
+    """Raise MemoryError naming `what` when `nbytes` is more than `available_memory()` (when known).
+
+    >>> check_fits_in_memory(1000, "a tiny model")          # fine: nothing happens
+    """
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise MemoryError(f"{what} needs about {_gigabytes(nbytes)} of memory; this machine has "
+                          f"{_gigabytes(available)} available")
+
+
+def _gigabytes(n):
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"

@@ -26,10 +26,21 @@ GPT-2's files keeps GPT-2's own ids (where the byte "!" is id 0 and the space by
 tables below map id <-> bytes in general, and merges are applied by rank (their order), exactly as
 GPT-2's tokenizer does. The file formats (tinylm's JSON, GPT-2's vocab.json + merges.txt, tiktoken's
 rank files) live in `tinylm/bpe/files.py`, the fast trainer in `tinylm/bpe/train.py`.
+
+Patterns are code: a regex can backtrack for hours on a short text ("(a|aa)+$" on 40 characters). So:
+- a pattern found in a FILE (Tokenizer.load) must be one of the named patterns (gpt2, gpt4) or none,
+  unless the caller trusts the file: Tokenizer.load(path, trust_pattern=True), or the environment
+  variable TINYLM_TRUST_PATTERN=1 for the tinylm command (a pattern the caller passes to `train`
+  or `Tokenizer(pattern=...)` is the caller's own, and trusted);
+- every split, named pattern or not, runs with a timeout (SPLIT_SECONDS plus SPLIT_SECONDS_PER_CHAR
+  per character, ~10x what GPT-4's pattern needs on a slow board): a pattern that takes longer raises
+  ValueError instead of hanging;
+- a pattern with capture groups is refused (findall would return the groups, not the chunks).
 """
 from __future__ import annotations
 
 import heapq
+import os
 import warnings
 from collections import Counter
 from itertools import chain, repeat
@@ -53,6 +64,7 @@ ALLOWED_SPECIAL = ("all", "none", "none_raise")
 LONG_CHUNK = 128  # chunks longer than this (in bytes) are merged with a heap instead of rescans
 NO_MERGE = (float("inf"),)  # the rank of a pair that is not a merge
 CACHE_SIZE = 200_000  # chunk strings whose ids are remembered; a text usually has far fewer distinct ones
+SPLIT_SECONDS, SPLIT_SECONDS_PER_CHAR = 2.0, 5e-6  # the pre-split's time limit (GPT-4's: ~0.3 us per char)
 
 
 def resolve_pattern(pattern):
@@ -63,10 +75,44 @@ def resolve_pattern(pattern):
         raise TypeError(f"pattern must be 'gpt2', 'gpt4', 'none', None or a regex string, not {type(pattern).__name__}")
     pattern = PATTERNS.get(pattern, pattern)
     try:
-        regex.compile(pattern)
+        compiled = regex.compile(pattern)
     except regex.error as exc:
         raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from None
+    if compiled.groups:
+        raise ValueError(f"pattern {pattern!r} has {compiled.groups} capture group(s); a pre-split pattern "
+                         "must have none (write (?:...) instead of (...))")
     return pattern
+
+
+def trusted_file_pattern(pattern, where, trust=None):
+    """A pattern read from a file: a named pattern or None passes; any other regex only when trusted
+    (trust=True, or trust=None and TINYLM_TRUST_PATTERN=1), since a regex can hang the process."""
+    if pattern is None or pattern in PATTERNS.values():
+        return pattern
+    if trust is None:
+        trust = os.environ.get("TINYLM_TRUST_PATTERN") == "1"
+    if not trust:
+        raise ValueError(f"{where} has a custom pre-split pattern {pattern[:60]!r}; tinylm runs only the named "
+                         "patterns (gpt2, gpt4) from files, since a regex can hang the process: load it with "
+                         "trust_pattern=True (the tinylm command: TINYLM_TRUST_PATTERN=1) if you trust the file")
+    return resolve_pattern(pattern)
+
+
+def _splitter(pattern):
+    """findall of the compiled pattern with a time limit that grows with the text; None for no pattern."""
+    if pattern is None:
+        return None
+    findall = regex.compile(pattern).findall
+
+    def split(text):
+        limit = SPLIT_SECONDS + SPLIT_SECONDS_PER_CHAR * len(text)
+        try:
+            return findall(text, timeout=limit)
+        except TimeoutError:
+            raise ValueError(f"the pre-split pattern took more than {limit:.1f} s on {len(text):,} characters: "
+                             f"it backtracks catastrophically; use 'gpt2' or 'gpt4' "
+                             f"(pattern {pattern[:60]!r})") from None
+    return split
 
 
 def count_pairs(ids):
@@ -150,7 +196,7 @@ class Tokenizer:
         self._byte_ids = list(byte_ids)
         self._ranks = ranks
         self._id_to_bytes = [vocab.get(i) for i in range(max(vocab) + 1)]  # None for unused ids
-        self._split = regex.compile(pattern).findall if pattern is not None else None
+        self._split = _splitter(pattern)
         self._check_split = pattern not in PATTERNS.values()
         self._chunk_cache = {}  # chunk string -> its ids: text repeats words, so this saves most work
         specials = sorted(special_tokens, key=len, reverse=True)  # longest first: "<|a|>x" before "<|a|>"
@@ -197,7 +243,7 @@ class Tokenizer:
 
         longest_first = sorted(specials, key=len, reverse=True)
         pieces = regex.split("|".join(map(regex.escape, longest_first)), text) if specials else [text]
-        split = regex.compile(pattern).findall if pattern is not None else None
+        split = _splitter(pattern)
         chunks = Counter()  # chunk -> count, in order of first appearance
         for piece in pieces:
             chunks.update(_split_checked(piece, split, pattern not in PATTERNS.values()))
@@ -356,10 +402,13 @@ class Tokenizer:
             f.write(text)
 
     @classmethod
-    def load(cls, path):
-        """Read a file written by `save`; a wrong format, version or content raises ValueError naming it."""
-        parts = files.tokenizer_from_json(fileio.load_json(path, "tokenizer file"), path)
-        return cls._from_parts(*parts, where=path)
+    def load(cls, path, trust_pattern=None):
+        """Read a file written by `save`; a wrong format, version or content raises ValueError naming it.
+
+        A custom pre-split pattern in the file is refused unless `trust_pattern` (see the top of this
+        module: named patterns only from files, unless the caller opts in)."""
+        pattern, *parts = files.tokenizer_from_json(fileio.load_json(path, "tokenizer file"), path)
+        return cls._from_parts(trusted_file_pattern(pattern, path, trust_pattern), *parts, where=path)
 
     def vocab_listing(self):
         """A human-readable listing: one line per id, its bytes, and the pair it was merged from.

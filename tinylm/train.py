@@ -23,6 +23,7 @@ moments, the step, and the states of both random generators (batches and dropout
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -33,7 +34,8 @@ import numpy as np
 from tinylm import process
 from tinylm.autograd import no_grad
 from tinylm.data import get_batch
-from tinylm.io.runs import save_checkpoint
+from tinylm.io.loader import parameter_estimate
+from tinylm.io.runs import run_lock, save_checkpoint
 from tinylm.optim import AdamW, clip_grad_norm, cosine_schedule
 from tinylm.progress import Progress
 
@@ -80,11 +82,11 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
-            _check_int(name, getattr(self, name), low=1)
-        _check_int("warmup_iters", self.warmup_iters, low=0)
-        _check_int("seed", self.seed, low=0)
+            _check_int(name, getattr(self, name), low=1, high=MAX_COUNTS[name])
+        _check_int("warmup_iters", self.warmup_iters, low=0, high=MAX_COUNTS["warmup_iters"])
+        _check_int("seed", self.seed, low=0, high=MAX_COUNTS["seed"])
         if self.lr_decay_iters is not None:
-            _check_int("lr_decay_iters", self.lr_decay_iters, low=self.warmup_iters)
+            _check_int("lr_decay_iters", self.lr_decay_iters, low=self.warmup_iters, high=MAX_COUNTS["lr_decay_iters"])
         for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -121,9 +123,42 @@ class TrainConfig:
         return cls(**d)
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"TrainConfig: {name} is {value!r}; expected an integer >= {low}")
+def _check_int(name, value, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
+            or (high is not None and value > high):
+        expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high:,}"
+        raise ValueError(f"TrainConfig: {name} is {value!r}; expected {expected}")
+
+
+# the largest counts a config may ask for: beyond them a run (or one step of it) would never end, and a
+# config file saying grad_accum=2**63 must be an error, not a resume that never returns
+MAX_COUNTS = {"batch_size": 1 << 20, "grad_accum": 1 << 16, "max_iters": 1 << 40, "eval_interval": 1 << 40,
+              "eval_iters": 1 << 16, "warmup_iters": 1 << 40, "lr_decay_iters": 1 << 40, "seed": (1 << 63) - 1}
+
+
+def perplexity(loss):
+    """exp(loss), the perplexity of a mean cross-entropy loss; inf where exp overflows (a loss above
+    ~709 nats is a broken model, and its report must still print).
+
+    >>> perplexity(0.0), perplexity(1000.0)
+    (1.0, inf)
+    """
+    return math.exp(loss) if loss < 709.0 else math.inf
+
+
+def memory_estimate(model_config, batch_size, training=True):
+    """Bytes a step of `batch_size` sequences needs, roughly, so that sizes too large for the machine
+    fail with a clear error before anything is allocated: the weights (training: also their gradients
+    and AdamW's two moments) and the activations of one micro-batch, float32.
+
+    >>> from tinylm.model import GPTConfig
+    >>> memory_estimate(GPTConfig(), batch_size=12) < 100e6     # the default run: ~40 MB
+    True
+    """
+    c = model_config
+    B, T = batch_size, c.block_size
+    activations = B * T * (c.n_layer * (20 * c.n_embd + 2 * c.n_head * T) + 3 * c.vocab_size)
+    return 4 * ((4 if training else 1) * parameter_estimate(c) + activations)
 
 
 # -----------------------------------------------------------------------------------------------------
@@ -140,6 +175,12 @@ def evaluate(model, data, batch_size, block_size, iters=20, seed=0):
     The loss is averaged over tokens; exp(loss) is the perplexity.
     """
     data = np.asarray(data)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"evaluate: batch_size is {batch_size!r}; expected an integer >= 1")
+    if iters is None:
+        batch_size = min(batch_size, max((len(data) - 1) // block_size, 1))  # no batch larger than the data
+    process.check_fits_in_memory(memory_estimate(model.config, batch_size, training=False),
+                                 f"evaluating batches of {batch_size} sequences")
     if iters is None:
         n_windows = (len(data) - 1) // block_size
         if n_windows < 1:
@@ -222,6 +263,8 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
     end = config.max_iters if stop_at is None else int(stop_at)
     if not 0 <= end <= config.max_iters:
         raise ValueError(f"train: stop_at is {stop_at}; expected 0 .. max_iters ({config.max_iters})")
+    process.check_fits_in_memory(memory_estimate(model.config, config.batch_size),
+                                 f"training with batch_size={config.batch_size}")
     saving = run_dir is not None
     if saving and tokenizer is None:
         raise ValueError("train: saving checkpoints in run_dir needs the tokenizer too")
@@ -237,8 +280,13 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
         if resume.optimizer_state is None:
             raise ValueError("train: the checkpoint has no optimizer state, so training cannot resume exactly")
         optimizer.load_state_dict(resume.optimizer_state)
-        rng.bit_generator.state = resume.state["rng"]
-        model.dropout_rng.bit_generator.state = resume.state["dropout_rng"]
+        try:
+            rng.bit_generator.state = resume.state["rng"]
+            model.dropout_rng.bit_generator.state = resume.state["dropout_rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"train: the checkpoint's random generator states (rng, dropout_rng in "
+                             f"state.json) are missing or not valid ({type(exc).__name__}: {exc}); it cannot "
+                             "resume exactly") from None
         step, best_val_loss = resume.step, resume.state.get("best_val_loss", float("inf"))
         history = resume.history or new_history()
 
@@ -266,6 +314,9 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
     progress = Progress(total=end - step, what="steps", enabled=verbose)
     start_step, t0, updating = step, time.perf_counter(), False
     generators = rng.bit_generator.state, model.dropout_rng.bit_generator.state  # as of the last whole step
+    writing = contextlib.ExitStack()  # one training at a time writes a run folder (io.runs.run_lock)
+    if saving:
+        writing.enter_context(run_lock(run_dir))
     try:
         while step < end:
             lr = config.lr_at(step)
@@ -311,6 +362,7 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
         raise
     finally:
         progress.done(step - start_step)
+        writing.close()
     seconds = time.perf_counter() - t0
     return TrainResult(step=step, history=history, best_val_loss=best_val_loss, seconds=seconds,
                        tokens_per_second=(step - start_step) * tokens_per_step / max(seconds, 1e-9),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import json
 
 import regex
@@ -32,6 +33,7 @@ import regex
 from tinylm import fileio
 
 FORMAT, VERSION = "tinylm-bpe", 1
+MAX_SPECIAL_TOKENS = 1024  # vocab.json entries no merge makes; more means merges.txt is cut short
 
 
 # ---------------------------------------------------------------------- tinylm's JSON format
@@ -164,7 +166,22 @@ def read_gpt2_files(vocab_json, merges_txt):
         merges.append((vocab[left], vocab[right], vocab[left + right]))
         made.add(vocab[left + right])
     special_tokens = {s: i for s, i in vocab.items() if i not in made}  # e.g. "<|endoftext|>": 50256
+    _check_special_tokens(special_tokens, byte_to_char, vocab_json, merges_txt)
     return byte_ids, merges, special_tokens
+
+
+def _check_special_tokens(special_tokens, byte_to_char, vocab_json, merges_txt):
+    """The tokens of vocab.json that no merge makes are its special tokens ("<|endoftext|>"): a few,
+    written as themselves. A token spelled in GPT-2's byte alphabet with a character that stands for a
+    space or a control byte ("Ġb" is " b") is a learned token whose merge is missing, and so is a
+    vocabulary where thousands of tokens are made by no merge: merges.txt is truncated or belongs to
+    another vocab.json. Taken as special tokens they would decode as "Ġb" and refuse ordinary prompts."""
+    shifted = {c for b, c in byte_to_char.items() if ord(c) != b}  # "Ġ" (space), "Ċ" (newline), ...
+    learned = [s for s in special_tokens if len(s) > 1 and shifted.intersection(s)]
+    if learned or len(special_tokens) > MAX_SPECIAL_TOKENS:
+        example = learned[0] if learned else next(iter(special_tokens))
+        raise ValueError(f"{merges_txt} makes no token for {len(special_tokens):,} entries of {vocab_json} "
+                         f"(for example {example!r}): merges.txt is truncated or belongs to another vocabulary")
 
 
 def write_gpt2_files(vocab_json, merges_txt, id_to_bytes, merges, special_tokens):
@@ -223,24 +240,39 @@ def read_tiktoken_file(path):
 
 
 def _merge_by_rank(token, rank_of, max_rank):
-    """tiktoken's rule on `token`: merge the adjacent pair of lowest rank (< max_rank) until none is left."""
-    parts = [bytes([b]) for b in token]
-    while True:
-        best, best_rank = None, max_rank
-        for i in range(len(parts) - 1):
-            r = rank_of.get(parts[i] + parts[i + 1])
-            if r is not None and r < best_rank:
-                best, best_rank = i, r
-        if best is None:
-            return parts
-        parts[best:best + 2] = [parts[best] + parts[best + 1]]
+    """tiktoken's rule on `token`: merge the adjacent pair of lowest rank (< max_rank), the leftmost of
+    equal ones, until none is left; returns the parts.
+
+    A heap of candidate pairs and a linked list of parts, as in Tokenizer._encode_long_chunk: a rescan
+    of the whole token after every merge would be O(L^2), 16 s for one hostile 46 KB line.
+    """
+    parts = [bytes([b]) for b in token]  # parts[i]: the part that starts at byte i (None: merged into its left)
+    nxt = [*range(1, len(parts)), -1]
+    prv = list(range(-1, len(parts) - 1))
+    heap = []
+
+    def push(i):
+        j = nxt[i] if i >= 0 else -1
+        if j >= 0:
+            r = rank_of.get(parts[i] + parts[j])
+            if r is not None and r < max_rank:
+                heapq.heappush(heap, (r, i, j, len(parts[i]), len(parts[j])))
+
+    for i in range(len(parts)):
+        push(i)
+    while heap:
+        _, i, j, len_i, len_j = heapq.heappop(heap)
+        if parts[i] is None or nxt[i] != j or len(parts[i]) != len_i or len(parts[j]) != len_j:
+            continue  # outdated: a part of this pair was merged since it was pushed (parts only grow)
+        parts[i], parts[j] = parts[i] + parts[j], None
+        nxt[i] = nxt[j]
+        if nxt[i] >= 0:
+            prv[nxt[i]] = i
+        push(prv[i])
+        push(i)
+    return [p for p in parts if p is not None]
 
 
 def _read_lines(path, what):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\r") for line in f.read().split("\n")]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not a valid {what} (not UTF-8: {exc})") from None
+    """The lines of a UTF-8 text file (a FIFO, a device or a huge file is refused: fileio.read_text)."""
+    return [line.rstrip("\r") for line in fileio.read_text(path, what).split("\n")]

@@ -41,7 +41,7 @@ def run(args):
     from tinylm.commands.train import start_run
     from tinylm.generate import generate_text
     from tinylm.io.runs import has_checkpoint, load_tokens
-    from tinylm.train import TrainConfig, evaluate
+    from tinylm.train import TrainConfig, evaluate, perplexity
 
     if args.max_iters < 1:
         raise ValueError(f"--max-iters must be >= 1, got {args.max_iters}")
@@ -60,7 +60,7 @@ def run(args):
 
     _, val_ids = load_tokens(args.out)
     val_loss = evaluate(model, val_ids, batch_size=32, block_size=model.config.block_size, iters=None)
-    print(f"\nvalidation loss {val_loss:.3f} nats/token, perplexity {math.exp(val_loss):.1f} "
+    print(f"\nvalidation loss {val_loss:.3f} nats/token, perplexity {perplexity(val_loss):.1f} "
           f"(an untrained model: {math.log(tokenizer.vocab_size):.3f}, {tokenizer.vocab_size}) "
           f"after {result.step} steps in {result.seconds:.0f} s")
     for i, prompt in enumerate(PROMPTS[:args.samples]):

@@ -10,8 +10,6 @@ hesitates between" (a model guessing uniformly among V tokens has perplexity V).
 """
 from __future__ import annotations
 
-import math
-
 
 def register(sub):
     p = sub.add_parser(
@@ -37,7 +35,7 @@ def register(sub):
 
 def run(args):
     from tinylm.io.runs import load_model, scoring_ids
-    from tinylm.train import evaluate
+    from tinylm.train import evaluate, perplexity
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -57,5 +55,5 @@ def run(args):
         raise ValueError(f"{source} has {len(ids)} tokens; scoring needs more than block_size ({block_size})")
     loss = evaluate(model, ids, batch_size=args.batch_size, block_size=block_size, iters=args.iters, seed=args.seed)
     n_tokens = (args.iters * args.batch_size if args.iters else (len(ids) - 1) // block_size) * block_size
-    print(f"loss {loss:.4f} | perplexity {math.exp(loss):.2f} | {n_tokens:,} tokens scored | {source} | {label}")
+    print(f"loss {loss:.4f} | perplexity {perplexity(loss):.2f} | {n_tokens:,} tokens scored | {source} | {label}")
     return 0

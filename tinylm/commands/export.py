@@ -69,17 +69,15 @@ def run(args):
         return {"llama2c": run_llama2c, "gguf": run_gguf, "c": run_c}[args.format](args)
     if args.plan is not None:
         raise ValueError("--plan applies to --format gguf and c")
-    from tinylm.fileio import check_not_replacing
+    from tinylm.fileio import removed_on_failure
     from tinylm.io.hf_gpt2 import HF_FILES, save_hf_gpt2
     from tinylm.io.runs import load_model
     from tinylm.tokenizer import GPT2_PATTERN
 
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise FileExistsError(f"--out {args.out} exists and is not a folder")
-    if not args.force:
-        check_not_replacing(args.out, HF_FILES)
+    _check_out(args, HF_FILES)
     model, tokenizer = load_model(args.run)
-    save_hf_gpt2(model, args.out, tokenizer)
+    with removed_on_failure(args.out, HF_FILES):
+        save_hf_gpt2(model, args.out, tokenizer)
     c = model.config
     print(f"wrote {args.out}: config.json, model.safetensors, vocab.json, merges.txt, tokenizer_config.json "
           f"(GPT-2 with n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, "
@@ -92,21 +90,25 @@ def run(args):
 
 
 def _check_out(args, names):
-    from tinylm.fileio import check_not_replacing
+    """Before any work: --out must be a folder we can write, and hold none of `names` unless --force."""
+    from tinylm.fileio import check_not_replacing, check_writable
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise FileExistsError(f"--out {args.out} exists and is not a folder")
     if not args.force:
         check_not_replacing(args.out, names)
+    check_writable(args.out)
 
 
 def run_llama2c(args):
+    from tinylm.fileio import removed_on_failure
     from tinylm.io import load
     from tinylm.io.llama2c import FILES, save_llama2c
 
     _check_out(args, FILES)
     model, tokenizer = load(args.run)
-    save_llama2c(model, args.out, tokenizer, version=args.llama2c_version, group_size=args.group_size)
+    with removed_on_failure(args.out, FILES):
+        save_llama2c(model, args.out, tokenizer, version=args.llama2c_version, group_size=args.group_size)
     c = model.config
     print(f"wrote {args.out}: model.bin (llama2.c version {args.llama2c_version}; dim={c.n_embd}, "
           f"n_layers={c.n_layer}, n_heads={c.n_head}, n_kv_heads={c.kv_heads}, hidden_dim={c.mlp_hidden_size}, "
@@ -117,12 +119,14 @@ def run_llama2c(args):
 
 
 def run_gguf(args):
+    from tinylm.fileio import removed_on_failure
     from tinylm.io import load
     from tinylm.io.gguf import save_gguf
 
     _check_out(args, ["model.gguf"])
     model, tokenizer = load(args.run, args.plan)
-    path = save_gguf(model, os.path.join(args.out, "model.gguf"), tokenizer)
+    with removed_on_failure(args.out, ["model.gguf"]):
+        path = save_gguf(model, os.path.join(args.out, "model.gguf"), tokenizer)
     print(f"wrote {path} ({os.path.getsize(path):,} bytes; {'llama' if not model.config.is_gpt2 else 'gpt2'} "
           f"architecture)")
     print(f"run it: llama-cli -m {path} -p \"your prompt\" -n 64 --temp 0")
@@ -130,13 +134,16 @@ def run_gguf(args):
 
 
 def run_c(args):
+    from tinylm.fileio import removed_on_failure
     from tinylm.io import load
-    from tinylm.io.cblob import export_c
+    from tinylm.io.cblob import C_FILES, export_c
 
+    _check_out(args, C_FILES)
     model, tokenizer = load(args.run, args.plan)
     if tokenizer is None:
         raise ValueError(f"{args.run} holds no tokenizer; the C runtime needs one (save the quantized model with it)")
-    size = export_c(model, tokenizer, args.out, force=args.force)
+    with removed_on_failure(args.out, C_FILES):
+        size = export_c(model, tokenizer, args.out, force=args.force)
     c = model.config
     print(f"wrote {args.out}: model.bin ({size:,} bytes), model_data.c, model_data.h, README.md (n_layer={c.n_layer}, "
           f"n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, vocab_size={c.vocab_size})")

@@ -24,6 +24,7 @@ ENV_VARS = [
     ("TINYLM_KERNELS", "numpy forces the NumPy reference kernels; c or unset: C when built"),
     ("TINYLM_PORTABLE", "at build time, 1 compiles the portable C only (no -march=native, no SIMD)"),
     ("TINYLM_DEBUG", "1 shows the traceback of a command's error"),
+    ("TINYLM_TRUST_PATTERN", "1 runs a custom pre-split regex found in a tokenizer file (default: gpt2/gpt4 only)"),
     ("TINYLM_MALLOC", "0 leaves glibc's malloc as it is (by default the tinylm command raises its thresholds)"),
     ("OPENBLAS_NUM_THREADS", "NumPy's BLAS threads (python -m tinylm.bench sets 1 when unset)"),
     ("OMP_NUM_THREADS", "OpenMP threads (python -m tinylm.bench sets 1 when unset)"),

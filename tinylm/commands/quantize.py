@@ -100,8 +100,9 @@ def _load_plan_arg(model, text):
 
 
 def run(args):
-    from tinylm.fileio import check_not_replacing
-    from tinylm.io.quantized import META_FILE, WEIGHTS_FILE, save_quantized
+    from tinylm import process
+    from tinylm.fileio import check_not_replacing, check_writable, removed_on_failure
+    from tinylm.io.quantized import META_FILE, TOKENIZER_FILE, WEIGHTS_FILE, save_quantized
     from tinylm.io.runs import load_model, scoring_ids
     from tinylm.quant import canonical_precision, save_plan
     from tinylm.quant.evaluate import Evaluator, compare, format_table
@@ -112,22 +113,30 @@ def run(args):
         sensitivity,
         tradeoff_curve,
     )
+    from tinylm.train import memory_estimate
 
     for name in ("batch_size", "eval_batches", "repeats"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.gen_tokens < 0:
         raise ValueError(f"--gen-tokens must be >= 0, got {args.gen_tokens}")
+    if args.block_size is not None and args.block_size < 1:  # None is the model's; 0 is a mistake
+        raise ValueError(f"--block-size must be >= 1, got {args.block_size}")
     max_ppl = parse_percent(args.max_ppl_increase) if args.max_ppl_increase is not None else None
     max_bytes = parse_bytes(args.max_bytes) if args.max_bytes is not None else None
     candidates = [canonical_precision(c) for c in args.candidates.split(",") if c.strip()]
 
     if args.out and not args.force:  # before any work: never replace a saved model by surprise
         check_not_replacing(args.out, [META_FILE, WEIGHTS_FILE])
+    if args.out:
+        check_writable(args.out)
     if args.plan is not None and not _is_plan_file(args.plan):
         canonical_precision(args.plan)  # a bad precision fails before the model is loaded
 
     model, tokenizer = load_model(args.run)
+    batch_bytes = 2 * 8 * args.eval_batches * args.batch_size * model.config.block_size  # int64 inputs, targets
+    process.check_fits_in_memory(memory_estimate(model.config, args.batch_size, training=False) + batch_bytes,
+                                 f"--batch-size {args.batch_size} with --eval-batches {args.eval_batches}")
     val_ids, _ = scoring_ids(args.run, tokenizer, args.data)
     evaluator = Evaluator(model, val_ids, block_size=args.block_size, batch_size=args.batch_size,
                           n_batches=args.eval_batches, seed=args.seed)
@@ -149,7 +158,8 @@ def run(args):
         if args.out:
             if args.plan is None:
                 raise ValueError("--out needs a --plan (or a planner budget) to know what to save")
-            save_quantized(args.out, model, plans[list(plans)[-1]], tokenizer=tokenizer)
+            with removed_on_failure(args.out, [META_FILE, WEIGHTS_FILE, TOKENIZER_FILE]):  # a full disk
+                save_quantized(args.out, model, plans[list(plans)[-1]], tokenizer=tokenizer)
             print(f"\nsaved {args.out} ({_disk_bytes(args.out):,} bytes on disk)", file=sys.stderr)
         return 0
 
@@ -168,7 +178,10 @@ def run(args):
         plan, metrics = plan_for_byte_budget(model, evaluator, sens, max_bytes)
         label = f"planned (<= {max_bytes:,} B)"
 
-    plan_path = args.save_plan or os.path.join(args.run, "quant", "plan.json")
+    plan_path = args.save_plan
+    if plan_path is None:  # the default folder is made here; a folder the user names must exist
+        plan_path = os.path.join(args.run, "quant", "plan.json")
+        os.makedirs(os.path.dirname(plan_path), exist_ok=True)
     budget = {"max_ppl_increase": max_ppl} if max_ppl is not None else {"max_bytes": max_bytes}
     plans = _uniform_plans(model, ("fp32", "fp16", "int8:g32", "int8:channel"))
     plans[label] = plan
@@ -199,7 +212,8 @@ def run(args):
     except ImportError:
         print("matplotlib is not installed: no figure (pip install matplotlib)", file=sys.stderr)
     if args.out:
-        save_quantized(args.out, model, plan, tokenizer=tokenizer)
+        with removed_on_failure(args.out, [META_FILE, WEIGHTS_FILE, TOKENIZER_FILE]):
+            save_quantized(args.out, model, plan, tokenizer=tokenizer)
         print(f"saved {args.out} ({_disk_bytes(args.out):,} bytes on disk)", file=sys.stderr)
     return 0
 

@@ -65,10 +65,15 @@ def register(sub):
 
 def run_train(args):
     from tinylm.data import load_corpus
+    from tinylm.fileio import check_writable
     from tinylm.tokenizer import Tokenizer
 
     if os.path.exists(args.out) and not args.force:  # before the work, not after it
         raise FileExistsError(f"--out {args.out} already exists: pass --force to replace it, or choose another path")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(f"--out {args.out}: the folder {os.path.dirname(os.path.abspath(args.out))} "
+                                "does not exist")
+    check_writable(os.path.dirname(os.path.abspath(args.out)))
     text = load_corpus(args.input)
     start = time.perf_counter()
     tok = Tokenizer().train(text, args.vocab_size, pattern=args.pattern,

@@ -7,11 +7,11 @@
     tinylm train --size board --data ../shared/data/tinyshakespeare.txt --out runs/board   # for a board
 
 A folder that already holds a run is never overwritten by accident: pass --resume to continue it or
---force to start again from scratch.
+--force to start again from scratch (the old run is deleted as a whole before the new one writes).
+While a run trains, its folder is locked (run.lock): a second `tinylm train` into it is refused.
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -150,7 +150,7 @@ def new_run(args):
         train_kw["warmup_iters"] = min(100, max(args.max_iters, 0) // 10)  # a short run warms up briefly
     train_config = TrainConfig(data=args.data, clean=not args.no_clean, **train_kw)
     GPTConfig(**model_kw)  # bad sizes fail now, before minutes of tokenizer training
-    result = start_run(args.out, train_config, model_kw, vocab_size=args.vocab_size or 512,
+    result = start_run(args.out, train_config, model_kw, vocab_size=512 if args.vocab_size is None else args.vocab_size,
                        tokenizer_path=args.tokenizer, force=args.force, verbose=not args.quiet)
     report(args.out, result)
     return 0
@@ -158,16 +158,33 @@ def new_run(args):
 
 def start_run(out, train_config, model_kw, vocab_size=512, tokenizer_path=None, force=False, verbose=True):
     """Prepare the data and train a new run in folder `out`; returns (model, tokenizer, TrainResult)."""
-    from tinylm.data import clean_text, encode_corpus, load_corpus, train_val_split
-    from tinylm.io.runs import has_checkpoint, save_tokens
-    from tinylm.model import GPT, GPTConfig
-    from tinylm.tokenizer import Tokenizer
-    from tinylm.train import train
+    from tinylm.fileio import check_writable
+    from tinylm.io.runs import has_checkpoint, run_lock
 
     if has_checkpoint(out) and not force:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or --force to replace it")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} is a file, not a folder")
+    check_writable(out)
+    with run_lock(out):
+        return _start_locked_run(out, train_config, model_kw, vocab_size, tokenizer_path, force, verbose)
+
+
+def _start_locked_run(out, train_config, model_kw, vocab_size, tokenizer_path, force, verbose):
+    from tinylm import process
+    from tinylm.data import clean_text, encode_corpus, load_corpus, train_val_split
+    from tinylm.io.runs import has_checkpoint, remove_run, save_tokens
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.tokenizer import Tokenizer
+    from tinylm.train import memory_estimate, train
+
+    if has_checkpoint(out) and not force:  # again, under the lock: another run may have just finished
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or --force to replace it")
+    if vocab_size < 256 and tokenizer_path is None:
+        raise ValueError(f"--vocab-size is {vocab_size}; expected 256 (bytes) or more (bytes + BPE merges)")
+    sizes = GPTConfig(vocab_size=max(vocab_size, 256), **model_kw)  # the tokenizer's size is known later
+    asked = ", ".join(f"{k}={v}" for k, v in {**model_kw, "batch_size": train_config.batch_size}.items())
+    process.check_fits_in_memory(memory_estimate(sizes, train_config.batch_size), f"training with {asked}")
     text = load_corpus(train_config.data)
     if train_config.clean:
         text = clean_text(text)
@@ -176,8 +193,6 @@ def start_run(out, train_config, model_kw, vocab_size=512, tokenizer_path=None, 
         tokenizer = Tokenizer.load(tokenizer_path)
     elif vocab_size == 256:
         tokenizer = Tokenizer()  # bytes, no merges
-    elif vocab_size < 256:
-        raise ValueError(f"--vocab-size is {vocab_size}; expected 256 (bytes) or more (bytes + BPE merges)")
     else:
         say(f"training a BPE tokenizer with {vocab_size} tokens on {len(text):,} characters ...")
         tokenizer = Tokenizer().train(text, vocab_size)
@@ -188,6 +203,8 @@ def start_run(out, train_config, model_kw, vocab_size=512, tokenizer_path=None, 
         raise ValueError(f"the validation split has {len(val_ids)} tokens; block_size={model_config.block_size} "
                          f"needs at least {model_config.block_size + 1} (use a larger corpus, a larger "
                          "--val-fraction or a smaller --block-size)")
+    if force:
+        remove_run(out)  # the old run goes as a whole (its commit record first) before a new file is written
     save_tokens(out, train_ids, val_ids)
     model = GPT(model_config, seed=train_config.seed)
     say(f"{len(train_ids):,} training and {len(val_ids):,} validation tokens ({len(text) / len(ids):.2f} "
@@ -198,8 +215,7 @@ def start_run(out, train_config, model_kw, vocab_size=512, tokenizer_path=None, 
 
 
 def resume_run(args):
-    from tinylm.io.runs import load_checkpoint, load_tokens
-    from tinylm.train import TrainConfig, train
+    from tinylm.io.runs import run_lock
 
     fixed = [name for name in MODEL_OPTIONS + TRAIN_OPTIONS
              if name != "max_iters" and (getattr(args, name, None) not in (None, False)
@@ -208,6 +224,16 @@ def resume_run(args):
         flags = ", ".join("--" + name.replace("_", "-") for name in (fixed or ["force"]))
         raise ValueError(f"{flags} cannot be used with --resume: a resumed run keeps its data and settings "
                          "(only --max-iters may change)")
+    if not os.path.isdir(args.out):
+        raise FileNotFoundError(f"run folder not found: {args.out}")
+    with run_lock(args.out):
+        return _resume_locked_run(args)
+
+
+def _resume_locked_run(args):
+    from tinylm.io.runs import load_checkpoint, load_tokens
+    from tinylm.train import TrainConfig, train
+
     checkpoint = load_checkpoint(args.out)
     config = dict(checkpoint.train_config)
     if args.max_iters is not None:
@@ -227,9 +253,11 @@ def resume_run(args):
 
 def report(out, run):
     """The closing lines of a run, on stdout."""
+    from tinylm.train import perplexity
+
     _, _, result = run
     print(f"step {result.step}: train loss {result.train_loss:.4f}, val loss {result.val_loss:.4f} "
-          f"(perplexity {math.exp(result.val_loss):.2f}), {result.seconds:.1f} s, "
+          f"(perplexity {perplexity(result.val_loss):.2f}), {result.seconds:.1f} s, "
           f"{result.tokens_per_second:,.0f} tokens/s")
     print(f"saved in {out}/ (model.npz, tokenizer.json, loss.csv"
           + (", loss.png" if os.path.exists(os.path.join(out, "loss.png")) else "") + ")")

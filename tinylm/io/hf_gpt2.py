@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from tinylm import fileio
-from tinylm.io.loader import build_model
+from tinylm.io.loader import build_model, check_sizes
 from tinylm.io.safetensors import iter_safetensors, safetensors_header, write_safetensors
 from tinylm.model import GPT, GPTConfig
 from tinylm.tokenizer import Tokenizer
@@ -147,6 +147,7 @@ def load_hf_gpt2(folder, dropout=0.0):
 
     # 1. check names, shapes and dtypes against config.json from the header alone, before any work
     header, _ = safetensors_header(weights_path)
+    check_sizes(config, {key: shape for key, (_, shape) in header.items()}, weights_path)
     expected = dict(_gpt2_shapes(config))  # our name -> the shape GPT-2 stores
     file_key, lm_head = {}, None  # our name -> the file's name ("h.0.ln_1.weight" or with "transformer.")
     for key in header:

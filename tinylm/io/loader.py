@@ -4,6 +4,8 @@ Every format tinylm reads (run folders, quantized models, Hugging Face GPT-2 fol
 come later) ends here. The format's own module reads its config and lists its tensors in tinylm's
 names and layout; `build_model` does the rest the same way for all of them:
 
+    0. check the config's sizes against the file before anything is allocated (`check_sizes`): a
+       473-byte config.json saying n_layer=100000 must not allocate until the machine runs out;
     1. build the model under nn.skip_init() (zeros allocated, no random numbers drawn);
     2. let the caller put special layers in place (`prepare`: e.g. quantized layers, whose weights are
        not parameters; it fills them itself and returns the names of the stored arrays it used);
@@ -23,12 +25,55 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm import nn
+from tinylm import nn, process
 from tinylm.model import GPT, GPTConfig
+
+SIZE_SLACK = 8  # a config may imply at most this many times the numbers its weight file holds
 
 
 def _first_few(names):
     return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
+def parameter_estimate(config):
+    """The number of parameters of a GPT with these sizes (GPT-2's layout, biases included, the tied
+    output layer counted once): what building it will allocate, known before building it.
+
+    >>> parameter_estimate(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768))
+    124439808
+    """
+    C = config.n_embd
+    mlp = 8 * C * C + 5 * C  # c_fc (C -> 4C) and c_proj (4C -> C), with biases
+    if config.n_expert:
+        mlp = config.n_expert * mlp + C * config.n_expert  # the experts and the router
+    block = 4 * C  # ln_1, ln_2
+    block += 4 * C * C + 4 * C  # c_attn (C -> 3C) and c_proj (C -> C), with biases
+    return config.vocab_size * C + config.block_size * C + config.n_layer * (block + mlp) + 2 * C
+
+
+def check_sizes(config, shapes, source):
+    """Before a model is built: the sizes in its config must fit the tensors stored in `source`
+    ({name: shape}), and the model must fit in memory. Both failures name the sizes.
+
+    The stored tensors exist (their bytes are in the file), so comparing the number of parameters the
+    config implies with the numbers the file holds bounds what a config can make tinylm allocate by
+    a small multiple of the file's size. The comparison is loose (SIZE_SLACK times, plus a million):
+    it is there to stop a config that asks for thousands of times what the file holds; a config that
+    is merely wrong is named tensor by tensor by the exact check after the model is built.
+    """
+    stored = 0
+    for shape in shapes.values():
+        count = 1
+        for n in shape:
+            count *= int(n)
+        stored += count
+    needed = parameter_estimate(config)
+    sizes = (f"vocab_size={config.vocab_size}, block_size={config.block_size}, n_layer={config.n_layer}, "
+             f"n_embd={config.n_embd}" + (f", n_expert={config.n_expert}" if config.n_expert else ""))
+    if needed > SIZE_SLACK * stored + 1_000_000:
+        raise ValueError(f"{source} holds {stored:,} numbers, but its config ({sizes}) describes a model of "
+                         f"{needed:,} parameters: the config does not belong to these weights")
+    process.check_fits_in_memory(4 * needed, f"the model of {source} ({sizes}, {needed:,} parameters)")
 
 
 def build_model(config, shapes, tensors, source, prepare=None, widen=False):
@@ -45,6 +90,7 @@ def build_model(config, shapes, tensors, source, prepare=None, widen=False):
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(f"build_model: config must be a GPTConfig, got {type(config).__name__}")
+    check_sizes(config, shapes, source)
     with nn.skip_init():  # the weights come from the file: drawing random ones first would waste seconds
         model = GPT(config)
     used = set(prepare(model)) if prepare is not None else set()

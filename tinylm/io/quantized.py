@@ -116,7 +116,10 @@ def load_quantized(folder):
         """Replace each layer the plan quantizes by one holding the saved arrays, as they are; return
         the names of the arrays used."""
         used = set()
-        plan = validate_plan(model, meta["plan"])
+        try:
+            plan = validate_plan(model, meta["plan"])
+        except (TypeError, ValueError) as exc:  # e.g. a precision that is a number: the file is at fault
+            raise ValueError(f"{meta_path}: {exc}") from None
         tied = tied_layers(model)
         for name, precision in plan.items():
             if precision == "fp32":

@@ -9,8 +9,9 @@ A run folder written by `tinylm train` holds
     loss.json        the loss history; loss.csv (for a spreadsheet) and loss.png (when matplotlib is
                      installed) are drawn from it
     state.json       step, random generator states, best validation loss ... and the SHA-256 of every
-                     file above: the list of what belongs to this checkpoint
+                     file above and below: the list of what belongs to this checkpoint
     tokens.npz       the corpus as token ids (train and val), encoded once, so a resume skips the work
+    run.lock         while a training writes the folder: a second one is refused (run_lock, below)
 
 Saving a checkpoint writes several files, and a crash can come between any two. So a save is done in
 three steps, like a tiny database transaction:
@@ -23,21 +24,30 @@ A reader takes, for each file, whichever of NAME and NAME.next has the hash stat
 before step 2 leaves the old state.json pointing at the old files (the last good checkpoint); a crash
 during step 3 leaves the new state.json pointing at a mix of renamed and .next files, all of them new.
 
+tokens.npz is written once, before the first checkpoint, and every commit record names its hash too,
+so ids from another corpus are never read with this run's tokenizer. The whole folder is one
+transaction: a new run over an old one (--force) first deletes the old state.json (the old run is then
+gone as a whole, never half-replaced), then the old files, and only then writes its own; a SIGKILL
+anywhere leaves either the old run, nothing, or the new run's last commit.
+
     >>> save_checkpoint("runs/tiny", model, tokenizer)              # doctest: +SKIP
     >>> model, tokenizer = load_model("runs/tiny")                  # doctest: +SKIP
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
+import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tinylm.data import clean_text, encode_corpus, load_corpus, train_val_split
-from tinylm.fileio import atomic_open, load_json, load_npz, save_json, save_npz
+from tinylm.fileio import atomic_open, load_json, load_npz, remove_stale_temporaries, save_json, save_npz
 from tinylm.io.loader import build_model
 from tinylm.model import GPTConfig
 from tinylm.tokenizer import Tokenizer
@@ -48,6 +58,14 @@ STATE_FORMAT = "tinylm-state"
 
 CONFIG, MODEL, TOKENIZER, OPTIMIZER, HISTORY, STATE, TOKENS = (
     "config.json", "model.npz", "tokenizer.json", "optimizer.npz", "loss.json", "state.json", "tokens.npz")
+LOCK = "run.lock"
+_held = set()  # real paths of the run folders whose lock this process holds
+DRAWINGS = ("loss.csv", "loss.png")  # drawn from loss.json, not part of a checkpoint
+
+try:
+    import fcntl  # POSIX: the lock of a run folder; released by the kernel when its process dies
+except ImportError:  # Windows: no lock (two trainings into one folder are then the user's care)
+    fcntl = None
 
 
 # -----------------------------------------------------------------------------------------------------
@@ -106,7 +124,17 @@ def _read_state(run_dir):
                          "with a 'files' table)")
     if state.get("version") != VERSION:
         raise ValueError(f"{path} has version {state.get('version')}; this tinylm reads version {VERSION}")
+    step = state.get("step")
+    if not _is_count(step):
+        raise ValueError(f"{path}: step is {step!r}; expected an integer >= 0")
+    for name, digest in state["files"].items():
+        if not (isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest)):
+            raise ValueError(f"{path}: the SHA-256 of {name!r} is {str(digest)[:70]!r}; expected 64 hex digits")
     return state
+
+
+def _is_count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def _read_config(run_dir, files):
@@ -117,6 +145,8 @@ def _read_config(run_dir, files):
                          "section)")
     if config.get("version") != VERSION:
         raise ValueError(f"{path} has version {config.get('version')}; this tinylm reads version {VERSION}")
+    if not isinstance(config.get("train", {}), dict):
+        raise ValueError(f"{path}: 'train' must be an object of TrainConfig settings")
     return config
 
 
@@ -155,8 +185,10 @@ def save_checkpoint(run_dir, model, tokenizer, optimizer=None, train_state=None)
     if history is not None:
         save_json(target(HISTORY), history)
 
-    # 2. the commit: state.json names exactly these files
+    # 2. the commit: state.json names exactly these files, and the token ids the run trains on
     files = {name: _sha256(os.path.join(run_dir, name + ".next")) for name in written}
+    if os.path.isfile(os.path.join(run_dir, TOKENS)):
+        files[TOKENS] = _sha256(os.path.join(run_dir, TOKENS))
     state = {"format": STATE_FORMAT, "version": VERSION, "step": int(train_state.pop("step", 0)),
              **train_state, "files": files}
     save_json(os.path.join(run_dir, STATE), state)
@@ -278,13 +310,64 @@ def load_checkpoint(run_dir):
     config = _read_config(run_dir, files)
     optimizer_state = history = None
     if OPTIMIZER in files:
-        optimizer_state = load_npz(_committed_path(run_dir, OPTIMIZER, files), "optimizer state file")
+        path = _committed_path(run_dir, OPTIMIZER, files)
+        optimizer_state = _check_optimizer_state(load_npz(path, "optimizer state file"), path)
     if HISTORY in files:
-        history = load_json(_committed_path(run_dir, HISTORY, files), "loss history")
+        path = _committed_path(run_dir, HISTORY, files)
+        history = _check_history(load_json(path, "loss history"), path)
+    state_path = os.path.join(run_dir, STATE)
+    for name in ("rng", "dropout_rng"):
+        if name in state and not isinstance(state[name], dict):
+            raise ValueError(f"{state_path}: {name} is {state[name]!r}; expected a random generator state (an object)")
+    best = state.get("best_val_loss", math.inf)
+    if isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best):
+        raise ValueError(f"{state_path}: best_val_loss is {best!r}; expected a number")
     rest = {k: v for k, v in state.items() if k not in ("format", "version", "files", "step")}
     return Checkpoint(model=model, tokenizer=tokenizer, train_config=config.get("train", {}),
-                      step=int(state["step"]), state=rest, optimizer_state=optimizer_state,
+                      step=state["step"], state=rest, optimizer_state=optimizer_state,
                       history=history, files=dict(files))
+
+
+def _check_optimizer_state(arrays, path):
+    """optimizer.npz's arrays, each step count an integer >= 0, each moment float32 (never cast) and each
+    number finite: a state with step -1 would divide by zero in AdamW's bias correction, a NaN moment
+    would poison every weight."""
+    for key, a in arrays.items():
+        if key.endswith(".step"):
+            if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
+                raise ValueError(f"{path}: {key} is {a!r}; expected one integer >= 0")
+        elif key.endswith(".n_params"):
+            continue
+        elif key.startswith("state.") and a.dtype != np.float32:  # moments: the weights' dtype, not cast
+            raise ValueError(f"{path}: {key} has dtype {a.dtype}; expected float32, like the weights")
+        elif a.dtype.kind != "f":
+            raise ValueError(f"{path}: {key} has dtype {a.dtype}; expected floating-point values")
+        elif not np.isfinite(a).all():
+            raise ValueError(f"{path}: {key} holds NaN or infinite values")
+    return arrays
+
+
+def _check_history(history, path):
+    """loss.json: {"step": [...], "loss": [...], "lr": [...], "eval": [{"step", "train_loss", "val_loss"}]},
+    the three lists of one length."""
+    def bad(problem):
+        return ValueError(f"{path} is not a valid loss history: {problem}")
+
+    if not isinstance(history, dict):
+        raise bad(f"expected a JSON object, found {type(history).__name__}")
+    for key in ("step", "loss", "lr", "eval"):
+        if not isinstance(history.get(key), list):
+            raise bad(f"{key!r} must be a list")
+    if not len(history["step"]) == len(history["loss"]) == len(history["lr"]):
+        raise bad("'step', 'loss' and 'lr' must have the same length")
+    numbers = history["step"] + history["loss"] + history["lr"]
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers):
+        raise bad("'step', 'loss' and 'lr' must hold numbers")
+    for point in history["eval"]:
+        if not (isinstance(point, dict) and all(isinstance(point.get(k), (int, float))
+                                                for k in ("step", "train_loss", "val_loss"))):
+            raise bad("every 'eval' entry must be {\"step\", \"train_loss\", \"val_loss\"} numbers")
+    return history
 
 
 # -----------------------------------------------------------------------------------------------------
@@ -297,11 +380,81 @@ def save_tokens(run_dir, train_ids, val_ids):
 
 
 def load_tokens(run_dir):
-    """(train_ids, val_ids) as saved by `save_tokens`: the exact split the run trained and validated on."""
-    arrays = load_npz(os.path.join(_check_run_dir(run_dir), TOKENS), "token file")
-    if set(arrays) != {"train", "val"} or arrays["train"].ndim != 1 or arrays["val"].ndim != 1:
-        raise ValueError(f"{os.path.join(run_dir, TOKENS)} should hold two 1-D arrays, 'train' and 'val'")
+    """(train_ids, val_ids) as saved by `save_tokens`: the exact split the run trained and validated on.
+
+    When state.json names the hash of tokens.npz (every run since the commit record included it), the
+    file must have that hash: ids written by another run are refused, never read with this tokenizer.
+    """
+    run_dir = _check_run_dir(run_dir)
+    state = _read_state(run_dir)
+    files = None if state is None or TOKENS not in state["files"] else state["files"]
+    path = _committed_path(run_dir, TOKENS, files)
+    arrays = load_npz(path, "token file")
+    if set(arrays) != {"train", "val"} or any(arrays[k].ndim != 1 or arrays[k].dtype.kind not in "iu"
+                                                  for k in ("train", "val")):
+        raise ValueError(f"{path} should hold two 1-D integer arrays, 'train' and 'val'")
     return arrays["train"], arrays["val"]
+
+
+# -----------------------------------------------------------------------------------------------------
+# the folder as a whole: one writer at a time, and a new run replaces an old one all at once
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold run_dir/run.lock while a training writes the folder; a second training is refused.
+
+    The lock is an flock on the file, so the kernel releases it when its process ends, however it ends:
+    a lock left by a killed run is simply taken over (the file names the last holder's process id, for
+    the message). Taking the lock also removes the temporary files a killed writer left behind. Within
+    one process the lock is re-entrant: `tinylm train` holds it, and train() inside takes it again.
+
+    >>> with run_lock("runs/tiny"):                  # doctest: +SKIP
+    ...     train(...)
+    """
+    run_dir = os.fspath(run_dir)
+    created = not os.path.isdir(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, LOCK)
+    key = os.path.realpath(run_dir)
+    if fcntl is None or key in _held:  # no locks here, or this process holds it already (train() in a command)
+        yield
+        return
+    while True:  # until we hold a lock on the file that is at `path` now (another may have replaced it)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise BlockingIOError(f"another tinylm training (process {holder}) is writing {run_dir}; wait for it "
+                               "to finish or stop it (two runs in one folder would mix their files)") from None
+        if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
+            break
+        os.close(fd)
+    _held.add(key)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        remove_stale_temporaries(run_dir)
+        yield
+    finally:
+        _held.discard(key)
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        os.close(fd)
+        if created:  # a run that failed before writing anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(run_dir)
+
+
+def remove_run(run_dir):
+    """Delete the run in `run_dir` (for `train --force`), the commit record first: from that moment
+    no reader takes the old files for a run, so a crash halfway leaves no mix of old and new."""
+    names = (CONFIG, MODEL, TOKENIZER, OPTIMIZER, HISTORY)
+    for name in (STATE, TOKENS, *names, *(n + ".next" for n in names), *DRAWINGS):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(run_dir, name))
 
 
 def scoring_ids(run_dir, tokenizer, data=None, split="val"):

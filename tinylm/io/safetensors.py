@@ -48,6 +48,7 @@ _NAME_OF_DTYPE = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.d
                   np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL"}
 
 MAX_HEADER_BYTES = 100_000_000  # a real header is kilobytes; a larger length is a broken or hostile file
+MAX_TENSORS = 100_000  # a large model's shard has a few thousand; millions of empty ones are an attack
 
 
 def bf16_to_float32(bits):
@@ -107,10 +108,21 @@ def _read_header(path):
         if 8 + n > file_size:
             raise bad(f"the header length is {n} bytes but only {file_size - 8} bytes follow it (truncated file?)")
         raw = f.read(n)
+    objects = 0
+
+    def checked_object(pairs):  # called for every JSON object as it is parsed: stops a huge header early
+        nonlocal objects
+        objects += 1
+        if objects > MAX_TENSORS + 2:  # each tensor's {dtype, shape, data_offsets}, __metadata__, the header
+            raise OverflowError(f"the header has more than {MAX_TENSORS:,} tensors")
+        return _no_duplicate_keys(pairs)
+
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=checked_object)
     except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, a 5000-digit number, [[[[...]]]]
         raise bad(f"the header is not valid UTF-8 JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+    except OverflowError as exc:
+        raise bad(str(exc)) from None
     except KeyError as exc:
         raise bad(f"the header names {exc.args[0]!r} twice") from None
     if not isinstance(header, dict):
@@ -127,7 +139,7 @@ def _read_header(path):
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             raise bad(f"tensor {name!r} must be an object with exactly dtype, shape and data_offsets")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in SAFETENSORS_DTYPES:
+        if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
             raise bad(f"tensor {name!r} has unknown dtype {dtype!r}; tinylm reads "
                       f"{', '.join(SAFETENSORS_DTYPES)}")
         if not isinstance(shape, list) or not all(_is_count(d) for d in shape):

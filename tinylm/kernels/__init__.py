@@ -130,7 +130,7 @@ def _array(fn, name, a, dtype, ndim=None):
         raise TypeError(f"{fn}: {name} has dtype {a.dtype}; expected {_DTYPE_NAMES[np.dtype(dtype)]}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {ndim} dimensions")
-    return np.ascontiguousarray(a)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)  # (ascontiguousarray makes 0-d 1-d)
 
 
 def _matmul_args(fn, x, w, b, dtype):
@@ -265,12 +265,19 @@ def quantize_s8(x, group_size):
     return q, scale
 
 
-def _check_scales(fn, name, scale, rows, K, rows_name):
+def _check_scales(fn, name, scale, rows, K, rows_name, finite=False):
+    """The group size K // G of scales (rows, G); every scale >= 0, and finite when `finite` (weights
+    of a model). NaN and +inf are what quantize_s8 gives a group holding NaN or inf, so dequantize_s8
+    takes them back (and gives NaN, as the header promises); no quantizer makes a negative scale."""
     if K < 1:
         raise ValueError(f"{fn}: K=0 columns; expected K >= 1")
     if scale.shape[0] != rows or scale.shape[1] < 1 or K % scale.shape[1]:
         raise ValueError(f"{fn}: {name} has shape {scale.shape}; expected ({rows}, G) with G "
                          f"dividing K={K} (one scale per {rows_name} and group)")
+    if scale.size and (np.less(scale, 0).any() or (finite and not np.isfinite(scale).all())):
+        expected = "finite and >= 0" if finite else ">= 0 (or NaN/+inf, as quantize_s8 gives non-finite groups)"
+        raise ValueError(f"{fn}: {name} holds a negative{' or non-finite' if finite else ''} value; "
+                         f"expected scales {expected}")
     return K // scale.shape[1]
 
 
@@ -281,6 +288,8 @@ def dequantize_s8(q, scale):
     M, K = q.shape
     group_size = _check_scales("dequantize_s8", "scale", scale, M, K, "row")
     c = _c()
+    if M == 0:
+        return np.empty((0, K), np.float32)
     if c is None or q.size == 0:
         return reference.dequantize_s8(q, scale)
     ffi, lib = c
@@ -309,7 +318,7 @@ class LinearS8:
         w_q = _array(fn, "w_q", w_q, np.int8, 2)                  # (N, K)
         w_scale = _array(fn, "w_scale", w_scale, np.float32, 2)   # (N, G)
         N, K = w_q.shape
-        self.group_size = _check_scales(fn, "w_scale", w_scale, N, K, "output row")
+        self.group_size = _check_scales(fn, "w_scale", w_scale, N, K, "output row", finite=True)
         _check_s8_range(fn, "w_q", w_q)
         _check_dot_length(fn, "group_size", self.group_size)
         self.w_q, self.w_scale = w_q.view(), w_scale.view()

@@ -32,9 +32,9 @@ class Evaluator:
         if val_ids.ndim != 1 or val_ids.dtype.kind not in "iu":
             raise TypeError(f"Evaluator: val_ids has dtype {val_ids.dtype} and shape {val_ids.shape}; "
                             "expected a 1-D array of token ids")
-        block_size = int(block_size or model.config.block_size)
-        if block_size > model.config.block_size:
-            raise ValueError(f"Evaluator: block_size {block_size} is larger than the model's "
+        block_size = model.config.block_size if block_size is None else int(block_size)
+        if not 1 <= block_size <= model.config.block_size:  # (0 is a mistake, not "the default")
+            raise ValueError(f"Evaluator: block_size is {block_size}; expected 1 .. the model's "
                              f"{model.config.block_size}")
         if len(val_ids) < block_size + 1:
             raise ValueError(f"Evaluator: {len(val_ids)} validation tokens are too few for one window of "
@@ -60,8 +60,13 @@ class Evaluator:
     def measure(self, model):
         """{'loss', 'ppl', 'ppl_change' (relative to fp32), 'agreement'} of `model`."""
         loss, tokens = self.run(model)
-        return {"loss": loss, "ppl": math.exp(loss), "ppl_change": math.expm1(loss - self.ref_loss),
+        return {"loss": loss, "ppl": _exp(loss), "ppl_change": _exp(loss - self.ref_loss) - 1.0,
                 "agreement": float(np.mean(tokens == self.ref_tokens))}
+
+
+def _exp(x):
+    """math.exp, inf where it would overflow (a loss above ~709 nats: a broken model, not a crash)."""
+    return math.exp(x) if x < 709.0 else math.inf
 
 
 def tokens_per_second(model, n_tokens=32, repeats=3, seed=0):
