@@ -46,7 +46,9 @@ setup(
     install_requires=["numpy>=1.22,<3", "cffi>=1.15", "regex>=2022.1.18"],
     extras_require={
         "plot": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "ruff>=0.5", "gguf>=0.10"],
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "ruff>=0.5", "gguf>=0.10",
+                 # the coverage-guided fuzzing run of tests/test_fuzz_atheris.py (wheels for these only)
+                 'atheris>=2.3; sys_platform == "linux" and platform_machine == "x86_64" and python_version < "3.13"'],
     },
     cffi_modules=["kernels/build.py:ffibuilder"],
     cmdclass={"build_ext": OptionalBuildExt},
