@@ -12,8 +12,9 @@ package. The test suite (tests/test_tutorials.py) calls `run_chapter` with a tem
 What a block prints is compared with the ```output block that follows it (blank lines between the
 two are allowed). Two markers let an output block hold what varies from machine to machine:
 
-- `~` right before a number (`~0.75 s`, `~5.1x`) matches any number there: its form is checked
-  (a number must be printed in that place), not its value. Use it for timings and throughput.
+- `~` right before a number (`~0.75 s`, `~5.1x`) matches any number there, with any spaces before it
+  (a wider number pads a column): its form is checked (a number must be printed in that place), not
+  its value. Use it for timings and throughput.
 - a line that is just `...` matches any number of printed lines, none included; a line that ends
   in `...` matches every printed line that starts with the text before it.
 
@@ -76,7 +77,7 @@ def _line_pattern(expected):
     parts, last = [], 0
     for m in MARKED.finditer(expected):
         parts.append(re.escape(expected[last:m.start()]))
-        parts.append(f"(?:{NUMBER})")
+        parts.append(rf"\s*(?:{NUMBER})")             # a number printed wider pads with spaces
         last = m.end()
     parts.append(re.escape(expected[last:]))
     return re.compile("".join(parts) + rest + r"\Z")
