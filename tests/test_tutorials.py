@@ -86,6 +86,36 @@ def test_update_writes_outputs_and_keeps_markers_that_still_match(tmp_path, monk
     runner.run_chapter(name, str(tmp_path))                     # now it passes
 
 
+# Numbers quoted in a chapter's prose that some chapter's code prints: (quoted in, printed by, text).
+# The test finds the text in the prose (outside code and output blocks) and in what the code printed,
+# so a change that moves the number fails here until the prose follows.
+PROSE_NUMBERS = [
+    ("02-tokenizer.md", "02-tokenizer.md", "17 bytes"),
+    ("02-tokenizer.md", "02-tokenizer.md", "1,478"),
+    ("02-tokenizer.md", "02-tokenizer.md", "4,374"),
+    ("02-tokenizer.md", "02-tokenizer.md", "9 tokens"),
+    ("05-attention.md", "05-attention.md", "0.994"),
+    ("06-training.md", "06-training.md", "142,549"),
+    ("06-training.md", "06-training.md", "1.80"),
+    ("06-training.md", "06-training.md", "48 times"),
+    ("06-training.md", "03-embeddings.md", "2.08"),
+    ("09-fp16-and-int8.md", "09-fp16-and-int8.md", "3,337,216"),
+    ("09-fp16-and-int8.md", "09-fp16-and-int8.md", "3.48x"),
+]
+PRINTED = {}   # chapter -> everything it printed, filled by test_chapter_runs_and_prints_what_its_page_shows
+
+
+def prose(chapter):
+    """The chapter's text without its fenced blocks."""
+    with open(os.path.join(ROOT, "tutorials", chapter), encoding="utf-8") as f:
+        return re.sub(r"^```.*?^```[ \t]*$", "", f.read(), flags=re.DOTALL | re.MULTILINE)
+
+
+def test_prose_numbers_are_quoted_where_listed():
+    for quoted_in, _, text in PROSE_NUMBERS:
+        assert text in prose(quoted_in), f"{quoted_in} no longer quotes {text!r}: update PROSE_NUMBERS"
+
+
 # The book's model: chapter 6 saves it, later chapters load it from runs/chapter6 in the same folder.
 BOOK_RUN = os.path.join("runs", "chapter6")
 
@@ -108,6 +138,11 @@ def test_chapter_runs_and_prints_what_its_page_shows(chapter, book_dir):
         runner.run_chapter("06-training.md", book_dir, check=False)   # only when chapter 6 was deselected
     blocks = runner.run_chapter(chapter, book_dir, require_outputs=chapter not in OUTPUTS_NOT_YET_REQUIRED)
     assert blocks, f"{chapter} has no python blocks"
+    PRINTED[chapter] = "".join(b["printed"] for b in blocks)
+    for quoted_in, printed_by, text in PROSE_NUMBERS:
+        if printed_by == chapter:
+            assert text in PRINTED[chapter], (f"{quoted_in} quotes {text!r}, but {chapter} no longer prints it: "
+                                              "fix the prose (and PROSE_NUMBERS)")
 
 
 def test_no_chapter_finds_files_through_the_installed_package():

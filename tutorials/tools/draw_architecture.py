@@ -34,7 +34,8 @@ def model_panel(ax):
              (6.95, "ln_f: LayerNorm(C)", "norm", 0.7),
              (5.2, "block\n\nx n_layer", "block", 2.0),
              (3.4, "+  (dropout on the sum)", "add", 0.7),
-             (2.25, "wte[idx]: token vectors   |   wpe[pos]: position vectors\n(vocab_size, C)            (block_size, C)", "embed", 0.95),
+             (2.25, "wte[idx]: token vectors   |   wpe[pos]: position vectors\n"
+                    "(vocab_size, C)            (block_size, C)", "embed", 0.95),
              (0.95, "token ids idx  (B, T)", "io", 0.7)]
     for y, text, kind, h in steps:
         box(ax, 5, y, 8.2, h, text, kind, size=10, bold=(kind == "block"))
