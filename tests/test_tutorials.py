@@ -41,6 +41,8 @@ def test_markers_check_the_form_of_varying_numbers_and_nothing_else():
     assert runner.output_matches("trained in ~0.75 s\n", "trained in 12.31 s\n")
     assert runner.output_matches("~5.1x faster, ~1,234 tokens/s", "11.0x faster, 98,765 tokens/s")
     assert runner.output_matches("without cache ~9.6 tokens/s", "without cache  123.4 tokens/s")  # padded
+    assert runner.output_matches("2.898     ~29.0", "2.898    144.5")                   # a wider number
+    assert not runner.output_matches("loss ~2.5", "loss2.5")                             # the space stays
     assert not runner.output_matches("trained in ~0.75 s", "trained in fast s")   # a number must be there
     assert not runner.output_matches("loss 2.55", "loss 2.56")                    # unmarked: exact
     assert runner.output_matches("first\n...\nlast\n", "first\na\nb\nlast")
