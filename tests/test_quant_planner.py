@@ -222,7 +222,7 @@ def test_quantize_report_leaves_out_a_group_size_wider_than_the_model(tmp_path, 
 @pytest.mark.parametrize("argv, message", [
     (["--max-ppl-increase", "lots"], "not a number or a percentage"),
     (["--max-bytes", "12 parsecs"], "not a byte count"),
-    (["--plan", "int4"], "unknown precision 'int4'"),
+    (["--plan", "int3"], "unknown precision 'int3'"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
 ])
 def test_quantize_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
