@@ -16,14 +16,16 @@ static inline int32_t tl_s4_hi(uint8_t b)
     return (int32_t)(b >> 4) - (int32_t)((b & 0x80u) >> 3);
 }
 
-/* sum_k a[k] * q[k] over n columns (n even), q packed in n / 2 bytes of w: exact int32. The
- * reference for the loops below, and their tail. */
+/* sum_k a[k] * q[k] over n columns (n a multiple of 32), q packed in n / 2 bytes of w in blocks of
+ * 16 bytes: byte j of a block is columns j (low nibble) and j + 16 (high). Exact int32. The reference
+ * for the loops below, and their tail. */
 static inline int32_t tl_dot_s4(const int8_t *a, const uint8_t *w, size_t n)
 {
     int32_t sum = 0;
-    size_t j;
-    for (j = 0; j < n / 2; j++)
-        sum += (int32_t)a[2 * j] * tl_s4_lo(w[j]) + (int32_t)a[2 * j + 1] * tl_s4_hi(w[j]);
+    size_t c, j;
+    for (c = 0; c < n / 32; c++, a += 32, w += 16)
+        for (j = 0; j < 16; j++)
+            sum += (int32_t)a[j] * tl_s4_lo(w[j]) + (int32_t)a[j + 16] * tl_s4_hi(w[j]);
     return sum;
 }
 
@@ -34,14 +36,15 @@ static inline void tl_dot_s4_1x4(const int8_t *a, const uint8_t *w, size_t ldw, 
 {
     const uint8_t *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw;
     int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    size_t j;
-    for (j = 0; j < n / 2; j++) {
-        int32_t a0 = a[2 * j], a1 = a[2 * j + 1];
-        s0 += a0 * tl_s4_lo(w0[j]) + a1 * tl_s4_hi(w0[j]);
-        s1 += a0 * tl_s4_lo(w1[j]) + a1 * tl_s4_hi(w1[j]);
-        s2 += a0 * tl_s4_lo(w2[j]) + a1 * tl_s4_hi(w2[j]);
-        s3 += a0 * tl_s4_lo(w3[j]) + a1 * tl_s4_hi(w3[j]);
-    }
+    size_t c, j;
+    for (c = 0; c < n / 32; c++, a += 32, w0 += 16, w1 += 16, w2 += 16, w3 += 16)
+        for (j = 0; j < 16; j++) {
+            int32_t a0 = a[j], a1 = a[j + 16];
+            s0 += a0 * tl_s4_lo(w0[j]) + a1 * tl_s4_hi(w0[j]);
+            s1 += a0 * tl_s4_lo(w1[j]) + a1 * tl_s4_hi(w1[j]);
+            s2 += a0 * tl_s4_lo(w2[j]) + a1 * tl_s4_hi(w2[j]);
+            s3 += a0 * tl_s4_lo(w3[j]) + a1 * tl_s4_hi(w3[j]);
+        }
     out[0] = s0;
     out[1] = s1;
     out[2] = s2;
@@ -105,12 +108,14 @@ void tinylm_linear_s4(const float *restrict x, const uint8_t *restrict w_q4,
 void tinylm_dequantize_s4(const uint8_t *restrict w_q4, const float *restrict w_scale,
                           float *restrict y, size_t N, size_t K, size_t group_size)
 {
-    size_t G = K / group_size, n, j;
+    size_t G = K / group_size, n, c, j;
     for (n = 0; n < N; n++)
-        for (j = 0; j < K / 2; j++) {
-            uint8_t byte = w_q4[n * (K / 2) + j];
-            float s = w_scale[n * G + (2 * j) / group_size];  /* group_size is even: one group */
-            y[n * K + 2 * j] = (float)tl_s4_lo(byte) * s;
-            y[n * K + 2 * j + 1] = (float)tl_s4_hi(byte) * s;
+        for (c = 0; c < K / 32; c++) {
+            const uint8_t *block = w_q4 + n * (K / 2) + c * 16;     /* columns 32c .. 32c + 31 */
+            float s = w_scale[n * G + (c * 32) / group_size];       /* one group: 32 divides it */
+            for (j = 0; j < 16; j++) {
+                y[n * K + c * 32 + j] = (float)tl_s4_lo(block[j]) * s;
+                y[n * K + c * 32 + j + 16] = (float)tl_s4_hi(block[j]) * s;
+            }
         }
 }

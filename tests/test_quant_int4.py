@@ -44,13 +44,14 @@ def test_int4_precision_strings_parse_like_int8():
     assert canonical_precision("INT4") == "int4:g32"
 
 
-def test_int4_fits_only_even_groups_that_divide_the_inputs():
-    assert fits((8, 64), "int4", 32) and fits((8, 64), "int4", None)
-    assert not fits((8, 66), "int4", 32)                  # 32 does not divide 66
-    assert not fits((8, 63), "int4", None)                # odd row: bytes would split a value
-    assert not fits((8, 63), "int4", 21)                  # odd group
-    with pytest.raises(ValueError, match="even"):
-        Int4Weight.from_float(np.ones((2, 6), np.float32), 3)
+def test_int4_fits_only_groups_of_whole_32_column_blocks():
+    assert fits((8, 64), "int4", 32) and fits((8, 64), "int4", None) and fits((8, 96), "int4", 96)
+    assert not fits((8, 80), "int4", 32)                  # 32 does not divide 80
+    assert not fits((8, 48), "int4", None)                # a row that is not whole blocks
+    assert not fits((8, 64), "int4", 16)                  # a group smaller than a block
+    assert fits((8, 48), "int8", 16)                      # int8 has no such rule
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Int4Weight.from_float(np.ones((2, 64), np.float32), 16)
 
 
 def test_int4_bytes_are_half_a_byte_per_weight_plus_the_scales():
@@ -105,7 +106,7 @@ def test_a_saved_int4_file_with_a_minus_8_nibble_is_refused(tmp_path, model):
     save_quantized(tmp_path / "q", model, uniform_plan(model, "int4:g32"))
     path = tmp_path / "q" / "weights.npz"
     arrays = dict(np.load(path))
-    arrays["lm_head.weight.q4"][0, 0] = 0x88
+    arrays["lm_head.weight.q4"][0, 0] = 0x80
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="0x8"):
         load_quantized(tmp_path / "q")

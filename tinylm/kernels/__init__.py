@@ -365,15 +365,15 @@ def linear_s8(x, w_q, w_scale, b=None):
 
 def _check_s4_group_size(fn, group_size, K):
     group_size = _check_group_size(fn, group_size, K)
-    if group_size % 2:
-        raise ValueError(f"{fn}: group_size={group_size} is odd; expected an even group size (int4 "
-                         "packs two columns per byte, so a group must fill whole bytes)")
+    if group_size % 32:
+        raise ValueError(f"{fn}: group_size={group_size} is not a multiple of 32; expected 32, 64, ... "
+                         "(int4 packs blocks of 32 columns into 16 bytes, Q4_0's layout)")
     return group_size
 
 
 def quantize_s4(w, group_size):
     """w (N, K) float32 -> (w_q4 (N, K // 2) uint8, scale (N, K // group_size) float32): symmetric
-    int4 in [-7, 7] packed two per byte (see reference.quantize_s4). Weights are quantized once,
+    int4 in [-7, 7] packed two per byte in Q4_0's layout (see reference.quantize_s4). Weights are quantized once,
     offline, so this runs the NumPy reference (there is no C quantizer for int4)."""
     w = _array("quantize_s4", "w", w, np.float32, 2)
     group_size = _check_s4_group_size("quantize_s4", group_size, w.shape[1])
@@ -391,9 +391,9 @@ def _s4_weights(fn, w_q4, w_scale):
     w_scale = _array(fn, "w_scale", w_scale, np.float32, 2)
     N, K = w_q4.shape[0], 2 * w_q4.shape[1]
     group_size = _check_scales(fn, "w_scale", w_scale, N, K, "output row")
-    if group_size % 2:
+    if group_size % 32:
         raise ValueError(f"{fn}: w_scale has shape {w_scale.shape}, so groups of {group_size} columns; "
-                         "expected an even group size (groups fill whole bytes)")
+                         "expected a multiple of 32 (int4 packs blocks of 32 columns)")
     if w_q4.size and (((w_q4 & 0x0F) == 0x08).any() or ((w_q4 & 0xF0) == 0x80).any()):
         raise ValueError(f"{fn}: w_q4 contains the nibble 0x8 (-8); expected int4 values in [-7, 7] "
                          "(symmetric int4, as quantize_s4 produces)")
@@ -420,9 +420,9 @@ class LinearS4:
     """int4 Linear-layer weights checked once, for many calls: `LinearS4(w_q4, w_scale)(x, b)`, as
     LinearS8. w_q4 (N, K // 2) uint8 packed, w_scale (N, G) float32; kept as read-only views.
 
-    >>> layer = LinearS4(np.full((4, 4), 0x11, np.uint8), np.full((4, 1), 0.5, np.float32))
-    >>> layer(np.ones((1, 8), np.float32))     # each output: 8 columns of 1 * 1 * 0.5
-    array([[4., 4., 4., 4.]], dtype=float32)
+    >>> layer = LinearS4(np.full((4, 16), 0x11, np.uint8), np.full((4, 1), 0.5, np.float32))
+    >>> layer(np.ones((1, 32), np.float32))    # each output: 32 columns of 1 * 1 * 0.5
+    array([[16., 16., 16., 16.]], dtype=float32)
     """
 
     def __init__(self, w_q4, w_scale):

@@ -174,27 +174,29 @@ Q4MAX = 7
 
 
 def pack_s4(q):
-    """int8 values in [-7, 7], shape (N, K) with K even -> (N, K // 2) uint8, two per byte: column
-    2j in the low nibble, 2j+1 in the high nibble, 4-bit two's complement (tinylm_kernels.h, int4).
+    """int8 values in [-7, 7], shape (N, K) with K a multiple of 32 -> (N, K // 2) uint8 in Q4_0's
+    layout (tinylm_kernels.h, int4): each block of 32 columns is 16 bytes, byte j holding column j in
+    its low nibble and column j + 16 in its high nibble, as 4-bit two's complement.
 
-    >>> pack_s4(np.array([[1, -1, 7, -7]], np.int8))     # 0xF1, 0x97
-    array([[241, 151]], dtype=uint8)
+    >>> q = np.zeros((1, 32), np.int8); q[0, :3] = [1, -1, 7]; q[0, 16:19] = [-7, 3, 0]
+    >>> pack_s4(q)[0, :4]                       # 0x91 = (-7, 1), 0x3F = (3, -1), 0x07 = (0, 7)
+    array([145,  63,   7,   0], dtype=uint8)
     """
-    nib = q.astype(np.uint8) & 0x0F                           # (N, K), -1 -> 0xF
-    return nib[:, 0::2] | (nib[:, 1::2] << 4)                 # (N, K // 2)
+    N, K = q.shape
+    nib = (q.astype(np.uint8) & 0x0F).reshape(N, K // 32, 2, 16)    # (N, blocks, low/high, 16)
+    return (nib[:, :, 0] | (nib[:, :, 1] << 4)).reshape(N, K // 2)
 
 
 def unpack_s4(w_q4):
     """(N, K // 2) uint8 -> (N, K) int8 in [-8, 7]: the inverse of pack_s4.
 
-    >>> unpack_s4(np.array([[241, 151]], np.uint8))
-    array([[ 1, -1,  7, -7]], dtype=int8)
+    >>> unpack_s4(np.full((1, 16), 0x9F, np.uint8))[0, [0, 15, 16, 31]]   # low -1, high -7
+    array([-1, -1, -7, -7], dtype=int8)
     """
     N, half = w_q4.shape
-    q = np.empty((N, 2 * half), np.int8)
-    nib = np.stack([w_q4 & 0x0F, w_q4 >> 4], axis=-1).reshape(N, 2 * half).astype(np.int8)  # 0..15
-    q[:] = nib - ((nib & 8) << 1)                             # 8..15 -> -8..-1
-    return q
+    blocks = w_q4.reshape(N, half // 16, 1, 16)
+    nib = np.concatenate([blocks & 0x0F, blocks >> 4], axis=2).astype(np.int8)  # (N, blocks, 2, 16)
+    return (nib - ((nib & 8) << 1)).reshape(N, 2 * half)            # 8..15 -> -8..-1
 
 
 def quantize_s4(w, group_size):
@@ -202,9 +204,10 @@ def quantize_s4(w, group_size):
     scale = max|w| / 7 (float32), q = clip(round_half_even(w / scale), -7, 7), special groups as
     quantize_s8. Returns (w_q4 (N, K // 2) uint8 packed, scale (N, G) float32). Exact.
 
-    >>> w_q4, scale = quantize_s4(np.array([[0.5, -1.0, 0.25, 0.0]], np.float32), group_size=2)
-    >>> unpack_s4(w_q4), scale   # groups [0.5, -1.0], [0.25, 0.0]; 0.5 / scale = 3.4999998 -> 3
-    (array([[ 3, -7,  7,  0]], dtype=int8), array([[0.14285715, 0.03571429]], dtype=float32))
+    >>> w = np.zeros((1, 64), np.float32); w[0, :2] = [0.5, -1.0]; w[0, 32:34] = [0.25, 0.0]
+    >>> w_q4, scale = quantize_s4(w, group_size=32)
+    >>> unpack_s4(w_q4)[0, [0, 1, 32, 33]], scale     # 0.5 / scale = 3.4999998 in float32 -> 3
+    (array([ 3, -7,  7,  0], dtype=int8), array([[0.14285715, 0.03571429]], dtype=float32))
     """
     N, K = w.shape
     wg = w.reshape(N, K // group_size, group_size)            # (N, G, group_size)

@@ -186,10 +186,11 @@ class Int8Weight:
 class Int4Weight:
     """A (N, K) weight stored as int4 values, two a byte, with a float32 scale per row and group.
 
-    `q4` is (N, K // 2) uint8: column 2j in the low nibble of byte j, 2j+1 in the high nibble, each a
-    4-bit two's complement value in [-7, 7]; `scale` is (N, K // group_size) float32; the weight it
-    stands for is `q * scale` (tinylm_kernels.h, "int4 linear layer"). Group sizes are even so a group
-    fills whole bytes; group_size == K is one scale per output row.
+    `q4` is (N, K // 2) uint8 in llama.cpp Q4_0's layout: 16 bytes per 32 columns, byte j holding
+    column j in its low nibble and j + 16 in its high nibble, each a 4-bit two's complement value in
+    [-7, 7]; `scale` is (N, K // group_size) float32; the weight it stands for is `q * scale`
+    (tinylm_kernels.h, "int4 linear layer"). K and the group size are multiples of 32;
+    group_size == K is one scale per output row.
 
         >>> Int4Weight.nbytes_for((64, 128), 32)   # 64 * 64 bytes of values + 64 * 4 float32 scales
         5120
@@ -207,20 +208,21 @@ class Int4Weight:
 
     @staticmethod
     def fits(shape, group_size=None):
-        """Can an (N, K) matrix be stored in int4 with these groups? K and the group must be even."""
+        """Can an (N, K) matrix be stored in int4 with these groups? K and the group must be multiples
+        of 32 (a block of 32 columns is 16 bytes), the group dividing K."""
         k = shape[1]
         gs = k if group_size is None else group_size
-        return k % 2 == 0 and gs % 2 == 0 and k % gs == 0
+        return k % 32 == 0 and gs % 32 == 0 and k % gs == 0
 
     @classmethod
     def from_float(cls, w, group_size=32):
-        """Quantize a float32 (N, K) matrix; group_size must be even and divide K (None: per channel)."""
+        """Quantize a float32 (N, K) matrix; group_size a multiple of 32 dividing K (None: per channel)."""
         w = _as_f32_matrix(w, "Int4Weight.from_float: w")
         k = w.shape[1]
         group_size = k if group_size is None else int(group_size)
         if not cls.fits(w.shape, group_size):
-            raise ValueError(f"int4 group_size {group_size} does not fit in_features {k}; expected an "
-                             f"even divisor of an even in_features (two values a byte)")
+            raise ValueError(f"int4 group_size {group_size} does not fit in_features {k}; expected a "
+                             f"multiple of 32 dividing in_features, itself a multiple of 32 (Q4_0 blocks)")
         return cls(*kernels.quantize_s4(w, group_size))
 
     @staticmethod
@@ -235,8 +237,8 @@ class Int4Weight:
     def from_arrays(cls, take, prefix, shape):
         """The storage saved by `arrays(prefix)`; take(key, dtype, shape) returns a checked array."""
         n, k = shape
-        if k % 2:
-            raise ValueError(f"int4 needs an even in_features; this layer has {k}")
+        if k % 32:
+            raise ValueError(f"int4 needs in_features to be a multiple of 32; this layer has {k}")
         return cls(take(prefix + ".q4", np.uint8, (n, k // 2)), take(prefix + ".scale", np.float32))
 
     @property

@@ -12,7 +12,7 @@ A plan is a dict from a layer's dotted name to a precision string:
 | `int8:channel` | int8 + one float32 scale per output row              | 1 + 4/in_features         |
 | `int8`         | short for `int8:g32`                                 |                           |
 | `int4:gN`      | int4 in [-7, 7], two a byte, + a float32 scale per    | 1/2 + 4/N (0.625 for N=32)|
-|                | row and group of N inputs (N even)                   |                           |
+|                | row and group of N inputs (N a multiple of 32)       |                           |
 | `int4:channel` | int4 + one float32 scale per output row              | 1/2 + 4/in_features       |
 | `int4`         | short for `int4:g32`                                 |                           |
 

@@ -50,7 +50,7 @@ PRECISIONS = {
     "int8": Precision("int8", Int8Weight, Int8Linear, True,
                       "int8 (= int8:g32), int8:gN (N divides the layer's inputs), int8:channel"),
     "int4": Precision("int4", Int4Weight, Int4Linear, True,
-                      "int4 (= int4:g32), int4:gN (N even, dividing the layer's inputs), int4:channel"),
+                      "int4 (= int4:g32), int4:gN (N a multiple of 32 dividing the inputs), int4:channel"),
 }
 
 PRECISIONS_HELP = ", ".join(p.help for p in PRECISIONS.values())
@@ -91,7 +91,7 @@ def canonical_precision(text):
 
 def fits(shape, kind, group_size):
     """Can an (out, in) matrix take this precision? (A group size must divide the inputs; a storage
-    class with its own `fits`, like int4's even groups, has the last word.)"""
+    class with its own `fits`, like int4's blocks of 32, has the last word.)"""
     storage = PRECISIONS[kind].storage
     if hasattr(storage, "fits"):
         return storage.fits(shape, group_size)
