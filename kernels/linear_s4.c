@@ -72,6 +72,8 @@ static void tl_linear_s4_column(const int8_t *restrict x_q, const float *restric
 
 #if defined(__AVX2__)
 #include "simd/linear_s4_avx2.h"
+#elif defined(__ARM_FEATURE_DSP) && !defined(__ARM_FEATURE_MVE)
+#include "simd/linear_s4_dsp.h"      /* (a Helium core runs the portable loop: no MVE int4 path yet) */
 #endif
 
 void tinylm_linear_s4(const float *restrict x, const uint8_t *restrict w_q4,
@@ -82,6 +84,8 @@ void tinylm_linear_s4(const float *restrict x, const uint8_t *restrict w_q4,
     tinylm_quantize_s8(x, x_q, x_scale, M, K, group_size);   /* x_q (M, K), x_scale (M, G) */
 #if defined(__AVX2__)
     tl_linear_s4_avx2(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
+#elif defined(__ARM_FEATURE_DSP) && !defined(__ARM_FEATURE_MVE)
+    tl_linear_s4_dsp(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
 #else
     /* 4 output columns at a time: 4 packed rows of w stay in cache while every row of x_q passes */
     size_t G = K / group_size, m, n0, g, j;

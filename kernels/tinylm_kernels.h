@@ -114,7 +114,7 @@ void tinylm_linear_s8(const float *x, const int8_t *w_q, const float *w_scale, c
  *     acc = 0;  for g in 0..G-1:  acc = acc + (x_scale[m,g] * w_scale[n,g]) * (float)dot_g
  *     y[m, n] = acc + b[n]            (or acc when b is NULL)
  *   where dot_g = sum over the group of x_q * q, exact in int32 (|dot_g| <= 127 * 7 * group_size;
- *   group_size <= 2415616, a multiple of 32). Exact.
+ *   group_size <= 133144 as for int8, a multiple of 32). Exact.
  */
 void tinylm_dequantize_s4(const uint8_t *w_q4, const float *w_scale, float *y, size_t N, size_t K,
                           size_t group_size);
