@@ -128,3 +128,20 @@ def test_sensitivity_measures_int4_for_every_layer_and_it_costs_more_than_int8(m
     sens = sensitivity(model, _LossOfPlan(model), precisions=("int8:g32", "int4:g32"), show_progress=False)
     assert all(set(s) == {"int8:g32", "int4:g32"} for s in sens.values())
     assert all(s["int4:g32"] > s["int8:g32"] for s in sens.values())
+
+
+def test_greedy_planner_fits_the_budget_and_measures_every_step(model):
+    from tinylm.quant.planner import plan_greedy
+
+    ev = _LossOfPlan(model)
+    b4 = weight_bytes(apply_plan(model, uniform_plan(model, "int4:g32")))["total"]
+    b8 = weight_bytes(apply_plan(model, uniform_plan(model, "int8:g32")))["total"]
+    budget = (b4 + b8) // 2
+    plan, metrics = plan_greedy(model, ev, budget, ("fp16", "int8:g32", "int4:g32"), show_progress=False)
+    assert metrics["bytes"] == weight_bytes(apply_plan(model, plan))["total"] <= budget
+    assert "int4:g32" in plan.values() and set(plan.values()) != {"int4:g32"}   # a real mix
+    sizes = [b for b, _ in metrics["steps"]]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == metrics["bytes"]
+    assert metrics["steps"][-1][1] == pytest.approx(ev.measure(apply_plan(model, plan))["loss"])
+    with pytest.raises(ValueError, match="below the smallest plan"):
+        plan_greedy(model, ev, b4 // 2, ("int4:g32",), show_progress=False)

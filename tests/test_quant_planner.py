@@ -94,7 +94,7 @@ def test_sensitivity_measures_every_layer_and_is_deterministic(trained, planned)
 
     model, evaluator, sens = planned
     assert list(sens) == list(quantizable_layers(model))
-    assert all(set(row) == {"fp16", "int8:g32", "int8:channel"} for row in sens.values())
+    assert all(set(row) == {"fp16", "int8:g32", "int8:channel", "int4:g32"} for row in sens.values())
     # fp16 barely moves the loss; int8 moves it more, in total
     total = {p: sum(abs(row[p]) for row in sens.values()) for p in ("fp16", "int8:g32")}
     assert total["fp16"] < total["int8:g32"]
