@@ -145,3 +145,10 @@ def test_greedy_planner_fits_the_budget_and_measures_every_step(model):
     assert metrics["steps"][-1][1] == pytest.approx(ev.measure(apply_plan(model, plan))["loss"])
     with pytest.raises(ValueError, match="below the smallest plan"):
         plan_greedy(model, ev, b4 // 2, ("int4:g32",), show_progress=False)
+
+
+def test_gguf_export_refuses_int4_with_a_clear_error(tmp_path, model):
+    from tinylm.io.gguf import save_gguf
+
+    with pytest.raises(ValueError, match="int4 is not written to GGUF yet"):
+        save_gguf(apply_plan(model, uniform_plan(model, "int4:g32")), str(tmp_path / "m.gguf"))
