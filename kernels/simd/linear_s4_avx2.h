@@ -35,6 +35,55 @@ static inline __m256i tl_dot_s4_avx2_1x8(const int8_t *a, const uint8_t *w, size
     return tl_dot_s8_avx2_hsum8(acc);
 }
 
+/* Two blocks (64 columns) of 8 packed rows per step, one 32-byte load per row: the low nibbles are
+ * columns 0..15 | 32..47 and the high nibbles 16..31 | 48..63, so a's halves are regrouped the same
+ * way once (shared by the 8 rows) and no nibble has to move. The 128-bit halves of every sum stay
+ * apart: the low half belongs to the first block, the high half to the second. Returns, per row j
+ * (lane j), the dot of the even blocks in *even and of the odd blocks in *odd (n a multiple of 64). */
+static inline void tl_dot_s4_avx2_1x8_pairs(const int8_t *a, const uint8_t *w, size_t ldw, size_t n,
+                                            __m256i *even, __m256i *odd)
+{
+    const __m256i mask = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+    const __m256i flip = _mm256_set1_epi8((char)0x88);
+    __m256i acc[8], corr = _mm256_setzero_si256();
+    size_t j, k;
+    for (j = 0; j < 8; j++)
+        acc[j] = _mm256_setzero_si256();
+    for (k = 0; k < n; k += 64) {
+        __m256i a0 = _mm256_loadu_si256((const __m256i *)(a + k));         /* columns 0..31 */
+        __m256i a1 = _mm256_loadu_si256((const __m256i *)(a + k + 32));    /* columns 32..63 */
+        __m256i a_lo = _mm256_permute2x128_si256(a0, a1, 0x20);            /* 0..15 | 32..47 */
+        __m256i a_hi = _mm256_permute2x128_si256(a0, a1, 0x31);            /* 16..31 | 48..63 */
+        corr = tl_dot_s8_avx2_madd(tl_dot_s8_avx2_madd(corr, eight, a_lo), eight, a_hi);
+        for (j = 0; j < 8; j++) {
+            __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + j * ldw + k / 2)), flip);
+            __m256i u_lo = _mm256_and_si256(v, mask);                        /* q + 8 */
+            __m256i u_hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            acc[j] = tl_dot_s8_avx2_madd(tl_dot_s8_avx2_madd(acc[j], u_lo, a_lo), u_hi, a_hi);
+        }
+    }
+    {
+        __m256i t0, t1, t2, t3, u0, u1;
+        for (j = 0; j < 8; j++)
+            acc[j] = _mm256_sub_epi32(acc[j], corr);
+        t0 = _mm256_hadd_epi32(acc[0], acc[1]);
+        t1 = _mm256_hadd_epi32(acc[2], acc[3]);
+        t2 = _mm256_hadd_epi32(acc[4], acc[5]);
+        t3 = _mm256_hadd_epi32(acc[6], acc[7]);
+        u0 = _mm256_hadd_epi32(t0, t1);        /* per 128-bit half: that block's sums of rows 0..3 */
+        u1 = _mm256_hadd_epi32(t2, t3);        /* per 128-bit half: that block's sums of rows 4..7 */
+        *even = _mm256_permute2x128_si256(u0, u1, 0x20);
+        *odd = _mm256_permute2x128_si256(u0, u1, 0x31);
+    }
+}
+
+/* acc + (x_scale[m, g] * w_scale[n0 + lane, g]) * dot, lane by lane (the contract's step) */
+static inline __m256 tl_s4_avx2_step(__m256 acc, __m256i dot, float sx, const float *w_scale_g, __m256i rows)
+{
+    __m256 scale = _mm256_mul_ps(_mm256_set1_ps(sx), _mm256_i32gather_ps(w_scale_g, rows, 4));
+    return _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dot)));
+}
+
 /* 8 output columns at a time, the 8 lanes of a vector as the 8 columns: each lane adds its groups
  * in order, (x_scale * w_scale) * dot then +, exactly as the portable loop does */
 static void tl_linear_s4_avx2(const int8_t *restrict x_q, const float *restrict x_scale,
@@ -50,12 +99,27 @@ static void tl_linear_s4_avx2(const int8_t *restrict x_q, const float *restrict 
     for (n0 = 0; n0 + 8 <= N; n0 += 8)
         for (m = 0; m < M; m++) {
             __m256 acc = _mm256_setzero_ps();
-            for (g = 0; g < G; g++) {
-                __m256i dot = tl_dot_s4_avx2_1x8(x_q + m * K + g * group_size,
-                                                 w_q4 + n0 * (K / 2) + g * (group_size / 2), K / 2, group_size);
-                __m256 sw = _mm256_i32gather_ps(w_scale + n0 * G + g, rows, 4);
-                __m256 scale = _mm256_mul_ps(_mm256_set1_ps(x_scale[m * G + g]), sw);
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dot)));
+            const int8_t *xm = x_q + m * K;
+            const uint8_t *wn = w_q4 + n0 * (K / 2);
+            for (g = 0; g < G;) {
+                __m256i even, odd;
+                if (group_size == 32 && g + 2 <= G) {                /* two groups in one pass */
+                    tl_dot_s4_avx2_1x8_pairs(xm + g * 32, wn + g * 16, K / 2, 64, &even, &odd);
+                    acc = tl_s4_avx2_step(acc, even, x_scale[m * G + g], w_scale + n0 * G + g, rows);
+                    acc = tl_s4_avx2_step(acc, odd, x_scale[m * G + g + 1], w_scale + n0 * G + g + 1, rows);
+                    g += 2;
+                } else if (group_size % 64 == 0) {                   /* a group is whole pairs */
+                    tl_dot_s4_avx2_1x8_pairs(xm + g * group_size, wn + g * (group_size / 2), K / 2,
+                                             group_size, &even, &odd);
+                    acc = tl_s4_avx2_step(acc, _mm256_add_epi32(even, odd), x_scale[m * G + g],
+                                          w_scale + n0 * G + g, rows);
+                    g += 1;
+                } else {                                             /* one block at a time */
+                    __m256i dot = tl_dot_s4_avx2_1x8(xm + g * group_size, wn + g * (group_size / 2), K / 2,
+                                                     group_size);
+                    acc = tl_s4_avx2_step(acc, dot, x_scale[m * G + g], w_scale + n0 * G + g, rows);
+                    g += 1;
+                }
             }
             if (b)
                 acc = _mm256_add_ps(acc, _mm256_loadu_ps(b + n0));
