@@ -152,3 +152,26 @@ def test_gguf_export_refuses_int4_with_a_clear_error(tmp_path, model):
 
     with pytest.raises(ValueError, match="int4 is not written to GGUF yet"):
         save_gguf(apply_plan(model, uniform_plan(model, "int4:g32")), str(tmp_path / "m.gguf"))
+
+
+def test_fake_quantized_training_uses_int4_weights_forward_and_passes_gradients_straight_through():
+    from tinylm.autograd import Tensor
+    from tinylm.quant.qat import FakeQuantLinear, fake_quantize, strip_fake_quantize
+
+    m = GPT(GPTConfig(**TINY), seed=5)
+    fc = m.transformer.h[0].mlp.c_fc
+    w_before = fc.weight.data.copy()
+    fake_quantize(m, uniform_plan(m, "int4:g32"))
+    q = m.transformer.h[0].mlp.c_fc
+    assert isinstance(q, FakeQuantLinear) and q.weight is fc.weight
+    assert isinstance(m.lm_head, FakeQuantLinear) and m.lm_head.weight is m.transformer.wte.weight
+    x = Tensor(np.random.default_rng(6).standard_normal((3, 64)).astype(np.float32))
+    deq = Int4Weight.from_float(w_before, 32).dequantize()
+    y = q(x)
+    assert np.allclose(y.data, x.data @ deq.T + fc.bias.data, atol=1e-5)   # forward: the int4 weight
+    assert not np.allclose(y.data, x.data @ w_before.T + fc.bias.data, atol=1e-3)
+    y.sum().backward()
+    assert np.allclose(fc.weight.grad, np.ones((3, 256)).T @ x.data, atol=1e-5)  # straight through
+    strip_fake_quantize(m)
+    assert type(m.transformer.h[0].mlp.c_fc).__name__ == "Linear"
+    assert m.lm_head.weight is m.transformer.wte.weight
