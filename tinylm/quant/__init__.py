@@ -8,7 +8,9 @@
 - `precisions`:  the registry: precision name -> storage class, bytes, parser (add a precision here)
 - `plan`:        plans ({layer: "int8:g32", ...}), apply_plan, weight_bytes
 - `evaluate`:    evaluation on fixed validation batches, the comparison report
-- `planner`:     per-layer sensitivity, the byte/perplexity planner (used by `tinylm quantize`)
+- `planner`:     per-layer sensitivity, the byte/perplexity planner (used by `tinylm quantize`), and
+                 plan_greedy, which re-measures the whole plan after each step
+- `qat`:         fake quantization (straight-through) for quantization-aware fine-tuning
 
 Quantized models are saved and loaded by tinylm.io.quantized (save_quantized, load_quantized).
 """
