@@ -96,6 +96,32 @@ void tinylm_linear_s8(const float *x, const int8_t *w_q, const float *w_scale, c
                       float *y, int8_t *x_q, float *x_scale,
                       size_t M, size_t N, size_t K, size_t group_size);
 
+/* ---- int4 linear layer (linear_s4.c) -----------------------------------------------------------
+ * int4 format (weights only; Q4_0's layout): symmetric, zero point 0, values in [-7, 7] (-8 is never
+ * produced and is rejected by the Python boundary), one float32 scale per output row and group of
+ * `group_size` consecutive columns (K and group_size multiples of 32): real value = q * scale.
+ * Quantizing (done once, offline, by tinylm.kernels.quantize_s4; no C kernel):
+ *     scale = amax / 7.0f   (fp32 division);  q = clamp(round_half_even(w / scale), -7, 7)
+ *   with the special groups of tinylm_quantize_s8 (scale 0, NaN or inf -> q = 0 for the group).
+ * Packing: row n is K / 2 bytes, in blocks of 16 bytes for 32 columns (as llama.cpp's Q4_0): byte j
+ * of block c holds column 32c + j in its LOW nibble and column 32c + j + 16 in its HIGH nibble, each
+ * as 4-bit two's complement (q & 0xF): -7 = 0x9, -1 = 0xF, 7 = 0x7.
+ *     w_q4[n * K/2 + 16c + j] = (uint8_t)((q[n, 32c + j] & 0xF) | (q[n, 32c + j + 16] & 0xF) << 4)
+ * tinylm_dequantize_s4: y[n*K + k] = (float)q[n, k] * w_scale[n*G + k / group_size]. Exact.
+ * tinylm_linear_s4: exactly tinylm_linear_s8's rule with w_q4 in place of w_q: x (M, K) fp32 is
+ *   quantized with tinylm_quantize_s8 into the caller's workspace x_q (M, K) int8 and x_scale (M, G)
+ *   fp32; then for every output, in this order (fp32, no fused multiply-add):
+ *     acc = 0;  for g in 0..G-1:  acc = acc + (x_scale[m,g] * w_scale[n,g]) * (float)dot_g
+ *     y[m, n] = acc + b[n]            (or acc when b is NULL)
+ *   where dot_g = sum over the group of x_q * q, exact in int32 (|dot_g| <= 127 * 7 * group_size;
+ *   group_size <= 133144 as for int8, a multiple of 32). Exact.
+ */
+void tinylm_dequantize_s4(const uint8_t *w_q4, const float *w_scale, float *y, size_t N, size_t K,
+                          size_t group_size);
+void tinylm_linear_s4(const float *x, const uint8_t *w_q4, const float *w_scale, const float *b,
+                      float *y, int8_t *x_q, float *x_scale,
+                      size_t M, size_t N, size_t K, size_t group_size);
+
 /* ---- softmax (softmax.c) ----------------------------------------------------------------------
  * tinylm_exp_f32: y[i] = tinylm's exp(x[i]) approximation, used by the float softmaxes:
  *   Cody-Waite reduction x = n*ln2 + r, |r| <= ln2/2, a fitted degree-6 polynomial for e^r (softmax.c

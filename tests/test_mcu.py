@@ -25,8 +25,8 @@ DSP_CORES = {"m4", "m7", "m55"}     # the cores with the Armv7E-M DSP instructio
 
 # one line per kernel check that test_kernels.c prints; every one must say "ok"
 KERNEL_CHECKS = ["f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_f16", "matmul_s8", "quantize_s8",
-                 "dequantize_s8", "linear_s8", "softmax_f32", "softmax_f32 causal", "softmax_f16",
-                 "softmax_s8", "exp_f32"]
+                 "dequantize_s8", "linear_s8", "linear_s4", "dequantize_s4", "softmax_f32",
+                 "softmax_f32 causal", "softmax_f16", "softmax_s8", "exp_f32"]
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +183,28 @@ def test_committed_instruction_counts_and_sizes_are_those_of_the_current_kernels
     # exact counts: any change to the kernels shows here; rerun `python benchmarks/mcu/count.py --save`
     assert count.count("m4", str(tmp_path), plugin) == results["counts"]["m4"]
     assert count.sizes(str(tmp_path)) == results["sizes_m4"]
+
+
+@pytest.mark.slow
+@needs_toolchain
+@pytest.mark.skipif(count.plugin_header(fetch=False) is None,
+                    reason="QEMU's qemu-plugin.h is not cached; `python benchmarks/mcu/count.py` fetches it")
+def test_committed_int4_counts_are_those_of_the_current_kernels(tmp_path):
+    results = count.load_json(count.RESULTS_S4, "MCU int4 results")
+    plugin = count.build_plugin(str(tmp_path), count.plugin_header(fetch=False))
+    # rerun `python benchmarks/mcu/count.py --int4 --save` after changing a kernel
+    assert count.count("m4", str(tmp_path), plugin, "bench_s4.c") == results["counts"]["m4"]
+
+
+def test_int4_on_the_m4_dsp_path_costs_under_1_5x_the_int8_instructions():
+    """The committed counts: unpacking nibbles costs extra instructions, but the DSP path keeps it
+    under 1.5x int8's for the same layer (the portable C is over 2x)."""
+    counts = count.load_json(count.RESULTS_S4, "MCU int4 results")["counts"]
+    for span in counts["m4"]:
+        if "_s4" in span:
+            int8 = span.replace("_s4", "_s8")
+            assert counts["m4"][span] < 1.5 * counts["m4"][int8]
+            assert counts["m4-portable"][span] > 2 * counts["m4-portable"][int8]
 
 
 def test_results_table_ratios_are_per_multiply_accumulate_against_cmsis_nn():

@@ -89,7 +89,7 @@ def test_precision_strings():
     assert parse_precision("int8:channel") == ("int8", None)
     # one group as wide as the layer's inputs is the same thing as per channel: one name for it
     assert validate_plan(GPT(GPTConfig(**TINY)), {"lm_head": "int8:g64"}) == {"lm_head": "int8:channel"}
-    for bad in ["int4", "fp16:g32", "int8:g0", "int8:64", ""]:
+    for bad in ["int3", "int4:g0", "fp16:g32", "int8:g0", "int8:64", ""]:
         with pytest.raises(ValueError, match="precision"):
             parse_precision(bad)
     with pytest.raises(TypeError):
@@ -203,12 +203,12 @@ def test_uniform_fp16_model_is_close_and_int8_model_runs(model):
 
 def test_weight_bytes_count_each_precision_once(model):
     fp32 = weight_bytes(model)
-    assert fp32 == {"fp32": 4 * model.num_params(), "fp16": 0, "int8": 0, "total": 4 * model.num_params()}
+    assert fp32 == {"fp32": 4 * model.num_params(), "fp16": 0, "int8": 0, "int4": 0, "total": 4 * model.num_params()}
     layers = quantizable_layers(model)
     matrix_elems = sum(n * k for n, k in layers.values())
     other = fp32["total"] - 4 * matrix_elems  # LayerNorms and biases stay fp32
     assert weight_bytes(apply_plan(model, uniform_plan(model, "fp16"))) == {
-        "fp32": other, "fp16": 2 * matrix_elems, "int8": 0, "total": other + 2 * matrix_elems}
+        "fp32": other, "fp16": 2 * matrix_elems, "int8": 0, "int4": 0, "total": other + 2 * matrix_elems}
     int8 = weight_bytes(apply_plan(model, uniform_plan(model, "int8:g32")))
     assert int8["int8"] == matrix_elems + 4 * matrix_elems // 32  # 1 byte + a 4-byte scale per 32
     assert int8["total"] == other + int8["int8"]
@@ -217,8 +217,8 @@ def test_weight_bytes_count_each_precision_once(model):
 def test_bad_plans_have_clear_errors(model):
     with pytest.raises(ValueError, match="unknown layer 'transformer.h.7.mlp.c_fc'"):
         apply_plan(model, {"transformer.h.7.mlp.c_fc": "fp16"})
-    with pytest.raises(ValueError, match="'lm_head'.*unknown precision 'int4'"):
-        apply_plan(model, {"lm_head": "int4"})
+    with pytest.raises(ValueError, match="'lm_head'.*unknown precision 'int3'"):
+        apply_plan(model, {"lm_head": "int3"})
     with pytest.raises(ValueError, match="group size 48 does not divide its in_features 64"):
         apply_plan(model, {"transformer.h.0.attn.c_attn": "int8:g48"})
     with pytest.raises(ValueError, match="tied to 'lm_head'"):

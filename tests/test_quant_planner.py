@@ -94,7 +94,7 @@ def test_sensitivity_measures_every_layer_and_is_deterministic(trained, planned)
 
     model, evaluator, sens = planned
     assert list(sens) == list(quantizable_layers(model))
-    assert all(set(row) == {"fp16", "int8:g32", "int8:channel"} for row in sens.values())
+    assert all(set(row) == {"fp16", "int8:g32", "int8:channel", "int4:g32"} for row in sens.values())
     # fp16 barely moves the loss; int8 moves it more, in total
     total = {p: sum(abs(row[p]) for row in sens.values()) for p in ("fp16", "int8:g32")}
     assert total["fp16"] < total["int8:g32"]
@@ -166,7 +166,8 @@ def test_quantize_report_prints_the_comparison_table(run_dir, capsys):
 
     assert cli.main(["quantize", "--run", str(run_dir), "--report", *FAST]) == 0
     rows = _table_rows(capsys.readouterr().out)
-    assert list(rows) == ["fp32", "fp16", "int8:g32", "int8:g64", "int8:channel"]
+    assert list(rows) == ["fp32", "fp16", "int8:g32", "int8:g64", "int8:channel", "int4:g32", "int4:channel"]
+    assert float(rows["int4:g32"][1].rstrip("x")) > 5.5        # biases and LayerNorms stay fp32
     assert rows["fp32"][1:5] == ["1.00x", rows["fp32"][2], "+0.000%", "100.00%"]
     assert float(rows["fp16"][1].rstrip("x")) > 1.9 and float(rows["int8:g32"][1].rstrip("x")) > 3.0
     assert abs(float(rows["fp16"][3].rstrip("%"))) < 0.1
@@ -215,15 +216,16 @@ def test_quantize_report_leaves_out_a_group_size_wider_than_the_model(tmp_path, 
     save_tokens(tmp_path, ids[:500], ids[500:])
     assert cli.main(["quantize", "--run", str(tmp_path), "--report", *FAST]) == 0
     out, err = capsys.readouterr()
-    assert list(_table_rows(out)) == ["fp32", "fp16", "int8:g32", "int8:channel"]
+    assert list(_table_rows(out)) == ["fp32", "fp16", "int8:g32", "int8:channel", "int4:g32", "int4:channel"]
     assert "no uniform int8:g64 row" in err and "does not divide its in_features 32" in err
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--max-ppl-increase", "lots"], "not a number or a percentage"),
     (["--max-bytes", "12 parsecs"], "not a byte count"),
-    (["--plan", "int4"], "unknown precision 'int4'"),
+    (["--plan", "int3"], "unknown precision 'int3'"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--greedy"], "--greedy plans under a byte budget"),
 ])
 def test_quantize_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
     from tinylm import cli

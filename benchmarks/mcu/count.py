@@ -3,6 +3,7 @@
     python benchmarks/mcu/count.py            # print the tables
     python benchmarks/mcu/count.py --save     # and rewrite benchmarks/mcu/results.json (chapter 11)
     python benchmarks/mcu/count.py --fetch-header   # only download qemu-plugin.h (what .ci/run does)
+    python benchmarks/mcu/count.py --int4     # int4 beside int8 (bench_s4.c); --save writes results_s4.json
 
 QEMU has no cycle model, but it can count: kernels/targets/cortex-m/qemu-plugin/count_insns.c is a
 TCG plugin that counts the guest instructions executed between two marker functions, and
@@ -35,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 MCU_DIR = os.path.join(ROOT, "kernels", "targets", "cortex-m")
 RESULTS = os.path.join(HERE, "results.json")
+RESULTS_S4 = os.path.join(HERE, "results_s4.json")
 sys.path.insert(0, ROOT)
 
 from tinylm.fileio import load_json, save_json  # noqa: E402
@@ -102,15 +104,17 @@ def _symbol(elf: str, name: str) -> int:
     raise RuntimeError(f"{elf}: symbol {name} not found")
 
 
-def count(config: str, folder: str, plugin: str) -> dict:
-    """{span name: instructions of that one kernel call} for one configuration of CONFIGS.
+def count(config: str, folder: str, plugin: str, program: str = "bench_kernels.c") -> dict:
+    """{span name: instructions of that one kernel call} for one configuration of CONFIGS, running
+    `program` (a file of kernels/targets/cortex-m/).
 
     The "empty" span (begin and end called back to back) holds only the call sequence; it is
     subtracted from every other span."""
     _, core_name, extra, _ = next(c for c in CONFIGS if c[0] == config)
     core = mcu.get_core(core_name)
-    elf = mcu.build(core, [*mcu.kernel_sources(), os.path.join(MCU_DIR, "bench_kernels.c")],
-                    os.path.join(folder, f"bench_{config}.elf"), "-O2", extra=extra)
+    stem = os.path.splitext(program)[0]
+    elf = mcu.build(core, [*mcu.kernel_sources(), os.path.join(MCU_DIR, program)],
+                    os.path.join(folder, f"{stem}_{config}.elf"), "-O2", extra=extra)
     plugin_arg = (f"{plugin},begin={_symbol(elf, 'tl_mark_begin'):#x},"
                   f"end={_symbol(elf, 'tl_mark_end'):#x}")
     done = mcu.run(core, elf, timeout=120, plugin_args=["-plugin", plugin_arg, "-d", "plugin"])
@@ -149,6 +153,32 @@ def measure(configs=None) -> dict:
             "counts": {config: count(config, tmp, plugin) for config in configs},
             "sizes_m4": sizes(tmp),
         }
+
+
+def measure_s4(configs=None) -> dict:
+    """int4 beside int8 (bench_s4.c): what results_s4.json holds."""
+    configs = configs or [c[0] for c in CONFIGS]
+    with tempfile.TemporaryDirectory() as tmp:
+        plugin = build_plugin(tmp, plugin_header())
+        return {
+            "what": "instructions executed per kernel call (call sequence excluded), QEMU 7.2 TCG plugin",
+            "configs": {c[0]: c[3] for c in CONFIGS if c[0] in configs},
+            "counts": {config: count(config, tmp, plugin, "bench_s4.c") for config in configs},
+        }
+
+
+def s4_table(results: dict) -> str:
+    """Markdown: int4 and int8 Linear layers side by side, instructions per call and int4 / int8."""
+    rows = ["| kernel | " + " | ".join(results["counts"]) + " |",
+            "|---|" + "---:|" * len(results["counts"])]
+    for span in next(iter(results["counts"].values())):
+        cells = []
+        for config, counts in results["counts"].items():
+            n = counts[span]
+            ratio = f" ({n / counts[span.replace('_s4', '_s8')]:.2f}x int8)" if "_s4" in span else ""
+            cells.append(f"{n:,}{ratio}")
+        rows.append(f"| {span} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def matvec_table(results: dict) -> str:
@@ -191,7 +221,24 @@ def main(argv=None) -> int:
     parser.add_argument("--show", action="store_true", help="print the saved results without measuring")
     parser.add_argument("--fetch-header", action="store_true",
                         help="only download QEMU's qemu-plugin.h into the cache (for the tests), then stop")
+    parser.add_argument("--int4", action="store_true",
+                        help="int4 beside int8 instead (bench_s4.c; with --save, writes "
+                             f"{os.path.relpath(RESULTS_S4, ROOT)})")
     args = parser.parse_args(argv)
+    if args.int4:
+        results = load_json(RESULTS_S4, "MCU int4 results") if args.show else None
+        if results is None:
+            reason = mcu.toolchain_missing()
+            if reason:
+                print(reason, file=sys.stderr)
+                return 2
+            results = measure_s4()
+        print("int4 and int8 Linear layers (M = 1), instructions per call\n")
+        print(s4_table(results))
+        if args.save:
+            save_json(RESULTS_S4, results)
+            print(f"\nwrote {os.path.relpath(RESULTS_S4, ROOT)}")
+        return 0
     if args.fetch_header:
         print(f"qemu-plugin.h in {plugin_header(fetch=True)}")
         return 0

@@ -26,6 +26,7 @@ MM = dict(M=5, N=19, K=45)
 S8 = dict(M=6, N=21, K=75)
 Q = dict(M=5, K=96, GS=32)
 LIN = dict(M=3, N=13, K=96, GS=32)
+LIN4 = dict(M=3, N=13, K=128, GS=64)
 SM = dict(ROWS=3, T=45)
 CAUSAL = dict(B=2, TQ=4, TK=6)
 SM8 = dict(ROWS=4, T=50, SCALE=0.05)
@@ -141,6 +142,20 @@ def generate(seed=0):
     out.append(f"#define TV_EXP_N {EXP_N}\n")
     out += [c_array("uint32_t", "tv_exp_x", f32_bits(xe)),
             c_array("uint32_t", "tv_exp_y", f32_bits(np.exp(xe.astype(np.float64)).astype(np.float32)))]
+
+    # the int4 linear layer: packed weights (every nibble from -7 to 7 appears), dequantized too
+    define("LIN4", LIN4)
+    rng = np.random.default_rng([seed, 4])                 # its own stream: the vectors above stay put
+    x = rng.standard_normal((LIN4["M"], LIN4["K"])).astype(np.float32)
+    w4 = rng.standard_normal((LIN4["N"], LIN4["K"])).astype(np.float32)
+    w4[0, :15] = np.arange(-7, 8)                          # one group holds every value,
+    w4[1, 16:31] = np.arange(-7, 8)                        # in the low and in the high nibbles
+    w4_q, w4_scale = ref.quantize_s4(w4, LIN4["GS"])
+    b = rng.standard_normal(LIN4["N"]).astype(np.float32)
+    out += [c_array("uint32_t", "tv_lin4_x", f32_bits(x)), c_array("uint8_t", "tv_lin4_wq", w4_q),
+            c_array("uint32_t", "tv_lin4_wscale", f32_bits(w4_scale)), c_array("uint32_t", "tv_lin4_b", f32_bits(b)),
+            c_array("uint32_t", "tv_lin4_y", f32_bits(ref.linear_s4(x, w4_q, w4_scale, b))),
+            c_array("uint32_t", "tv_lin4_deq", f32_bits(ref.dequantize_s4(w4_q, w4_scale)))]
     out.append("#endif\n")
     return "".join(out)
 

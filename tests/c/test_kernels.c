@@ -148,6 +148,29 @@ static void test_linear_s8(void)
     report("linear_s8", bad, TV_LIN_M * TV_LIN_N, "bit-exact");
 }
 
+static void test_linear_s4(void)
+{
+    static int8_t x_q[TV_LIN4_M * TV_LIN4_K];
+    static float x_scale[TV_LIN4_M * (TV_LIN4_K / TV_LIN4_GS)];
+    static float w_scale[TV_LIN4_N * (TV_LIN4_K / TV_LIN4_GS)];
+    static float x[TV_LIN4_M * TV_LIN4_K], b[TV_LIN4_N], y[TV_LIN4_M * TV_LIN4_N], w[TV_LIN4_N * TV_LIN4_K];
+    long bad = 0, i;
+    load_f32(tv_lin4_x, x, TV_LIN4_M * TV_LIN4_K);
+    load_f32(tv_lin4_wscale, w_scale, TV_LIN4_N * (TV_LIN4_K / TV_LIN4_GS));
+    load_f32(tv_lin4_b, b, TV_LIN4_N);
+    tinylm_linear_s4(x, tv_lin4_wq, w_scale, b, y, x_q, x_scale,
+                     TV_LIN4_M, TV_LIN4_N, TV_LIN4_K, TV_LIN4_GS);
+    for (i = 0; i < TV_LIN4_M * TV_LIN4_N; i++)
+        bad += as_bits(y[i]) != tv_lin4_y[i];
+    report("linear_s4", bad, TV_LIN4_M * TV_LIN4_N, "bit-exact");
+
+    bad = 0;
+    tinylm_dequantize_s4(tv_lin4_wq, w_scale, w, TV_LIN4_N, TV_LIN4_K, TV_LIN4_GS);
+    for (i = 0; i < TV_LIN4_N * TV_LIN4_K; i++)
+        bad += as_bits(w[i]) != tv_lin4_deq[i];
+    report("dequantize_s4", bad, TV_LIN4_N * TV_LIN4_K, "bit-exact");
+}
+
 static long softmax_outside(const float *y, const uint32_t *want, long n)
 {
     long bad = 0, i;
@@ -405,6 +428,7 @@ int main(void)
     test_matmul_s8();
     test_quantize();
     test_linear_s8();
+    test_linear_s4();
     test_softmax();
 #ifdef TL_TEST_X86
     test_x86_blocks();

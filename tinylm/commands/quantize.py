@@ -17,20 +17,21 @@ import sys
 
 from tinylm.progress import Progress
 
-UNIFORM = ("fp32", "fp16", "int8:g32", "int8:g64", "int8:channel")
+UNIFORM = ("fp32", "fp16", "int8:g32", "int8:g64", "int8:channel", "int4:g32", "int4:channel")
 
 
 def register(sub):
     p = sub.add_parser(
-        "quantize", help="fp16/int8 precision plans: compare, plan per layer, save quantized models",
-        description="Measure fp32, fp16 and int8 versions of a trained model (weight bytes, validation "
+        "quantize", help="fp16/int8/int4 precision plans: compare, plan per layer, save quantized models",
+        description="Measure fp32, fp16, int8 and int4 versions of a trained model (weight bytes, validation "
                     "perplexity, greedy agreement with fp32, generation speed), choose a precision per "
                     "layer under a perplexity or byte budget, and save quantized checkpoints.")
     p.add_argument("--run", required=True, help="the training run folder to quantize (from `tinylm train`)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--report", action="store_true",
-                      help="print the comparison table for uniform fp32, fp16, int8:g32, int8:g64 and "
-                           "int8:channel plans (the default when no other mode is given)")
+                      help="print the comparison table for uniform fp32, fp16, int8:g32, int8:g64, "
+                           "int8:channel, int4:g32 and int4:channel plans (the default when no other mode "
+                           "is given)")
     mode.add_argument("--max-ppl-increase", metavar="PCT",
                       help="plan the fewest weight bytes whose validation perplexity rises by at most PCT "
                            "(e.g. 0.5%% or 0.005)")
@@ -38,7 +39,8 @@ def register(sub):
                       help="plan the lowest perplexity within N bytes of weights (e.g. 250000, 250k, 1.5M)")
     p.add_argument("--plan", metavar="PLAN",
                    help="a plan JSON file (from `tinylm quantize` or save_plan) or one precision for every "
-                        "layer (fp16, int8, int8:g64, int8:channel); with --report it adds a row")
+                        "layer (fp16, int8, int8:g64, int8:channel, int4, int4:channel); with --report it "
+                        "adds a row")
     p.add_argument("--out", metavar="DIR",
                    help="save the quantized model (plus its tokenizer) in DIR: the --plan, or the plan "
                         "the planner chose; if DIR already holds a quantized model, it stops unless --force")
@@ -48,9 +50,12 @@ def register(sub):
     p.add_argument("--figure", metavar="PATH",
                    help="where the planner saves its bytes-vs-perplexity figure "
                         "(default: beside the plan, tradeoff.png; needs matplotlib)")
-    p.add_argument("--candidates", default="fp16,int8:g32,int8:channel",
+    p.add_argument("--candidates", default="fp16,int8:g32,int8:channel,int4:g32",
                    help="precisions the planner may choose from besides fp32, comma separated "
-                        "(default: fp16,int8:g32,int8:channel)")
+                        "(default: fp16,int8:g32,int8:channel,int4:g32)")
+    p.add_argument("--greedy", action="store_true",
+                   help="with --max-bytes: lower one layer at a time and re-measure the whole plan after "
+                        "each step, instead of adding single-layer estimates (slower; sees interactions)")
     p.add_argument("--data", help="corpus for the validation set (default: the corpus the run trained on)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per evaluation batch (default 8)")
     p.add_argument("--eval-batches", type=int, default=8,
@@ -109,6 +114,7 @@ def run(args):
     from tinylm.quant.planner import (
         plan_for_byte_budget,
         plan_for_ppl_budget,
+        plan_greedy,
         plot_tradeoff,
         sensitivity,
         tradeoff_curve,
@@ -125,6 +131,8 @@ def run(args):
     max_ppl = parse_percent(args.max_ppl_increase) if args.max_ppl_increase is not None else None
     max_bytes = parse_bytes(args.max_bytes) if args.max_bytes is not None else None
     candidates = [canonical_precision(c) for c in args.candidates.split(",") if c.strip()]
+    if args.greedy and max_bytes is None:
+        raise ValueError("--greedy plans under a byte budget: give --max-bytes too")
 
     if args.out and not args.force:  # before any work: never replace a saved model by surprise
         check_not_replacing(args.out, [META_FILE, WEIGHTS_FILE])
@@ -174,6 +182,9 @@ def run(args):
     if max_ppl is not None:
         plan, metrics = plan_for_ppl_budget(model, evaluator, sens, max_ppl)
         label = f"planned (ppl +{100 * max_ppl:g}%)"
+    elif args.greedy:
+        plan, metrics = plan_greedy(model, evaluator, max_bytes, candidates)
+        label = f"greedy (<= {max_bytes:,} B)"
     else:
         plan, metrics = plan_for_byte_budget(model, evaluator, sens, max_bytes)
         label = f"planned (<= {max_bytes:,} B)"
@@ -183,7 +194,7 @@ def run(args):
         plan_path = os.path.join(args.run, "quant", "plan.json")
         os.makedirs(os.path.dirname(plan_path), exist_ok=True)
     budget = {"max_ppl_increase": max_ppl} if max_ppl is not None else {"max_bytes": max_bytes}
-    plans = _uniform_plans(model, ("fp32", "fp16", "int8:g32", "int8:channel"))
+    plans = _uniform_plans(model, ("fp32", "fp16", "int8:g32", "int8:channel", "int4:g32"))
     plans[label] = plan
     # step 3, verify: measure on validation batches the planner did not see (the next seed)
     check = Evaluator(model, val_ids, block_size=args.block_size, batch_size=args.batch_size,

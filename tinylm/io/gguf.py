@@ -176,6 +176,9 @@ def _tensor_data(model, layer, rows, part):
         blocks["d"] = scale.astype(np.float16)  # round to nearest even fp16: the one change Q8_0 makes
         blocks["qs"] = q.reshape(n, k // 32, 32)
         return Q8_0, blocks.tobytes(), [k, n]
+    if getattr(w, "precision", None) == "int4":
+        raise ValueError(f"GGUF: layer {layer} is {w.label}; int4 is not written to GGUF yet (Q4_0 is not "
+                         "implemented): quantize with int8:g32, fp16 or fp32")
     if isinstance(w, Fp16Weight):
         data = w.data if rows is None else w.data[rows]
         return F16, np.ascontiguousarray(data, "<f2").tobytes(), list(data.shape[::-1])

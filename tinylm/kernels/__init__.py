@@ -38,6 +38,7 @@ from tinylm.kernels import reference
 __all__ = [
     "backend", "build_info", "f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_f16", "matmul_s8",
     "quantize_s8", "dequantize_s8", "linear_s8", "LinearS8", "softmax_f32", "softmax_f16", "softmax_s8",
+    "quantize_s4", "dequantize_s4", "linear_s4", "LinearS4",
     "layernorm_f32", "gelu_f32", "embedding", "residual_add_f32", "attention_f32",
 ]
 
@@ -368,6 +369,112 @@ def linear_s8(x, w_q, w_scale, b=None):
         raise ValueError(f"{fn}: w_q has shape {w_q.shape}; expected (N, {x.shape[1]}) to match x's "
                          f"K={x.shape[1]}")
     return LinearS8(w_q, w_scale)(x, b)
+
+
+# ---- int4 weights ---------------------------------------------------------------------------------
+
+def _check_s4_group_size(fn, group_size, K):
+    group_size = _check_group_size(fn, group_size, K)
+    if group_size % 32:
+        raise ValueError(f"{fn}: group_size={group_size} is not a multiple of 32; expected 32, 64, ... "
+                         "(int4 packs blocks of 32 columns into 16 bytes, Q4_0's layout)")
+    return group_size
+
+
+def quantize_s4(w, group_size):
+    """w (N, K) float32 -> (w_q4 (N, K // 2) uint8, scale (N, K // group_size) float32): symmetric
+    int4 in [-7, 7] packed two per byte in Q4_0's layout (see reference.quantize_s4). Weights are quantized once,
+    offline, so this runs the NumPy reference (there is no C quantizer for int4)."""
+    w = _array("quantize_s4", "w", w, np.float32, 2)
+    group_size = _check_s4_group_size("quantize_s4", group_size, w.shape[1])
+    return reference.quantize_s4(w, group_size)
+
+
+def _s4_weights(fn, w_q4, w_scale):
+    """Check packed int4 weights once: (w_q4 (N, K // 2) uint8, w_scale (N, G) float32, group_size)."""
+    w_q4 = np.asarray(w_q4)
+    if w_q4.dtype != np.uint8:
+        raise TypeError(f"{fn}: w_q4 has dtype {w_q4.dtype}; expected uint8 (two int4 values a byte)")
+    w_q4 = np.ascontiguousarray(w_q4)
+    if w_q4.ndim != 2:
+        raise ValueError(f"{fn}: w_q4 has shape {w_q4.shape}; expected 2 dimensions (N, K // 2)")
+    w_scale = _array(fn, "w_scale", w_scale, np.float32, 2)
+    N, K = w_q4.shape[0], 2 * w_q4.shape[1]
+    group_size = _check_scales(fn, "w_scale", w_scale, N, K, "output row")
+    if group_size % 32:
+        raise ValueError(f"{fn}: w_scale has shape {w_scale.shape}, so groups of {group_size} columns; "
+                         "expected a multiple of 32 (int4 packs blocks of 32 columns)")
+    if w_q4.size and (((w_q4 & 0x0F) == 0x08).any() or ((w_q4 & 0xF0) == 0x80).any()):
+        raise ValueError(f"{fn}: w_q4 contains the nibble 0x8 (-8); expected int4 values in [-7, 7] "
+                         "(symmetric int4, as quantize_s4 produces)")
+    _check_dot_length(fn, "group_size", group_size)
+    return w_q4, w_scale, group_size
+
+
+def dequantize_s4(w_q4, w_scale):
+    """w_q4 (N, K // 2) uint8, w_scale (N, G) float32 -> float32 (N, K) = q * scale of its group."""
+    fn = "dequantize_s4"
+    w_q4, w_scale, group_size = _s4_weights(fn, w_q4, w_scale)
+    N, K = w_q4.shape[0], 2 * w_q4.shape[1]
+    c = _c()
+    if c is None or w_q4.size == 0:
+        return reference.dequantize_s4(w_q4, w_scale)
+    ffi, lib = c
+    y = np.empty((N, K), np.float32)
+    lib.tinylm_dequantize_s4(_ptr(ffi, "uint8_t *", w_q4), _ptr(ffi, "float *", w_scale),
+                             _ptr(ffi, "float *", y), N, K, group_size)
+    return y
+
+
+class LinearS4:
+    """int4 Linear-layer weights checked once, for many calls: `LinearS4(w_q4, w_scale)(x, b)`, as
+    LinearS8. w_q4 (N, K // 2) uint8 packed, w_scale (N, G) float32; kept as read-only views.
+
+    >>> layer = LinearS4(np.full((4, 16), 0x11, np.uint8), np.full((4, 1), 0.5, np.float32))
+    >>> layer(np.ones((1, 32), np.float32))    # each output: 32 columns of 1 * 1 * 0.5
+    array([[16., 16., 16., 16.]], dtype=float32)
+    """
+
+    def __init__(self, w_q4, w_scale):
+        w_q4, w_scale, self.group_size = _s4_weights("linear_s4", w_q4, w_scale)
+        self.w_q4, self.w_scale = w_q4.view(), w_scale.view()
+        self.w_q4.flags.writeable = self.w_scale.flags.writeable = False
+        self.shape = (w_q4.shape[0], 2 * w_q4.shape[1])
+        self._pointers = None  # (ffi, w_q4 pointer, w_scale pointer), made on the first C call
+
+    def __call__(self, x, b=None):
+        """y (M, N) float32 = x @ W.T (+ b), x quantized to int8 per row and group at run time."""
+        fn = "linear_s4"
+        N, K = self.shape
+        x = _array(fn, "x", x, np.float32, 2)                     # (M, K)
+        if x.shape[1] != K:
+            raise ValueError(f"{fn}: x has shape {x.shape}; expected (M, {K}) to match w_q4's "
+                             f"K={K} (2 * {K // 2} bytes)")
+        if b is not None:
+            b = _array(fn, "b", b, np.float32, 1)
+            if b.shape != (N,):
+                raise ValueError(f"{fn}: b has shape {b.shape}; expected ({N},) to match w_q4's N={N}")
+        c = _c()
+        if c is None or x.size == 0 or N == 0:
+            return reference.linear_s4(x, self.w_q4, self.w_scale, b)
+        ffi, lib = c
+        if self._pointers is None or self._pointers[0] is not ffi:
+            self._pointers = (ffi, _ptr(ffi, "uint8_t *", self.w_q4), _ptr(ffi, "float *", self.w_scale))
+        _, w_ptr, s_ptr = self._pointers
+        M, gs = x.shape[0], self.group_size
+        y = np.empty((M, N), np.float32)
+        x_q = np.empty((M, K), np.int8)                           # workspace for the quantized x
+        x_scale = np.empty((M, K // gs), np.float32)
+        lib.tinylm_linear_s4(_ptr(ffi, "float *", x), w_ptr, s_ptr,
+                             ffi.NULL if b is None else _ptr(ffi, "float *", b),
+                             _ptr(ffi, "float *", y), _ptr(ffi, "int8_t *", x_q),
+                             _ptr(ffi, "float *", x_scale), M, N, K, gs)
+        return y
+
+
+def linear_s4(x, w_q4, w_scale, b=None):
+    """y (M, N) float32 = int4 Linear layer on x (M, K) float32 (see reference.linear_s4)."""
+    return LinearS4(w_q4, w_scale)(x, b)
 
 
 # ---- softmax --------------------------------------------------------------------------------------

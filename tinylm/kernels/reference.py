@@ -167,6 +167,72 @@ def linear_s8(x, w_q, w_scale, b=None):
     return acc
 
 
+# ---- int4 weights (two per byte) -----------------------------------------------------------------
+
+# int4 values stay in [-7, 7]: symmetric like int8, so -8 (0x8) is never produced
+Q4MAX = 7
+
+
+def pack_s4(q):
+    """int8 values in [-7, 7], shape (N, K) with K a multiple of 32 -> (N, K // 2) uint8 in Q4_0's
+    layout (tinylm_kernels.h, int4): each block of 32 columns is 16 bytes, byte j holding column j in
+    its low nibble and column j + 16 in its high nibble, as 4-bit two's complement.
+
+    >>> q = np.zeros((1, 32), np.int8); q[0, :3] = [1, -1, 7]; q[0, 16:19] = [-7, 3, 0]
+    >>> pack_s4(q)[0, :4]                       # 0x91 = (-7, 1), 0x3F = (3, -1), 0x07 = (0, 7)
+    array([145,  63,   7,   0], dtype=uint8)
+    """
+    N, K = q.shape
+    nib = (q.astype(np.uint8) & 0x0F).reshape(N, K // 32, 2, 16)    # (N, blocks, low/high, 16)
+    return (nib[:, :, 0] | (nib[:, :, 1] << 4)).reshape(N, K // 2)
+
+
+def unpack_s4(w_q4):
+    """(N, K // 2) uint8 -> (N, K) int8 in [-8, 7]: the inverse of pack_s4.
+
+    >>> unpack_s4(np.full((1, 16), 0x9F, np.uint8))[0, [0, 15, 16, 31]]   # low -1, high -7
+    array([-1, -1, -7, -7], dtype=int8)
+    """
+    N, half = w_q4.shape
+    blocks = w_q4.reshape(N, half // 16, 1, 16)
+    nib = np.concatenate([blocks & 0x0F, blocks >> 4], axis=2).astype(np.int8)  # (N, blocks, 2, 16)
+    return (nib - ((nib & 8) << 1)).reshape(N, 2 * half)            # 8..15 -> -8..-1
+
+
+def quantize_s4(w, group_size):
+    """Symmetric int4 quantization of w (N, K) float32 per row and group (tinylm_kernels.h, int4):
+    scale = max|w| / 7 (float32), q = clip(round_half_even(w / scale), -7, 7), special groups as
+    quantize_s8. Returns (w_q4 (N, K // 2) uint8 packed, scale (N, G) float32). Exact.
+
+    >>> w = np.zeros((1, 64), np.float32); w[0, :2] = [0.5, -1.0]; w[0, 32:34] = [0.25, 0.0]
+    >>> w_q4, scale = quantize_s4(w, group_size=32)
+    >>> unpack_s4(w_q4)[0, [0, 1, 32, 33]], scale     # 0.5 / scale = 3.4999998 in float32 -> 3
+    (array([ 3, -7,  7,  0], dtype=int8), array([[0.14285715, 0.03571429]], dtype=float32))
+    """
+    N, K = w.shape
+    wg = w.reshape(N, K // group_size, group_size)            # (N, G, group_size)
+    amax = np.abs(wg).max(axis=-1)                            # (N, G)
+    scale = (amax / np.float32(Q4MAX)).astype(np.float32)     # (N, G)
+    ok = (scale > 0) & np.isfinite(scale)
+    safe = np.where(ok, scale, np.float32(1))[..., None]      # (N, G, 1)
+    with np.errstate(invalid="ignore"):
+        q = np.clip(np.rint(wg / safe), -Q4MAX, Q4MAX)        # (N, G, group_size), half to even
+    q = np.where(ok[..., None], q, 0).astype(np.int8).reshape(N, K)
+    return pack_s4(q), scale
+
+
+def dequantize_s4(w_q4, scale):
+    """w (N, K) float32 = unpacked q * the scale of its group (tinylm_dequantize_s4). Exact."""
+    return dequantize_s8(unpack_s4(w_q4), scale)
+
+
+def linear_s4(x, w_q4, w_scale, b=None):
+    """The int4 Linear layer (tinylm_linear_s4): linear_s8's rule with the weights unpacked from
+    w_q4 (N, K // 2) uint8; the int4 values are exact in int8, so the int32 dots are the same. Exact.
+    """
+    return linear_s8(x, unpack_s4(w_q4), w_scale, b)
+
+
 # ---- softmax -------------------------------------------------------------------------------------
 
 def _causal_visible(shape):

@@ -1,4 +1,4 @@
-"""Quantized weights and the layers that use them: fp16 and int8 stand-ins for Linear and Embedding.
+"""Quantized weights and the layers that use them: fp16, int8 and int4 stand-ins for Linear and Embedding.
 
 A trained GPT keeps every weight in float32: 4 bytes a number. Two smaller formats, and where the
 rounding happens (always inside `tinylm.kernels`, one contract written once):
@@ -10,6 +10,8 @@ rounding happens (always inside `tinylm.kernels`, one contract written once):
   weight row is mapped to integers in [-127, 127] by `q = round(w / scale)`, `scale = max|w| / 127`.
   At run time `linear_s8` quantizes the activations the same way (per row and group), takes int32
   dot products inside a group and adds the groups in float.
+- **int4** (half a byte + a float32 scale per row and group): the same rule with values in [-7, 7],
+  `scale = max|w| / 7`, two values packed in a byte; the activations are still int8 at run time.
 
 A weight is held by a *storage* object (`Fp16Weight`, `Int8Weight`) that knows its bytes and how to
 multiply with it; the layers (`Fp16Linear`, `Int8Linear`, `QuantizedEmbedding`) wrap a storage. The
@@ -181,6 +183,97 @@ class Int8Weight:
         return {prefix + ".q": self.q, prefix + ".scale": self.scale}
 
 
+class Int4Weight:
+    """A (N, K) weight stored as int4 values, two a byte, with a float32 scale per row and group.
+
+    `q4` is (N, K // 2) uint8 in llama.cpp Q4_0's layout: 16 bytes per 32 columns, byte j holding
+    column j in its low nibble and j + 16 in its high nibble, each a 4-bit two's complement value in
+    [-7, 7]; `scale` is (N, K // group_size) float32; the weight it stands for is `q * scale`
+    (tinylm_kernels.h, "int4 linear layer"). K and the group size are multiples of 32;
+    group_size == K is one scale per output row.
+
+        >>> Int4Weight.nbytes_for((64, 128), 32)   # 64 * 64 bytes of values + 64 * 4 float32 scales
+        5120
+    """
+
+    precision = "int4"
+
+    def __init__(self, q4, scale):
+        # LinearS4 checks dtypes, shapes, even groups and the -8 nibble once, and keeps read-only views
+        self._kernel = kernels.LinearS4(q4, scale)
+        if not np.all(np.isfinite(self._kernel.w_scale)) or self._kernel.w_scale.min(initial=0) < 0:
+            raise ValueError("Int4Weight: scale must be finite and >= 0")
+        self.q4 = self._kernel.w_q4  # (N, K // 2) uint8
+        self.scale = self._kernel.w_scale  # (N, K // group_size) float32
+
+    @staticmethod
+    def fits(shape, group_size=None):
+        """Can an (N, K) matrix be stored in int4 with these groups? K and the group must be multiples
+        of 32 (a block of 32 columns is 16 bytes), the group dividing K."""
+        k = shape[1]
+        gs = k if group_size is None else group_size
+        return k % 32 == 0 and gs % 32 == 0 and k % gs == 0
+
+    @classmethod
+    def from_float(cls, w, group_size=32):
+        """Quantize a float32 (N, K) matrix; group_size a multiple of 32 dividing K (None: per channel)."""
+        w = _as_f32_matrix(w, "Int4Weight.from_float: w")
+        k = w.shape[1]
+        group_size = k if group_size is None else int(group_size)
+        if not cls.fits(w.shape, group_size):
+            raise ValueError(f"int4 group_size {group_size} does not fit in_features {k}; expected a "
+                             f"multiple of 32 dividing in_features, itself a multiple of 32 (Q4_0 blocks)")
+        return cls(*kernels.quantize_s4(w, group_size))
+
+    @staticmethod
+    def nbytes_for(shape, group_size=None):
+        """Bytes of an (N, K) matrix in int4: N K / 2 packed bytes plus a float32 scale per row and
+        group (None: per channel)."""
+        n, k = shape
+        n_groups = 1 if group_size is None else k // group_size
+        return n * (k // 2) + 4 * n * n_groups
+
+    @classmethod
+    def from_arrays(cls, take, prefix, shape):
+        """The storage saved by `arrays(prefix)`; take(key, dtype, shape) returns a checked array."""
+        n, k = shape
+        if k % 32:
+            raise ValueError(f"int4 needs in_features to be a multiple of 32; this layer has {k}")
+        return cls(take(prefix + ".q4", np.uint8, (n, k // 2)), take(prefix + ".scale", np.float32))
+
+    @property
+    def shape(self):
+        return self._kernel.shape
+
+    @property
+    def group_size(self):
+        return self._kernel.group_size
+
+    @property
+    def nbytes(self):
+        return self.q4.nbytes + self.scale.nbytes
+
+    @property
+    def label(self):
+        gs = self.group_size
+        return "int4:channel" if gs == self.shape[1] else f"int4:g{gs}"
+
+    def dequantize(self):
+        return kernels.dequantize_s4(self.q4, self.scale)  # (N, K) float32
+
+    def rows(self, idx):
+        flat = idx.reshape(-1)
+        picked = kernels.dequantize_s4(self.q4[flat], self.scale[flat])  # (n, K) float32
+        return picked.reshape(idx.shape + (self.shape[1],))
+
+    def linear(self, x, bias=None):
+        """x (M, K) float32 -> (M, N) float32; x is quantized to int8 per row and group at run time."""
+        return self._kernel(x, bias)
+
+    def arrays(self, prefix):
+        return {prefix + ".q4": self.q4, prefix + ".scale": self.scale}
+
+
 def _as_f32_matrix(w, what):
     w = w.data if isinstance(w, Tensor) else np.asarray(w)
     if w.ndim != 2 or w.dtype != np.float32:
@@ -252,6 +345,22 @@ class Int8Linear(QuantizedLinear):
     def from_linear(cls, linear, group_size=32):
         bias = None if linear.bias is None else linear.bias.data
         return cls(Int8Weight.from_float(linear.weight.data, group_size), bias)
+
+    @property
+    def group_size(self):
+        return self.weight.group_size
+
+
+class Int4Linear(QuantizedLinear):
+    """A Linear layer with int4 weights (two a byte, per row and group scales) and run-time int8
+    activations: the `linear_s4` kernel."""
+
+    storage_type = Int4Weight
+
+    @classmethod
+    def from_linear(cls, linear, group_size=32):
+        bias = None if linear.bias is None else linear.bias.data
+        return cls(Int4Weight.from_float(linear.weight.data, group_size), bias)
 
     @property
     def group_size(self):

@@ -11,6 +11,10 @@ A plan is a dict from a layer's dotted name to a precision string:
 | `int8:gN`      | int8 + a float32 scale per row and group of N inputs | 1 + 4/N (1.125 for N=32)  |
 | `int8:channel` | int8 + one float32 scale per output row              | 1 + 4/in_features         |
 | `int8`         | short for `int8:g32`                                 |                           |
+| `int4:gN`      | int4 in [-7, 7], two a byte, + a float32 scale per    | 1/2 + 4/N (0.625 for N=32)|
+|                | row and group of N inputs (N a multiple of 32)       |                           |
+| `int4:channel` | int4 + one float32 scale per output row              | 1/2 + 4/in_features       |
+| `int4`         | short for `int4:g32`                                 |                           |
 
 Layers a plan does not name stay fp32. The names are those of `quantizable_layers(model)`: every
 Linear (attention `c_attn`/`c_proj`, MLP `c_fc`/`c_proj`, the output head `lm_head`) and the
@@ -233,7 +237,7 @@ def load_plan(path):
 def weight_bytes(model):
     """Bytes of weights per storage precision: {'fp32': ..., 'fp16': ..., 'int8': ..., 'total': ...}.
 
-    int8 counts the int8 values and their float32 scales; a quantized layer's bias counts as fp32.
+    int8 / int4 count the packed values and their float32 scales; a quantized layer's bias counts as fp32.
     A matrix shared by two layers (the tied embedding and head) is counted once.
     """
     counts = dict.fromkeys(PRECISIONS, 0)

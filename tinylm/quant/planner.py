@@ -11,6 +11,12 @@ planner then checks) and solve a small knapsack, one choice per layer:
   additive), the planner asks for a tighter budget and tries again.
 - `plan_for_byte_budget`: the lowest predicted loss within `max_bytes` of weights (exact: bytes add up).
 
+At 4 bits the additive estimate misleads: lowering two layers to int4 can cost more (or less) than the
+sum of lowering each alone. `plan_greedy` does not add estimates: it lowers one layer at a time and
+re-measures the WHOLE plan after each step (the cheapest measured loss per byte saved wins), so every
+interaction between layers is in the numbers it decides on. It costs one evaluation per candidate
+move per step instead of one per (layer, precision).
+
     >>> ev = Evaluator(model, val_ids, seed=0)
     >>> sens = sensitivity(model, ev, ["fp16", "int8:g32"])
     >>> sens["lm_head"]          # loss increase when only lm_head is lowered
@@ -29,7 +35,7 @@ from tinylm.progress import Progress
 from tinylm.quant.plan import apply_plan, layer_precision, quantizable_layers, weight_bytes
 from tinylm.quant.precisions import PRECISIONS, fits, parse_precision
 
-DEFAULT_CANDIDATES = ("fp16", "int8:g32", "int8:channel")
+DEFAULT_CANDIDATES = ("fp16", "int8:g32", "int8:channel", "int4:g32")
 
 
 def layer_bytes(shape, precision):
@@ -168,6 +174,56 @@ def plan_for_byte_budget(model, evaluator, sens, max_bytes):
     qmodel = apply_plan(model, plan)
     metrics = evaluator.measure(qmodel)
     metrics.update(bytes=weight_bytes(qmodel)["total"], tries=1)
+    return plan, metrics
+
+
+def plan_greedy(model, evaluator, max_bytes, candidates=DEFAULT_CANDIDATES, show_progress=True):
+    """Lower layers one at a time, re-measuring, until the weights fit in max_bytes.
+
+    Start with every layer fp32. Each step tries, for every layer, each smaller candidate precision it
+    can take, measures the loss of the whole plan with that one change, and keeps the move with the
+    smallest measured loss increase per byte saved (a move that lowers the loss counts as free). Stop
+    when the total weight bytes are <= max_bytes. Returns (plan, metrics) like plan_for_byte_budget,
+    with metrics['steps'] = [(bytes, loss)] after each step (the path, for a figure).
+    """
+    layers = quantizable_layers(model)
+    options = {}
+    for name, shape in layers.items():
+        usable = {layer_precision(name, shape[1], kind, gs) for kind, gs in map(parse_precision, candidates)
+                  if kind != "fp32" and fits(shape, kind, gs)}
+        options[name] = sorted(usable, key=lambda p: -layer_bytes(shape, p))
+    fixed = fixed_bytes(model)
+    smallest = fixed + sum(min([layer_bytes(s, "fp32")] + [layer_bytes(s, p) for p in options[n]])
+                           for n, s in layers.items())
+    if smallest > max_bytes:
+        raise ValueError(f"max_bytes {int(max_bytes):,} is below the smallest plan this model allows "
+                         f"({smallest:,} bytes with the candidate precisions)")
+    plan = {name: "fp32" for name in layers}
+    total = fixed + sum(layer_bytes(s, "fp32") for s in layers.values())
+    loss = evaluator.ref_loss
+    steps = [(total, loss)]
+    progress = Progress(1, what="greedy steps", enabled=show_progress)
+    while total > max_bytes:
+        best = None
+        for name, shape in layers.items():
+            now = layer_bytes(shape, plan[name])
+            for p in options[name]:
+                saved = now - layer_bytes(shape, p)
+                if saved <= 0:
+                    continue
+                trial_loss = evaluator.measure(apply_plan(model, {**plan, name: p}))["loss"]
+                score = max(trial_loss - loss, 0.0) / saved       # loss per byte saved
+                if best is None or (score, -saved) < best[0]:     # ties: the bigger saving
+                    best = ((score, -saved), name, p, saved, trial_loss)
+        _, name, p, saved, loss = best
+        plan[name] = p
+        total -= saved
+        steps.append((total, loss))
+        progress.update(len(steps) - 1, extra=f"{name} {p}")
+    progress.done(len(steps) - 1)
+    qmodel = apply_plan(model, plan)
+    metrics = evaluator.measure(qmodel)
+    metrics.update(bytes=weight_bytes(qmodel)["total"], tries=1, steps=steps)
     return plan, metrics
 
 

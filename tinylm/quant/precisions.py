@@ -6,6 +6,8 @@ A precision string is a registered name, plus a group size for the grouped ones:
     "fp16"          Fp16Weight
     "int8:g32"      Int8Weight with a scale per row and group of 32 inputs ("int8" alone means g32)
     "int8:channel"  Int8Weight with one scale per output row
+    "int4:g32"      Int4Weight: [-7, 7] two a byte, a scale per row and group of 32 ("int4" = g32)
+    "int4:channel"  Int4Weight with one scale per output row
 
 Each entry names its storage class, which knows everything about the format: `from_float` (quantize),
 `nbytes_for` (size without building it), `arrays` / `from_arrays` (save and load), `linear` and
@@ -23,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tinylm.quant.layers import Fp16Linear, Fp16Weight, Int8Linear, Int8Weight
+from tinylm.quant.layers import Fp16Linear, Fp16Weight, Int4Linear, Int4Weight, Int8Linear, Int8Weight
 
 DEFAULT_GROUP_SIZE = 32
 
@@ -47,6 +49,8 @@ PRECISIONS = {
     "fp16": Precision("fp16", Fp16Weight, Fp16Linear, False, "fp16"),
     "int8": Precision("int8", Int8Weight, Int8Linear, True,
                       "int8 (= int8:g32), int8:gN (N divides the layer's inputs), int8:channel"),
+    "int4": Precision("int4", Int4Weight, Int4Linear, True,
+                      "int4 (= int4:g32), int4:gN (N a multiple of 32 dividing the inputs), int4:channel"),
 }
 
 PRECISIONS_HELP = ", ".join(p.help for p in PRECISIONS.values())
@@ -86,7 +90,11 @@ def canonical_precision(text):
 
 
 def fits(shape, kind, group_size):
-    """Can an (out, in) matrix take this precision? (A group size must divide the inputs.)"""
+    """Can an (out, in) matrix take this precision? (A group size must divide the inputs; a storage
+    class with its own `fits`, like int4's blocks of 32, has the last word.)"""
+    storage = PRECISIONS[kind].storage
+    if hasattr(storage, "fits"):
+        return storage.fits(shape, group_size)
     return not (PRECISIONS[kind].grouped and group_size is not None and shape[1] % group_size)
 
 

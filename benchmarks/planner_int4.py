@@ -1,0 +1,110 @@
+"""Does the planner have to choose? int4 on a small Shakespeare model: uniform plans against the
+knapsack (additive sensitivity) planner and the greedy planner that re-measures, under byte budgets
+between uniform int4 and uniform int8, checked on validation batches neither planner saw.
+
+    python benchmarks/planner_int4.py                 # trains the model (a few minutes), prints tables
+    python benchmarks/planner_int4.py --save          # also writes planner_int4.json and the figure
+
+The model: tinyshakespeare, byte-level tokens, GPT 2 layers x 4 heads x 64 wide, block 64, trained
+`--iters` steps (seed 0). Planning batches: seed 0; held-out check batches: seed 1 (other windows of
+the same validation split).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from tinylm.data import encode_corpus, train_val_split  # noqa: E402
+from tinylm.model import GPT, GPTConfig  # noqa: E402
+from tinylm.quant import apply_plan, uniform_plan, weight_bytes  # noqa: E402
+from tinylm.quant.evaluate import Evaluator  # noqa: E402
+from tinylm.quant.planner import plan_for_byte_budget, plan_greedy, plot_tradeoff, sensitivity  # noqa: E402
+from tinylm.tokenizer import Tokenizer  # noqa: E402
+from tinylm.train import TrainConfig, train  # noqa: E402
+
+CORPUS = "/work/shared/data/tinyshakespeare.txt"
+UNIFORM = ("fp32", "fp16", "int8:g32", "int8:channel", "int4:g32", "int4:channel")
+CANDIDATES = ("fp16", "int8:g32", "int4:g32")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--corpus", default=CORPUS)
+    parser.add_argument("--eval-batches", type=int, default=8)
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args(argv)
+
+    with open(args.corpus, encoding="utf-8") as f:
+        text = f.read()
+    ids = encode_corpus(text, Tokenizer())
+    train_ids, val_ids = train_val_split(ids)
+    model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=2, n_head=4, n_embd=64), seed=0)
+    config = TrainConfig(batch_size=16, max_iters=args.iters, lr=3e-3, min_lr=3e-4, warmup_iters=30,
+                         eval_interval=args.iters, eval_iters=4, seed=0)
+    t0 = time.time()
+    result = train(model, train_ids, val_ids, config, verbose=False)
+    model.eval()
+    print(f"trained {args.iters} steps in {time.time() - t0:.0f} s: val loss {result.val_loss:.4f}")
+
+    plan_ev = Evaluator(model, val_ids, batch_size=8, n_batches=args.eval_batches, seed=0)
+    check_ev = Evaluator(model, val_ids, batch_size=8, n_batches=args.eval_batches, seed=1)
+
+    def row(label, plan):
+        q = apply_plan(model, plan)
+        return {"plan": label, "bytes": weight_bytes(q)["total"], "seen": plan_ev.measure(q)["ppl_change"],
+                "held_out": check_ev.measure(q)["ppl_change"], "layers": plan}
+
+    uniform = [row(p, uniform_plan(model, p)) for p in UNIFORM]
+    b4 = next(r["bytes"] for r in uniform if r["plan"] == "int4:g32")
+    b8 = next(r["bytes"] for r in uniform if r["plan"] == "int8:g32")
+    t0 = time.time()
+    sens = sensitivity(model, plan_ev, CANDIDATES, show_progress=False)
+    print(f"sensitivity ({len(sens)} layers x {len(CANDIDATES)} precisions): {time.time() - t0:.0f} s")
+    for name, s in sens.items():
+        print(f"  {name:32s} " + "  ".join(f"{p} {s[p]:+.4f}" for p in CANDIDATES if p in s))
+    budgets = [int(b4 + f * (b8 - b4)) for f in (0.1, 0.25, 0.5, 0.75)]
+    knapsack, greedy = [], []
+    for budget in budgets:
+        plan, m = plan_for_byte_budget(model, plan_ev, sens, budget)
+        knapsack.append(row(f"knapsack <= {budget:,}", plan))
+        t0 = time.time()
+        plan, m = plan_greedy(model, plan_ev, budget, CANDIDATES, show_progress=False)
+        greedy.append(row(f"greedy <= {budget:,}", plan))
+        print(f"budget {budget:,}: greedy took {time.time() - t0:.0f} s")
+
+    print("\n| plan | weight bytes | ppl change (planning batches) | ppl change (held-out batches) |")
+    print("|---|---:|---:|---:|")
+    for r in uniform + knapsack + greedy:
+        print(f"| {r['plan']} | {r['bytes']:,} | {100 * r['seen']:+.2f}% | {100 * r['held_out']:+.2f}% |")
+    print("\nat each budget, held out: does the plan beat every uniform plan that fits?")
+    for budget, k, g in zip(budgets, knapsack, greedy):
+        fitting = [u for u in uniform if u["bytes"] <= budget]
+        best = min(fitting, key=lambda u: u["held_out"])
+
+        def verdict(r, best=best):
+            return f"{100 * r['held_out']:+.2f}% ({'beats' if r['held_out'] < best['held_out'] else 'does NOT beat'})"
+        print(f"  <= {budget:,}: best uniform that fits {best['plan']} {100 * best['held_out']:+.2f}%; "
+              f"knapsack {verdict(k)}; greedy {verdict(g)}")
+    if args.save:
+        out = os.path.join(HERE, "planner_int4.json")
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump({"iters": args.iters, "val_loss": result.val_loss, "uniform": uniform,
+                       "knapsack": knapsack, "greedy": greedy, "sensitivity": sens}, f, indent=1)
+        fig = plot_tradeoff(os.path.join(HERE, "planner_int4.png"),
+                            {u["plan"]: (u["bytes"], u["held_out"]) for u in uniform},
+                            frontier=[(g["bytes"], g["held_out"]) for g in greedy],
+                            title="int4 planner, held-out batches (greedy with re-measurement)")
+        print(f"wrote {out} and {fig}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
