@@ -32,6 +32,12 @@ def _json_paths(value, path=()):
             yield from _json_paths(v, path + (i,))
 
 
+def _get(value, path):
+    for key in path:
+        value = value[key]
+    return value
+
+
 def _replace(value, path, new):
     if not path:
         return new
@@ -41,17 +47,23 @@ def _replace(value, path, new):
 
 @st.composite
 def mutated(draw, name):
-    """A seed of target `name` with 1-4 mutations; JSON seeds also get structure-aware ones."""
+    """A seed of target `name` with 1-4 mutations; JSON seeds get structure-aware ones too."""
     seed = draw(st.sampled_from(targets.seeds(name)))
     head, data = (seed[:2], seed[2:]) if name in ("run", "quantized", "hf") else (b"", seed)
     try:
         tree = json.loads(data)
     except ValueError:
         tree = None
-    if tree is not None and draw(st.booleans()):  # replace one value of the tree by an extreme one
-        paths = list(_json_paths(tree))
-        path = paths[draw(st.integers(0, len(paths) - 1))]
-        data = json.dumps(_replace(tree, path, draw(st.sampled_from(EXTREMES)))).encode()
+    if tree is not None and draw(st.booleans()):  # 1-3 values of the tree made extreme, or keys deleted
+        for _ in range(draw(st.integers(1, 3))):
+            paths = list(_json_paths(tree))
+            path = paths[draw(st.integers(0, len(paths) - 1))]
+            if path and draw(st.integers(0, 3)) == 0:
+                parent = _get(tree, path[:-1])
+                del parent[path[-1]]
+            else:
+                tree = _replace(tree, path, draw(st.sampled_from(EXTREMES)))
+        data = json.dumps(tree).encode()
     data = bytearray(data)
     for _ in range(draw(st.integers(0 if tree is not None else 1, 4))):
         i = draw(st.integers(0, max(len(data) - 1, 0)))
@@ -66,8 +78,9 @@ def mutated(draw, name):
             data[i:i] = data[i:i + draw(st.integers(1, 256))]
         else:  # a digit becomes a long number: sizes, ids and offsets grow
             data[i:i] = b"9" * draw(st.integers(1, 24))
-    if head:
-        head = bytes([draw(st.integers(0, 255)), draw(st.integers(0, 255))])
+    if head:  # the same file of the folder (mostly), re-hashed in state.json or not
+        which = head[0] if draw(st.integers(0, 7)) else draw(st.integers(0, 255))
+        head = bytes([which, draw(st.integers(0, 1))])
     return head + bytes(data)
 
 

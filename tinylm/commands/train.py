@@ -238,7 +238,10 @@ def _resume_locked_run(args):
     config = dict(checkpoint.train_config)
     if args.max_iters is not None:
         config["max_iters"] = args.max_iters
-    train_config = TrainConfig.from_dict(config)
+    try:
+        train_config = TrainConfig.from_dict(config)
+    except ValueError as exc:
+        raise ValueError(f"{os.path.join(args.out, 'config.json')}: {exc}") from None
     if checkpoint.step >= train_config.max_iters:
         print(f"{args.out} is already at step {checkpoint.step} of {train_config.max_iters}; pass a larger "
               "--max-iters to train longer", file=sys.stderr)

@@ -335,7 +335,7 @@ def _check_optimizer_state(arrays, path):
     for key, a in arrays.items():
         if key.endswith(".step"):
             if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
-                raise ValueError(f"{path}: {key} is {a!r}; expected one integer >= 0")
+                raise ValueError(f"{path}: {key} is {a.tolist()!r}; expected one integer >= 0")
         elif key.endswith(".n_params"):
             continue
         elif key.startswith("state.") and a.dtype != np.float32:  # moments: the weights' dtype, not cast
