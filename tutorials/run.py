@@ -204,8 +204,18 @@ def _chdir(folder):
         os.chdir(old)
 
 
+USAGE = """usage: python tutorials/run.py [--update] [CHAPTER.md ...]
+
+Run the chapters (all of them when none is named) in tutorials/, as the test suite does, and say for
+each whether every ```output block still matches what its code prints. --update rewrites the output
+blocks of the named chapters from what the code prints now (keeping the ~ and ... markers of lines
+that still match). Chapters 7, 9, 10 and 13 load the model chapter 6 saves: run chapter 6 first."""
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(USAGE)
+        sys.exit(0)
     update = "--update" in args
     args = [a for a in args if a != "--update"]
     for chapter in args or chapters():

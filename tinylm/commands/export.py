@@ -126,6 +126,7 @@ def run_gguf(args):
     _check_out(args, ["model.gguf"])
     model, tokenizer = load(args.run, args.plan)
     with removed_on_failure(args.out, ["model.gguf"]):
+        os.makedirs(args.out, exist_ok=True)  # --out is created if needed (and removed again on failure)
         path = save_gguf(model, os.path.join(args.out, "model.gguf"), tokenizer)
     print(f"wrote {path} ({os.path.getsize(path):,} bytes; {'llama' if not model.config.is_gpt2 else 'gpt2'} "
           f"architecture)")
