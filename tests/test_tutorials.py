@@ -17,12 +17,10 @@ _spec = importlib.util.spec_from_file_location("tutorial_runner", os.path.join(R
 runner = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(runner)
 
-# Chapters whose printing blocks may still lack an output block (their existing ones are compared).
-# Chapter 11 is being rewritten by its owner, who fills it with `python tutorials/run.py --update`.
-OUTPUTS_NOT_YET_REQUIRED = {"11-microcontroller.md"}
-# Chapter 11 still finds kernels/ and benchmarks/ through tinylm.__file__; its rewrite moves it to
-# `os.path.dirname(os.path.abspath(__file__))` (the chapter's own folder, as chapters 8 and 13 do).
-LOCATION_NOT_YET_INDEPENDENT = {"11-microcontroller.md"}
+# Chapters whose printing blocks may still lack an output block (their existing ones are compared): none.
+OUTPUTS_NOT_YET_REQUIRED = set()
+# Chapters that still find repository files through tinylm.__file__ (an editable install only): none.
+LOCATION_NOT_YET_INDEPENDENT = set()
 
 
 def test_python_blocks_are_found_with_their_line_numbers():

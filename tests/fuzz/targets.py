@@ -17,6 +17,7 @@ second to say whether to re-hash it in state.json (so a mutation also reaches th
 checksum, as a careful attacker would).
 """
 import base64
+import functools
 import json
 import os
 import shutil
@@ -184,8 +185,14 @@ TARGETS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def seeds(name):
-    """Valid inputs of target `name`: the bytes the fuzzers start mutating from."""
+    """Valid inputs of target `name`: the bytes the fuzzers start mutating from, read once (hypothesis
+    replays a case by its choices, so the seeds must not change between two draws)."""
+    return tuple(_seeds(name))
+
+
+def _seeds(name):
     root = Scratch.root()
     if name == "safetensors":
         return [_read(os.path.join(root, "tensors.safetensors"))]
