@@ -7,6 +7,7 @@ expected ...). The run is bounded and the same every time (EXAMPLES per loader, 
 TINYLM_FUZZ_EXAMPLES=5000 runs longer, with new random mutations each time. The coverage-guided
 fuzzer in tests/fuzz/fuzz.py goes deeper.
 """
+import copy
 import json
 import math
 import os
@@ -62,7 +63,7 @@ def mutated(draw, name):
                 parent = _get(tree, path[:-1])
                 del parent[path[-1]]
             else:
-                tree = _replace(tree, path, draw(st.sampled_from(EXTREMES)))
+                tree = _replace(tree, path, copy.deepcopy(draw(st.sampled_from(EXTREMES))))  # never the constant itself
         data = json.dumps(tree).encode()
     data = bytearray(data)
     for _ in range(draw(st.integers(0 if tree is not None else 1, 4))):
