@@ -149,6 +149,19 @@ def _zip_bomb(path, megabytes):
             f.write(chunk)
 
 
+def test_an_npy_header_numpy_cannot_tokenize_is_a_clear_error(tmp_path):
+    """Found by the atheris npz target: an unclosed bracket in a .npy header made numpy's header parser
+    raise tokenize.TokenError, which is neither ValueError nor OSError."""
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,\n"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(12)
+    path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", npy)
+    with pytest.raises(ValueError, match="bad.npz"):
+        fileio.load_npz(path, "weights file")
+
+
 def test_an_npz_that_inflates_a_thousandfold_is_refused_before_it_is_decompressed(tmp_path):
     _zip_bomb(tmp_path / "tokens.npz", 64)
     assert os.path.getsize(tmp_path / "tokens.npz") < 1_000_000

@@ -16,6 +16,7 @@ import json
 import os
 import struct
 import tempfile
+import tokenize
 import zipfile
 import zlib
 
@@ -196,7 +197,8 @@ def load_npz(path, what="array file"):
                 with z.open(info) as f:
                     arrays[name] = _read_npy(f, info.file_size, name, bad)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, zlib.error,
-            struct.error, OSError, EOFError, ValueError) as exc:  # RuntimeError: an encrypted member
+            struct.error, OSError, EOFError, ValueError, SyntaxError, tokenize.TokenError) as exc:
+        # RuntimeError: an encrypted member; SyntaxError, TokenError: a .npy header numpy cannot parse
         if isinstance(exc, ValueError) and str(exc).startswith(path):
             raise
         raise bad(f"{type(exc).__name__}: {str(exc)[:200]}") from None
