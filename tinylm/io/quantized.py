@@ -31,7 +31,7 @@ from tinylm.quant.plan import (
     get_module,
     is_linear,
     plan_of,
-    set_module,
+    put_storage,
     tied_layers,
     validate_plan,
     weight_bytes,
@@ -133,14 +133,9 @@ def load_quantized(folder):
             if storage.label != precision:
                 raise ValueError(f"{weights_path}: layer {name!r} holds {storage.label} arrays but the plan "
                                  f"says {precision}")
-            if is_linear(module):
-                has_bias = getattr(module, "bias", None) is not None
-                bias = take(f"{name}.bias", np.float32, (shape[0],)) if has_bias else None
-                set_module(model, name, PRECISIONS[storage.precision].linear(storage, bias))
-                if name in tied:
-                    set_module(model, tied[name], QuantizedEmbedding(storage))
-            else:
-                set_module(model, name, QuantizedEmbedding(storage))
+            has_bias = is_linear(module) and getattr(module, "bias", None) is not None
+            bias = take(f"{name}.bias", np.float32, (shape[0],)) if has_bias else None
+            put_storage(model, name, storage, bias, tied)
             used.update(k for k in arrays if k == f"{name}.bias" or k.startswith(f"{name}.weight."))
         return used
 

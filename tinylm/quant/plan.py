@@ -186,15 +186,20 @@ def apply_plan(model, plan):
             continue
         if precision == "fp32":
             continue
-        storage = make_storage(module.weight.data, precision)
-        if is_linear(module):
-            bias = None if getattr(module, "bias", None) is None else module.bias.data
-            set_module(new, name, make_linear(storage, bias))
-            if name in tied:
-                set_module(new, tied[name], QuantizedEmbedding(storage))
-        else:
-            set_module(new, name, QuantizedEmbedding(storage))
+        bias = None if getattr(module, "bias", None) is None else module.bias.data
+        put_storage(new, name, make_storage(module.weight.data, precision), bias, tied)
     return new
+
+
+def put_storage(model, name, storage, bias, tied):
+    """Replace layer `name` of `model` by the quantized layer holding `storage` (a Linear gets `bias`,
+    float32 or None); the embedding tied to a Linear (`tied`: tied_layers(model)) shares the storage."""
+    if is_linear(get_module(model, name)):
+        set_module(model, name, make_linear(storage, bias))
+        if name in tied:
+            set_module(model, tied[name], QuantizedEmbedding(storage))
+    else:
+        set_module(model, name, QuantizedEmbedding(storage))
 
 
 def save_plan(path, plan, **extra):
