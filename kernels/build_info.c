@@ -8,6 +8,9 @@
  *   arm-mve                      int8 dots with Helium's VMLADAVA (Cortex-M55/M85)
  *   arm-dsp                      int8 dots with SMLAD (Cortex-M4/M7/M33; the M55 takes MVE)
  *   arm-fp16                     scalar fp16 conversions by the FPU (VCVTB): half.h's TL_F16_HW
+ *   neon                         AArch64: int8 dots, matmul_s8, linear_s8, quantize, fp32 matmul,
+ *                                fp16 array conversions (simd/..._neon.h)
+ *   arm-dotprod                  AArch64 with SDOT: the int8 dots of the neon paths
  * and "portable" always: the portable C is compiled in every build (tails, remainders, fallbacks).
  */
 #include "tinylm_kernels.h"
@@ -58,9 +61,19 @@
 #else
 #define TL_INFO_FP16 ""
 #endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define TL_INFO_NEON "neon "
+#else
+#define TL_INFO_NEON ""
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON) && defined(__ARM_FEATURE_DOTPROD)
+#define TL_INFO_DOTPROD "arm-dotprod "
+#else
+#define TL_INFO_DOTPROD ""
+#endif
 
 const char *tinylm_build_info(void)
 {
     return TL_INFO_AVX512F TL_INFO_AVX512BW TL_INFO_AVX512VNNI TL_INFO_AVX2 TL_INFO_FMA TL_INFO_F16C
-        TL_INFO_MVE TL_INFO_DSP TL_INFO_FP16 "portable";
+        TL_INFO_MVE TL_INFO_DSP TL_INFO_FP16 TL_INFO_NEON TL_INFO_DOTPROD "portable";
 }

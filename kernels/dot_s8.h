@@ -5,7 +5,8 @@
  *
  * The portable loops come first. tl_dot_s8_1x8, the one the kernels call, picks its instruction
  * set with one #if: simd/dot_s8_avx2.h (x86), simd/dot_s8_mve.h (Armv8.1-M Helium),
- * simd/dot_s8_dsp.h (Armv7E-M DSP), or the portable tl_dot_s8_1x4 twice. The AVX-512 VNNI blocks
+ * simd/dot_s8_dsp.h (Armv7E-M DSP), simd/dot_s8_neon.h (AArch64 NEON, SDOT where the build has the
+ * dot-product extension), or the portable tl_dot_s8_1x4 twice. The AVX-512 VNNI blocks
  * (simd/dot_s8_avx512.h, simd/gemm_s8_avx512.h) are whole variants of the two int8 kernels and are
  * included by their .c files when TL_S8_AVX512 (below) is 1.
  */
@@ -61,6 +62,8 @@ static inline void tl_dot_s8_1x4(const int8_t *a, const int8_t *b, size_t ldb, s
 #include "simd/dot_s8_mve.h"
 #elif defined(__ARM_FEATURE_DSP)
 #include "simd/dot_s8_dsp.h"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include "simd/dot_s8_neon.h"
 #endif
 
 /* out[j] = sum_k a[k] * b[j * ldb + k] for the 8 rows j = 0..7 of b: one row of x against eight
@@ -74,6 +77,8 @@ static inline void tl_dot_s8_1x8(const int8_t *a, const int8_t *b, size_t ldb, s
     tl_dot_s8_mve_1x8(a, b, ldb, n, out);
 #elif defined(__ARM_FEATURE_DSP)
     tl_dot_s8_dsp_1x8(a, b, ldb, n, out);
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+    tl_dot_s8_neon_1x8(a, b, ldb, n, out);
 #else
     tl_dot_s8_1x4(a, b, ldb, n, out);                     /* rows 0..3, then rows 4..7 */
     tl_dot_s8_1x4(a, b + 4 * ldb, ldb, n, out + 4);

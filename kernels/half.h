@@ -1,9 +1,10 @@
 /* half.h -- scalar fp16 <-> fp32 conversions and float bit helpers, shared by the kernels.
  *
  * Portable integer code (no FPU needed, no libm). The contract is in tinylm_kernels.h. On Arm cores
- * whose FPU converts halves (Cortex-M4F/M7/M33/M55: VCVTB), the two scalar conversions are that one
- * instruction instead (simd/half_armfp16.h, chosen by TL_F16_HW below); the golden tests check that
- * it gives the same bits. The array conversions with F16C are in simd/half_f16c.h.
+ * whose FPU converts halves (Cortex-M4F/M7/M33/M55: VCVTB; every AArch64 core: FCVT), the two scalar
+ * conversions are that one instruction instead (simd/half_armfp16.h, chosen by TL_F16_HW below); the
+ * golden tests check that it gives the same bits. The array conversions with F16C are in
+ * simd/half_f16c.h, with AArch64 NEON in simd/half_neon.h.
  *
  * binary16: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits.
  * binary32: 1 sign bit, 8 exponent bits (bias 127), 23 mantissa bits.

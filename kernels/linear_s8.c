@@ -30,6 +30,8 @@ static void tl_linear_s8_column(const int8_t *restrict x_q, const float *restric
 #include "simd/linear_s8_avx512.h"
 #elif defined(__AVX2__)
 #include "simd/linear_s8_avx2.h"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include "simd/linear_s8_neon.h"
 #endif
 
 void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
@@ -42,6 +44,8 @@ void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
     tl_linear_s8_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
 #elif defined(__AVX2__)
     tl_linear_s8_avx2(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+    tl_linear_s8_neon(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
 #else
     /* 8 output columns at a time (tl_dot_s8_1x8 is the Helium or DSP loop where the build has one):
      * 8 rows of w_q stay in cache while every row of x_q passes by */

@@ -3,6 +3,8 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include "simd/matmul_f32_avx2.h"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include "simd/matmul_f32_neon.h"
 #endif
 
 void tinylm_matmul_f32(const float *restrict x, const float *restrict w, const float *restrict b,
@@ -10,6 +12,8 @@ void tinylm_matmul_f32(const float *restrict x, const float *restrict w, const f
 {
 #if defined(__AVX2__) && defined(__FMA__)
     tl_matmul_f32_avx2(x, w, b, y, M, N, K);
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+    tl_matmul_f32_neon(x, w, b, y, M, N, K);
 #else
     size_t m, n, k;
     for (m = 0; m < M; m++) {

@@ -6,6 +6,8 @@
 #include "simd/dot_s8_avx512.h"
 #include "simd/gemm_s8_avx512.h"
 #include "simd/matmul_s8_avx512.h"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include "simd/matmul_s8_neon.h"
 #endif
 
 void tinylm_matmul_s8(const int8_t *restrict x, const int8_t *restrict w, int32_t *restrict y,
@@ -13,6 +15,8 @@ void tinylm_matmul_s8(const int8_t *restrict x, const int8_t *restrict w, int32_
 {
 #if TL_S8_AVX512
     tl_matmul_s8_avx512(x, w, y, M, N, K);
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+    tl_matmul_s8_neon(x, w, y, M, N, K);
 #else
     /* blocks of 8 output columns: 8 rows of w (8 * K bytes) stay in cache while every row of x
      * passes by (tl_dot_s8_1x8 is the AVX2, Helium or DSP loop where the build has one) */

@@ -45,6 +45,8 @@ static inline int8_t tl_quant_s8_one(float x, float s)
 #include "simd/quant_s8_avx512.h"
 #elif defined(__AVX2__)
 #include "simd/quant_s8_avx2.h"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include "simd/quant_s8_neon.h"
 #endif
 
 void tinylm_quantize_s8(const float *restrict x, int8_t *restrict q, float *restrict scale,
@@ -54,6 +56,8 @@ void tinylm_quantize_s8(const float *restrict x, int8_t *restrict q, float *rest
     tl_quantize_s8_avx512(x, q, scale, M, K, group_size);
 #elif defined(__AVX2__)
     tl_quantize_s8_avx2(x, q, scale, M, K, group_size);
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+    tl_quantize_s8_neon(x, q, scale, M, K, group_size);
 #else
     size_t G = K / group_size, m, g, k;
     for (m = 0; m < M; m++)

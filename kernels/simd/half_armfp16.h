@@ -1,5 +1,6 @@
 /* simd/half_armfp16.h -- the scalar fp16 <-> fp32 conversions on an Arm FPU with IEEE __fp16
- * (half.h includes it when TL_F16_HW is 1): GCC converts with VCVTB.F16.F32 and VCVTB.F32.F16.
+ * (half.h includes it when TL_F16_HW is 1): GCC converts with VCVTB.F16.F32 and VCVTB.F32.F16
+ * (on AArch64: FCVT, with the FPCR that Linux and macOS leave in the same state as below).
  * With the FPSCR as the reset and our startup leave it (round to nearest even, no flush-to-zero, no
  * default-NaN, IEEE rather than the alternative half format) the hardware does exactly what the
  * contract says: ties to even, subnormal halves, overflow to inf, NaNs quieted with their top

@@ -220,15 +220,16 @@ static void test_softmax(void)
     report("exp_f32", bad, TV_EXP_N, "relative 1.5e-7 (+ rounding)");
 }
 
-/* ---- x86 only: larger cases for the blocking of the AVX2 / AVX-512 paths -----------------------
+/* ---- x86 and AArch64 only: larger cases for the blocking of the AVX2 / AVX-512 / NEON paths ------
  * The vectors of vectors.h are small (they must fit a 512 KB board next to the kernels), and the
- * output above is what chapter 11 shows for a Cortex-M, so these cases are compiled for x86 only.
+ * output above is what chapter 11 shows for a Cortex-M, so these cases are compiled for x86 and
+ * AArch64 (tests/test_aarch64.py) only.
  * They reach more than one panel of 32 rows of w, a column block boundary (matmul_s8 packs 2300
  * columns at a time on AVX-512), more than 64 groups, M on both sides of the few-rows / packed
  * switch (6), and short last steps (K % 4, group_size % 4). The int8 kernels are checked against
  * their contract written out as plain loops, on inputs from a fixed LCG (int8 values include the
  * extremes +-127); exp_f32's SIMD lanes against its scalar tail, bit for bit. */
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__) || defined(__i386__) || defined(__aarch64__)
 #define TL_TEST_X86 1
 #define BIG_M 7
 #define BIG_N 37
