@@ -8,8 +8,8 @@
  *   arm-mve                      int8 dots with Helium's VMLADAVA (Cortex-M55/M85)
  *   arm-dsp                      int8 dots with SMLAD (Cortex-M4/M7/M33; the M55 takes MVE)
  *   arm-fp16                     scalar fp16 conversions by the FPU (VCVTB): half.h's TL_F16_HW
- *   neon                         AArch64: int8 dots, matmul_s8, linear_s8, quantize, fp32 matmul,
- *                                fp16 array conversions (simd/..._neon.h)
+ *   neon                         AArch64: int8 dots, matmul_s8, linear_s8, quantize, fp32 and fp16
+ *                                matmul, fp16 array conversions (simd/..._neon.h)
  *   arm-dotprod                  AArch64 with SDOT: the int8 dots of the neon paths
  * and "portable" always: the portable C is compiled in every build (tails, remainders, fallbacks).
  */

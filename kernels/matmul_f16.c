@@ -5,6 +5,8 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include "simd/matmul_f16_avx2.h"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include "simd/matmul_f16_neon.h"
 #endif
 
 void tinylm_matmul_f16(const uint16_t *restrict x, const uint16_t *restrict w,
@@ -12,6 +14,8 @@ void tinylm_matmul_f16(const uint16_t *restrict x, const uint16_t *restrict w,
 {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     tl_matmul_f16_avx2(x, w, b, y, M, N, K);
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+    tl_matmul_f16_neon(x, w, b, y, M, N, K);
 #else
     size_t m, n, k;
     for (m = 0; m < M; m++) {

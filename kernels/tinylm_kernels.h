@@ -22,9 +22,10 @@
  *
  * AArch64 (Raspberry Pi, phones, Apple silicon): __aarch64__ with __ARM_NEON selects the NEON paths
  *   (simd/<family>_neon.h) of matmul_s8, linear_s8 and quantize_s8 (exact; the int8 dots use SDOT
- *   when __ARM_FEATURE_DOTPROD is defined, SMULL/SMLAL2/SADALP otherwise), matmul_f32 (FMLA, 4
- *   partial sums per output: within its bound) and the fp16 array conversions (FCVTN/FCVTL, exact);
- *   the scalar fp16 conversions are the FPU's (half.h's TL_F16_HW). Everything else is the portable C.
+ *   when __ARM_FEATURE_DOTPROD is defined, SMULL/SMLAL2/SADALP otherwise), matmul_f32 and matmul_f16
+ *   (FMLA, 4 partial sums per output: within their bound) and the fp16 array conversions
+ *   (FCVTN/FCVTL, exact); the scalar fp16 conversions are the FPU's (half.h's TL_F16_HW).
+ *   Everything else is the portable C.
  *
  * int8 format: symmetric, zero point 0, values in [-127, 127] (-128 is never produced
  * and is rejected by the Python boundary), one float32 scale per row and per group of `group_size`
