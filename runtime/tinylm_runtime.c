@@ -898,6 +898,23 @@ static size_t chunk_gpt4(const text_t *t, size_t i)
     return whitespace_end(t, i);
 }
 
+size_t tinylm_bpe_chunk_end(const tinylm_bpe *bpe, const uint8_t *text, size_t len, size_t i)
+{
+    if (!bpe || !text || i >= len)
+        return len;
+    const text_t t = {bpe, text, len};
+    size_t end = len;                                 /* pattern 0: the whole text is one chunk */
+    if (bpe->pattern == 1)
+        end = chunk_gpt2(&t, i);
+    else if (bpe->pattern == 2)
+        end = chunk_gpt4(&t, i);
+    if (end <= i) {              /* only a corrupt class table (say, ' ' not \s) gets here: one */
+        uint32_t cp;             /* character is then a chunk of its own, so every loop ends */
+        end = i + utf8_at(text, len, i, &cp);
+    }
+    return end;
+}
+
 /* The slot of pair (a, b) in a hash table of 2^bits slots: Fibonacci hashing of the 64-bit key. */
 static uint32_t pair_slot(uint32_t a, uint32_t b, uint32_t bits)
 {
@@ -1069,18 +1086,9 @@ long tinylm_bpe_encode(const tinylm_bpe *bpe, const uint8_t *text, size_t len, i
 {
     if (!bpe || (!text && len) || (!ids && capacity) || (!work && work_words) || bpe->pattern > 2u)
         return TINYLM_E_ARG;
-    text_t t = {bpe, text, len};
     size_t i = 0, at = 0;
     while (i < len) {
-        size_t end = len;                             /* pattern 0: the whole text is one chunk */
-        if (bpe->pattern == 1)
-            end = chunk_gpt2(&t, i);
-        else if (bpe->pattern == 2)
-            end = chunk_gpt4(&t, i);
-        if (end <= i) {          /* only a corrupt class table (say, ' ' not \s) gets here: one */
-            uint32_t cp;         /* character is then a chunk of its own, so the loop always ends */
-            end = i + utf8_at(text, len, i, &cp);
-        }
+        const size_t end = tinylm_bpe_chunk_end(bpe, text, len, i);
         const size_t n = end - i;
         if (n > capacity - at)
             return TINYLM_E_CAPACITY;

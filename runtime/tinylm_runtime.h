@@ -183,6 +183,10 @@ typedef struct {
 /* Fill bpe->ascii_class from bpe->ranges. */
 void tinylm_bpe_init(tinylm_bpe *bpe);
 
+/* The pre-split on its own: the end of the chunk that starts at byte i of text[0 .. len) (len when
+ * i >= len). tinylm_bpe_encode calls it chunk after chunk from i = 0. */
+size_t tinylm_bpe_chunk_end(const tinylm_bpe *bpe, const uint8_t *text, size_t len, size_t i);
+
 /* Fill slots[0 .. 2^hash_bits) with a hash table of the merges (linear probing, UINT32_MAX = empty)
  * and attach it to bpe. TINYLM_E_ARG unless 1 <= hash_bits <= 31 and 2^hash_bits >= 2 n_merges. */
 int tinylm_bpe_hash(tinylm_bpe *bpe, uint32_t *slots, uint32_t hash_bits);
