@@ -241,3 +241,56 @@ def test_ids_equal_tiktokens(tokenizers, corpus, name):
         assert tok.encode_ordinary(text) == enc.encode_ordinary(text), repr(text[:60])
     text = "a<|endoftext|>b"
     assert tok.encode(text, allowed_special="all") == enc.encode(text, allowed_special="all")
+
+
+# ---------------------------------------------------------------------- the C under ASan and UBSan
+def write_tables(enc, path):
+    """The tables of a NativeEncoder in the layout tests/c/bpe_driver.c reads."""
+    a = enc._arrays
+    head = np.array([enc._bpe.pattern, len(a["merges"]), len(a["ranges"])], np.uint32)
+    parts = [head, a["byte_ids"], a["merges"].ravel(), a["pair_index"], a["ranges"].ravel()]
+    path.write_bytes(b"".join(p.astype("<u4").tobytes() for p in parts))
+
+
+@pytest.fixture(scope="module")
+def bpe_driver(tmp_path_factory):
+    import shutil
+    import subprocess
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exe = tmp_path_factory.mktemp("bpe-driver") / "bpe_driver"
+    kernels_dir = os.path.join(root, "kernels")
+    sources = [os.path.join(root, "tests", "c", "bpe_driver.c"), os.path.join(root, "runtime", "tinylm_runtime.c")]
+    sources += sorted(os.path.join(kernels_dir, f) for f in os.listdir(kernels_dir) if f.endswith(".c"))
+    build = subprocess.run([cc, "-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                            "-Wall", "-Wextra", "-Werror", "-I" + os.path.join(root, "runtime"), "-I" + kernels_dir,
+                            "-o", str(exe), *sources], capture_output=True, text=True)
+    if build.returncode != 0 and "sanitize" in build.stderr:
+        pytest.skip(f"the compiler has no ASan/UBSan: {build.stderr[:200]}")
+    assert build.returncode == 0, build.stderr
+    return exe
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt4", "none", "hf-gpt2"])
+def test_encoder_under_sanitizers_on_text_and_invalid_utf8(tokenizers, corpus, bpe_driver, tmp_path, name):
+    # every lookup (hash, binary search) and merge loop (stack, tree, rescan) under ASan/UBSan, with an
+    # output buffer of exactly len ids; on text the ids are Python's, on random bytes (invalid UTF-8,
+    # which Python's str never holds) the four variants must agree and not crash
+    import subprocess
+    tok = tokenizers[name]
+    write_tables(tok._native_encoder(), tmp_path / "tables.bin")
+    rng = np.random.default_rng(1)
+    text = corpus[300_000:304_000] + "".join(TEXTS) + "".join(ADVERSARIAL[:-1])
+    cases = [text.encode("utf-8"), b"", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes(),
+             bytes(rng.choice(list(b"\xc3\xa9\xe6\x88\x91\xf0\x9f\xa4\x96\xed\xa0\x80\xf4\x90 'sa\n\r"), 2000))]
+    for k, data in enumerate(cases):
+        (tmp_path / "text.bin").write_bytes(data)
+        run = subprocess.run([str(bpe_driver), str(tmp_path / "tables.bin"), str(tmp_path / "text.bin")],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        ids = [int(i) for i in run.stdout.split()]
+        if k == 0:
+            assert ids == tok._encode_ordinary_python(text)
+        assert tok.decode_bytes(ids) == data  # every byte, valid or not, is in some token
