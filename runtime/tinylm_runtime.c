@@ -701,6 +701,17 @@ const float *tinylm_forward(tinylm_model *m, int32_t token, uint32_t pos)
  * Python), and on memory the caller gives it. The Python tokenizer stays the readable reference;
  * tests/test_tokenizer_c.py checks the two give the same ids. Reading order: the character classes,
  * the two pre-split patterns, the merge lookup, the three ways to merge a chunk, the loop over chunks.
+ *
+ * How the pre-split gives the `regex` module's chunks without a regex engine: findall tries the
+ * pattern's alternatives in order at the current position and takes the first that matches; every
+ * alternative of GPT-2's and GPT-4's patterns is a literal (a space, an apostrophe, a contraction)
+ * and then a run of one character class (\p{L}, \p{N}, \s, or none of them), so each is a loop over
+ * characters, written in the pattern's order in chunk_gpt2 / chunk_gpt4. The classes are the regex
+ * module's own: the ranges table is made by running \p{L}+, \p{N}+ and \s+ over every code point
+ * (tinylm/bpe/native.py, tinylm/io/cblob.py). The one lookahead, \s+(?!\S), gives back the last
+ * whitespace character when a non-space follows; GPT-4's possessive ?+ and ++ never give back, so
+ * their alternative simply fails; (?i) folds U+017F (long s) to s, as regex does. Tests compare the
+ * chunks with regex.findall on adversarial and random text (hypothesis).
  */
 
 enum { CLS_L = 1, CLS_N = 2, CLS_S = 4 };        /* \p{L}, \p{N}, \s; 0 = anything else */
