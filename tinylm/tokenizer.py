@@ -27,6 +27,12 @@ tables below map id <-> bytes in general, and merges are applied by rank (their 
 GPT-2's tokenizer does. The file formats (tinylm's JSON, GPT-2's vocab.json + merges.txt, tiktoken's
 rank files) live in `tinylm/bpe/files.py`, the fast trainer in `tinylm/bpe/train.py`.
 
+Encoding runs in C when tinylm's C extension is built: `encode_ordinary` hands the text to the C
+runtime's encoder (tinylm/bpe/native.py), which splits GPT-2's and GPT-4's patterns by hand and
+merges by rank, giving the very ids of the Python below (`_encode_ordinary_python`, the reference,
+and the fallback: no extension, TINYLM_KERNELS=numpy, or a custom pattern); tests/test_tokenizer_c.py
+checks that both agree.
+
 Patterns are code: a regex can backtrack for hours on a short text ("(a|aa)+$" on 40 characters). So:
 - a pattern found in a FILE (Tokenizer.load) must be one of the named patterns (gpt2, gpt4) or none,
   unless the caller trusts the file: Tokenizer.load(path, trust_pattern=True), or the environment
