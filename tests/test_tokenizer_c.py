@@ -20,7 +20,8 @@ from tinylm.data import load_corpus
 from tinylm.io.hf_gpt2 import load_hf_tokenizer
 from tinylm.tokenizer import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, Tokenizer
 
-pytestmark = pytest.mark.skipif(not native.c_in_use(), reason="the C extension is not built (python kernels/build.py)")
+pytestmark = pytest.mark.skipif(not native.c_in_use(), reason="the C encoder is not in use: no extension "
+                                "(python kernels/build.py), or TINYLM_KERNELS=numpy")
 
 TINY_GPT2 = os.path.join(os.path.dirname(__file__), "fixtures", "tiny-gpt2")
 
