@@ -47,6 +47,7 @@ setup(
     extras_require={
         "plot": ["matplotlib>=3.5"],
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "ruff>=0.5", "gguf>=0.10",
+                 "tiktoken>=0.5",  # tests/test_tokenizer_c.py compares ids with it (skipped without)
                  # the coverage-guided fuzzing run of tests/test_fuzz_atheris.py (wheels for these only)
                  'atheris>=2.3; sys_platform == "linux" and platform_machine == "x86_64" and python_version < "3.13"'],
     },

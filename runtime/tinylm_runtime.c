@@ -159,10 +159,10 @@ struct tinylm_model {
     /* sampler scratch */
     double *probs;                                   /* (vocab_size,) */
     uint32_t *order, *order_tmp;                     /* (vocab_size,) */
-    /* tokenizer tables, in the blob */
-    const uint32_t *byte_ids, *token_start, *merges, *pair_index, *ranges;
+    /* tokenizer tables, in the blob: the encoder's, and each token's bytes */
+    tinylm_bpe bpe;
+    const uint32_t *token_start;
     const uint8_t *pool;
-    uint32_t n_merges, n_ranges;
 };
 
 /* ============================================================================================
@@ -558,14 +558,18 @@ int tinylm_init(tinylm_model **model, const uint8_t *blob, size_t size, void *ar
 
     /* the tokenizer tables (validated) */
     const uint8_t *t = blob + rd32(blob + 52);
-    m->n_merges = rd32(t + 4);
-    m->n_ranges = rd32(t + 12);
-    m->byte_ids = (const uint32_t *)(const void *)(t + TOK_HEADER_BYTES);
-    m->token_start = m->byte_ids + 256;
-    m->merges = m->token_start + c.n_tokens + 1;
-    m->pair_index = m->merges + 3u * m->n_merges;
-    m->ranges = m->pair_index + m->n_merges;
-    m->pool = (const uint8_t *)(m->ranges + 2u * m->n_ranges);
+    tinylm_bpe *bpe = &m->bpe;
+    bpe->n_merges = rd32(t + 4);
+    bpe->n_ranges = rd32(t + 12);
+    bpe->pattern = c.pattern;
+    bpe->byte_ids = (const uint32_t *)(const void *)(t + TOK_HEADER_BYTES);
+    m->token_start = bpe->byte_ids + 256;
+    bpe->merges = m->token_start + c.n_tokens + 1;
+    bpe->pair_index = bpe->merges + 3u * bpe->n_merges;
+    bpe->ranges = bpe->pair_index + bpe->n_merges;
+    bpe->pair_hash = NULL;                            /* binary search: no RAM beyond the arena */
+    tinylm_bpe_init(bpe);
+    m->pool = (const uint8_t *)(bpe->ranges + 2u * bpe->n_ranges);
     *model = m;
     return TINYLM_OK;
 }
@@ -691,23 +695,42 @@ const float *tinylm_forward(tinylm_model *m, int32_t token, uint32_t pos)
 
 /* ============================================================================================
  * the tokenizer: pre-split (GPT-2 / GPT-4 patterns, by hand) then byte-level BPE per chunk
+ *
+ * One encoder serves the runtime and Python: tinylm_bpe_encode works on a tinylm_bpe, a struct of
+ * pointers to the tables (the blob's for tinylm_encode, tinylm.tokenizer's own NumPy arrays for
+ * Python), and on memory the caller gives it. The Python tokenizer stays the readable reference;
+ * tests/test_tokenizer_c.py checks the two give the same ids. Reading order: the character classes,
+ * the two pre-split patterns, the merge lookup, the three ways to merge a chunk, the loop over chunks.
+ *
+ * How the pre-split gives the `regex` module's chunks without a regex engine: findall tries the
+ * pattern's alternatives in order at the current position and takes the first that matches; every
+ * alternative of GPT-2's and GPT-4's patterns is a literal (a space, an apostrophe, a contraction)
+ * and then a run of one character class (\p{L}, \p{N}, \s, or none of them), so each is a loop over
+ * characters, written in the pattern's order in chunk_gpt2 / chunk_gpt4. The classes are the regex
+ * module's own: the ranges table is made by running \p{L}+, \p{N}+ and \s+ over every code point
+ * (tinylm/bpe/native.py, tinylm/io/cblob.py). The one lookahead, \s+(?!\S), gives back the last
+ * whitespace character when a non-space follows; GPT-4's possessive ?+ and ++ never give back, so
+ * their alternative simply fails; (?i) folds U+017F (long s) to s, as regex does. Tests compare the
+ * chunks with regex.findall on adversarial and random text (hypothesis).
  */
 
 enum { CLS_L = 1, CLS_N = 2, CLS_S = 4 };        /* \p{L}, \p{N}, \s; 0 = anything else */
 #define CP_INVALID 0xFFFFFFFFu
+#define NO_RANK UINT32_MAX                       /* the rank of a pair that is not a merge */
+#define SHORT_CHUNK 64u                          /* chunks up to this many bytes merge on the stack */
 
-/* The class bits of code point cp (binary search in the blob's sorted ranges). */
-static uint32_t cp_class(const tinylm_model *m, uint32_t cp)
+/* The class bits of code point cp (binary search in the sorted ranges). */
+static uint32_t cp_class(const tinylm_bpe *b, uint32_t cp)
 {
-    uint32_t lo = 0, hi = m->n_ranges;
+    uint32_t lo = 0, hi = b->n_ranges;
     while (lo < hi) {
         const uint32_t mid = lo + (hi - lo) / 2;
-        if (cp < m->ranges[2 * mid])
+        if (cp < b->ranges[2 * mid])
             hi = mid;
-        else if (cp > (m->ranges[2 * mid + 1] & 0xFFFFFFu))
+        else if (cp > (b->ranges[2 * mid + 1] & 0xFFFFFFu))
             lo = mid + 1;
         else
-            return m->ranges[2 * mid + 1] >> 24;
+            return b->ranges[2 * mid + 1] >> 24;
     }
     return 0;
 }
@@ -734,16 +757,31 @@ static size_t utf8_at(const uint8_t *s, size_t len, size_t i, uint32_t *cp)
     return n;
 }
 
+void tinylm_bpe_init(tinylm_bpe *bpe)
+{
+    if (!bpe)
+        return;
+    for (uint32_t c = 0; c < 128u; c++)
+        bpe->ascii_class[c] = (uint8_t)cp_class(bpe, c);
+}
+
 typedef struct {              /* the text being split, with its classes at hand */
-    const tinylm_model *m;
+    const tinylm_bpe *b;
     const uint8_t *s;
     size_t len;
 } text_t;
 
+/* The class of the character at i, its code point and its length (ASCII from the 128-entry table). */
 static uint32_t cls_at(const text_t *t, size_t i, uint32_t *cp, size_t *n)
 {
+    const uint8_t c = t->s[i];
+    if (c < 0x80) {
+        *cp = c;
+        *n = 1;
+        return t->b->ascii_class[c];
+    }
     *n = utf8_at(t->s, t->len, i, cp);
-    return *cp == CP_INVALID ? 0u : cp_class(t->m, *cp);
+    return *cp == CP_INVALID ? 0u : cp_class(t->b, *cp);
 }
 
 /* End of the run of characters from i whose class satisfies: (cls & mask) != 0, or cls == 0 when
@@ -781,7 +819,8 @@ static size_t whitespace_end(const text_t *t, size_t i)
     return last;
 }
 
-/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * The alternatives are tried in the regex's order; each returns the end of the chunk at i. */
 static size_t chunk_gpt2(const text_t *t, size_t i)
 {
     const uint8_t *s = t->s;
@@ -870,14 +909,65 @@ static size_t chunk_gpt4(const text_t *t, size_t i)
     return whitespace_end(t, i);
 }
 
-/* The rank of merge (a, b), or UINT32_MAX when the pair is not a merge (binary search). */
-static uint32_t merge_rank(const tinylm_model *m, uint32_t a, uint32_t b)
+size_t tinylm_bpe_chunk_end(const tinylm_bpe *bpe, const uint8_t *text, size_t len, size_t i)
+{
+    if (!bpe || !text || i >= len)
+        return len;
+    const text_t t = {bpe, text, len};
+    size_t end = len;                                 /* pattern 0: the whole text is one chunk */
+    if (bpe->pattern == 1)
+        end = chunk_gpt2(&t, i);
+    else if (bpe->pattern == 2)
+        end = chunk_gpt4(&t, i);
+    if (end <= i) {              /* only a corrupt class table (say, ' ' not \s) gets here: one */
+        uint32_t cp;             /* character is then a chunk of its own, so every loop ends */
+        end = i + utf8_at(text, len, i, &cp);
+    }
+    return end;
+}
+
+/* The slot of pair (a, b) in a hash table of 2^bits slots: Fibonacci hashing of the 64-bit key. */
+static uint32_t pair_slot(uint32_t a, uint32_t b, uint32_t bits)
 {
     const uint64_t key = (uint64_t)a << 32 | b;
-    uint32_t lo = 0, hi = m->n_merges;
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> (64u - bits));
+}
+
+int tinylm_bpe_hash(tinylm_bpe *bpe, uint32_t *slots, uint32_t hash_bits)
+{
+    if (!bpe || !slots || hash_bits < 1u || hash_bits > 31u || (1ull << hash_bits) < 2ull * bpe->n_merges)
+        return TINYLM_E_ARG;
+    const uint32_t mask = (1u << hash_bits) - 1u;
+    for (uint32_t h = 0; h <= mask; h++)
+        slots[h] = NO_RANK;
+    for (uint32_t r = 0; r < bpe->n_merges; r++) {   /* linear probing: the next free slot */
+        uint32_t h = pair_slot(bpe->merges[3u * r], bpe->merges[3u * r + 1], hash_bits);
+        while (slots[h] != NO_RANK)
+            h = (h + 1u) & mask;
+        slots[h] = r;
+    }
+    bpe->pair_hash = slots;
+    bpe->hash_bits = hash_bits;
+    return TINYLM_OK;
+}
+
+/* The rank of merge (a, b), or NO_RANK when the pair is not a merge: from the hash table when the
+ * caller made one (tinylm_bpe_hash), else by binary search in pair_index (the blob's tables in flash). */
+static uint32_t merge_rank(const tinylm_bpe *b, uint32_t a, uint32_t c)
+{
+    if (b->pair_hash) {
+        const uint32_t mask = (1u << b->hash_bits) - 1u;
+        for (uint32_t h = pair_slot(a, c, b->hash_bits);; h = (h + 1u) & mask) {
+            const uint32_t r = b->pair_hash[h];
+            if (r == NO_RANK || (b->merges[3u * r] == a && b->merges[3u * r + 1] == c))
+                return r;
+        }
+    }
+    const uint64_t key = (uint64_t)a << 32 | c;
+    uint32_t lo = 0, hi = b->n_merges;
     while (lo < hi) {
-        const uint32_t mid = lo + (hi - lo) / 2, r = m->pair_index[mid];
-        const uint64_t k = (uint64_t)m->merges[3 * r] << 32 | m->merges[3 * r + 1];
+        const uint32_t mid = lo + (hi - lo) / 2, r = b->pair_index[mid];
+        const uint64_t k = (uint64_t)b->merges[3u * r] << 32 | b->merges[3u * r + 1];
         if (k == key)
             return r;
         if (k < key)
@@ -885,61 +975,154 @@ static uint32_t merge_rank(const tinylm_model *m, uint32_t a, uint32_t b)
         else
             hi = mid;
     }
-    return UINT32_MAX;
+    return NO_RANK;
 }
 
-/* BPE of one chunk, in place in ids[at ..]: its byte ids, then repeatedly the lowest-ranked pair
- * (leftmost on ties) becomes its merged id (Tokenizer._encode_chunk). Returns the new end. */
-static long bpe_chunk(const tinylm_model *m, const uint8_t *bytes, size_t n, int32_t *ids, size_t at,
-                      size_t capacity)
+/* The three ways to merge the ids w[0 .. n) of one chunk; all repeatedly turn the lowest-ranked
+ * adjacent pair (the leftmost on ties) into its merged id, until no pair is a merge, and return the
+ * new n. They differ only in bookkeeping:
+ *   merge_short  n <= SHORT_CHUNK: the pair ranks in an array on the stack, the two around each merge
+ *                recomputed (Tokenizer._encode_chunk);
+ *   merge_long   a longer chunk, with the caller's work memory: a tournament tree of the pair ranks
+ *                and a linked list of the tokens, O(n log n) (the result of Tokenizer._encode_long_chunk);
+ *   merge_rescan a longer chunk without room to work (tinylm_encode on a board): every pair's rank
+ *                recomputed at every merge, O(n^2) lookups, no memory. */
+static size_t merge_short(const tinylm_bpe *b, int32_t *w, size_t n)
 {
-    if (n > capacity - at)
-        return TINYLM_E_CAPACITY;
-    int32_t *w = ids + at;
-    for (size_t i = 0; i < n; i++)
-        w[i] = (int32_t)m->byte_ids[bytes[i]];
+    uint32_t rank[SHORT_CHUNK];                      /* rank[i]: the pair (w[i], w[i+1]) */
+    for (size_t i = 0; i + 1 < n; i++)
+        rank[i] = merge_rank(b, (uint32_t)w[i], (uint32_t)w[i + 1]);
     while (n >= 2) {
-        uint32_t best = UINT32_MAX;
-        size_t where = 0;
+        size_t at = 0;
+        for (size_t i = 1; i + 1 < n; i++)
+            if (rank[i] < rank[at])
+                at = i;
+        if (rank[at] == NO_RANK)
+            break;
+        w[at] = (int32_t)b->merges[3u * rank[at] + 2];
+        memmove(w + at + 1, w + at + 2, (n - at - 2) * sizeof *w);
+        memmove(rank + at, rank + at + 1, (n - at - 2) * sizeof *rank);
+        n--;
+        if (at > 0)                                   /* the pairs on either side of the new token */
+            rank[at - 1] = merge_rank(b, (uint32_t)w[at - 1], (uint32_t)w[at]);
+        if (at + 1 < n)
+            rank[at] = merge_rank(b, (uint32_t)w[at], (uint32_t)w[at + 1]);
+    }
+    return n;
+}
+
+/* The tournament tree: tree[P + i] is the rank of the pair that token i starts (NO_RANK when none),
+ * tree[k] the smaller of its two children, so tree[1] is the best rank. P is a power of two >= n. */
+static void tree_set(uint32_t *tree, size_t P, size_t i, uint32_t rank)
+{
+    size_t k = P + i;
+    tree[k] = rank;
+    for (k /= 2; k >= 1; k /= 2)
+        tree[k] = tree[2 * k] <= tree[2 * k + 1] ? tree[2 * k] : tree[2 * k + 1];
+}
+
+static size_t tree_leaves(size_t n)
+{
+    size_t P = 1;
+    while (P < n)
+        P *= 2;
+    return P;
+}
+
+/* work: 2P + 2n words (tinylm_bpe_work_words). Token i of the chunk stays at w[i] until the end;
+ * next[i] / prev[i] link the tokens still alive (END past either end). */
+static size_t merge_long(const tinylm_bpe *b, int32_t *w, size_t n, uint32_t *work)
+{
+    const uint32_t END = UINT32_MAX;
+    const size_t P = tree_leaves(n);
+    uint32_t *tree = work, *next = work + 2 * P, *prev = next + n;
+    for (size_t i = 0; i < n; i++) {
+        next[i] = i + 1 < n ? (uint32_t)(i + 1) : END;
+        prev[i] = i > 0 ? (uint32_t)(i - 1) : END;
+    }
+    for (size_t i = 0; i < P; i++)
+        tree[P + i] = i + 1 < n ? merge_rank(b, (uint32_t)w[i], (uint32_t)w[i + 1]) : NO_RANK;
+    for (size_t k = P - 1; k >= 1; k--)
+        tree[k] = tree[2 * k] <= tree[2 * k + 1] ? tree[2 * k] : tree[2 * k + 1];
+    while (tree[1] != NO_RANK) {
+        size_t k = 1;                                 /* down to the leftmost leaf holding the best */
+        while (k < P)
+            k = tree[2 * k] <= tree[2 * k + 1] ? 2 * k : 2 * k + 1;
+        const size_t i = k - P, j = next[i];          /* merge token j into token i */
+        w[i] = (int32_t)b->merges[3u * tree[1] + 2];
+        next[i] = next[j];
+        if (next[j] != END)
+            prev[next[j]] = (uint32_t)i;
+        tree_set(tree, P, j, NO_RANK);
+        tree_set(tree, P, i, next[i] != END ? merge_rank(b, (uint32_t)w[i], (uint32_t)w[next[i]]) : NO_RANK);
+        if (prev[i] != END)
+            tree_set(tree, P, prev[i], merge_rank(b, (uint32_t)w[prev[i]], (uint32_t)w[i]));
+    }
+    size_t out = 0;                                   /* the live tokens, in order, to the front */
+    for (uint32_t i = 0; i != END; i = next[i])
+        w[out++] = w[i];
+    return out;
+}
+
+static size_t merge_rescan(const tinylm_bpe *b, int32_t *w, size_t n)
+{
+    while (n >= 2) {
+        uint32_t best = NO_RANK;
+        size_t at = 0;
         for (size_t i = 0; i + 1 < n; i++) {
-            const uint32_t r = merge_rank(m, (uint32_t)w[i], (uint32_t)w[i + 1]);
+            const uint32_t r = merge_rank(b, (uint32_t)w[i], (uint32_t)w[i + 1]);
             if (r < best) {
                 best = r;
-                where = i;
+                at = i;
             }
         }
-        if (best == UINT32_MAX)
+        if (best == NO_RANK)
             break;
-        w[where] = (int32_t)m->merges[3 * best + 2];
-        memmove(w + where + 1, w + where + 2, (n - where - 2) * sizeof(int32_t));
+        w[at] = (int32_t)b->merges[3u * best + 2];
+        memmove(w + at + 1, w + at + 2, (n - at - 2) * sizeof *w);
         n--;
     }
-    return (long)(at + n);
+    return n;
 }
 
-long tinylm_encode(const tinylm_model *m, const char *text, size_t len, int32_t *ids, size_t capacity)
+size_t tinylm_bpe_work_words(size_t len)
 {
-    if (!m || (!text && len) || (!ids && capacity))
+    if (len >= ((size_t)1 << 30))                     /* positions must fit the u32 links */
+        return 0;
+    return 2 * tree_leaves(len) + 2 * len;
+}
+
+long tinylm_bpe_encode(const tinylm_bpe *bpe, const uint8_t *text, size_t len, int32_t *ids, size_t capacity,
+                       uint32_t *work, size_t work_words)
+{
+    if (!bpe || (!text && len) || (!ids && capacity) || (!work && work_words) || bpe->pattern > 2u)
         return TINYLM_E_ARG;
-    text_t t = {m, (const uint8_t *)text, len};
     size_t i = 0, at = 0;
     while (i < len) {
-        size_t end = len;                             /* pattern 0: the whole text is one chunk */
-        if (m->cfg.pattern == 1)
-            end = chunk_gpt2(&t, i);
-        else if (m->cfg.pattern == 2)
-            end = chunk_gpt4(&t, i);
-        if (end <= i) {          /* only a corrupt class table (say, ' ' not \s) gets here: one */
-            uint32_t cp;         /* character is then a chunk of its own, so the loop always ends */
-            end = i + utf8_at(t.s, len, i, &cp);
-        }
-        const long r = bpe_chunk(m, t.s + i, end - i, ids, at, capacity);
-        if (r < 0)
-            return r;
-        at = (size_t)r;
+        const size_t end = tinylm_bpe_chunk_end(bpe, text, len, i);
+        const size_t n = end - i;
+        if (n > capacity - at)
+            return TINYLM_E_CAPACITY;
+        int32_t *w = ids + at;                        /* the chunk's byte ids, merged in place */
+        for (size_t k = 0; k < n; k++)
+            w[k] = (int32_t)bpe->byte_ids[text[i + k]];
+        if (n <= SHORT_CHUNK)
+            at += merge_short(bpe, w, n);
+        else if (work_words && work_words >= tinylm_bpe_work_words(n))
+            at += merge_long(bpe, w, n, work);
+        else
+            at += merge_rescan(bpe, w, n);
         i = end;
     }
     return (long)at;
+}
+
+/* The runtime's encode: the encoder above on the blob's tables, with no work memory. */
+long tinylm_encode(const tinylm_model *m, const char *text, size_t len, int32_t *ids, size_t capacity)
+{
+    if (!m)
+        return TINYLM_E_ARG;
+    return tinylm_bpe_encode(&m->bpe, (const uint8_t *)text, len, ids, capacity, NULL, 0);
 }
 
 const uint8_t *tinylm_token_bytes(const tinylm_model *m, int32_t id, size_t *len)

@@ -154,13 +154,58 @@ const tinylm_config *tinylm_model_config(const tinylm_model *m);
 const float *tinylm_forward(tinylm_model *m, int32_t token, uint32_t pos);
 
 /* Byte-level BPE encode of `len` bytes of UTF-8 text, exactly as tinylm.Tokenizer.encode_ordinary
- * (special-token strings are ordinary text): the pre-split of the blob's pattern, implemented by hand
- * for GPT-2's and GPT-4's regexes (tests compare them with Python on real and random Unicode text),
- * then merges by rank. Writes at most `capacity` ids; returns the number of ids, or
- * TINYLM_E_CAPACITY when they do not fit (capacity >= len always suffices: a chunk's byte ids are
- * written before they merge). An invalid UTF-8 byte counts as one character of no class (Python's
- * str never holds one). Cost: O(chunk length^2 log n_merges) per chunk. */
+ * (special-token strings are ordinary text): tinylm_bpe_encode (below) on the blob's tables, with no
+ * work memory. Writes at most `capacity` ids; returns the number of ids, or TINYLM_E_CAPACITY when
+ * they do not fit (capacity >= len always suffices). Chunks longer than 64 bytes cost
+ * O(chunk length^2 log n_merges) here (no work memory); shorter ones O(length * merges * log n_merges). */
 long tinylm_encode(const tinylm_model *m, const char *text, size_t len, int32_t *ids, size_t capacity);
+
+/* ---- the BPE encoder on its own: the one C implementation behind tinylm_encode and tinylm.Tokenizer
+ *
+ * A tinylm_bpe points at the tokenizer's tables (laid out as in the blob's tokenizer section, see
+ * the top of this file); the runtime points it into the blob, tinylm.tokenizer at NumPy arrays it
+ * builds from its own lists. The tables must be consistent (tinylm_validate checks a blob's; a
+ * tinylm.Tokenizer checks its own): the encoder trusts them. Set the pointers and counts, leave
+ * pair_hash NULL, then call tinylm_bpe_init; tinylm_bpe_hash optionally adds a hash table of the
+ * merges (faster than the binary search of pair_index; 4 bytes per slot, slots >= 2 n_merges). */
+typedef struct {
+    const uint32_t *byte_ids;     /* (256,) the id of each byte value */
+    const uint32_t *merges;       /* (n_merges, 3) (left, right, new_id) in rank order */
+    const uint32_t *pair_index;   /* (n_merges,) the ranks sorted by (left, right), strictly increasing */
+    const uint32_t *ranges;       /* (n_ranges, 2) Unicode classes (lo, hi | class << 24), as in the blob */
+    const uint32_t *pair_hash;    /* NULL, or (2^hash_bits,) ranks, set by tinylm_bpe_hash */
+    uint32_t n_merges, n_ranges;
+    uint32_t pattern;             /* 0 none, 1 GPT-2's, 2 GPT-4's (tinylm.tokenizer.GPT2_PATTERN, GPT4_PATTERN) */
+    uint32_t hash_bits;
+    uint8_t ascii_class[128];     /* the class bits of each ASCII character, filled by tinylm_bpe_init */
+} tinylm_bpe;
+
+/* Fill bpe->ascii_class from bpe->ranges. */
+void tinylm_bpe_init(tinylm_bpe *bpe);
+
+/* The pre-split on its own: the end of the chunk that starts at byte i of text[0 .. len) (len when
+ * i >= len). tinylm_bpe_encode calls it chunk after chunk from i = 0. */
+size_t tinylm_bpe_chunk_end(const tinylm_bpe *bpe, const uint8_t *text, size_t len, size_t i);
+
+/* Fill slots[0 .. 2^hash_bits) with a hash table of the merges (linear probing, UINT32_MAX = empty)
+ * and attach it to bpe. TINYLM_E_ARG unless 1 <= hash_bits <= 31 and 2^hash_bits >= 2 n_merges. */
+int tinylm_bpe_hash(tinylm_bpe *bpe, uint32_t *slots, uint32_t hash_bits);
+
+/* Words of work memory with which tinylm_bpe_encode merges any chunk of up to `len` bytes in
+ * O(n log n) (2P + 2 len, P the power of two >= len); 0 when len >= 2^30. */
+size_t tinylm_bpe_work_words(size_t len);
+
+/* Encode `len` bytes of UTF-8 text: the pre-split of bpe->pattern, implemented by hand for GPT-2's
+ * and GPT-4's regexes, alternative by alternative (tests compare them with the `regex` module on
+ * real, random and adversarial text); then, per chunk, the lowest-ranked adjacent pair (leftmost on
+ * ties) merged until none is a merge. An invalid UTF-8 byte counts as one character of no class
+ * (Python's str never holds one). Writes at most `capacity` ids (capacity >= len suffices); returns
+ * their number, TINYLM_E_CAPACITY when they do not fit, or TINYLM_E_ARG. `work` (work_words u32,
+ * may be NULL with 0): with tinylm_bpe_work_words(len) words every chunk merges in O(n log n);
+ * with less, chunks longer than 64 bytes that do not fit are merged in O(n^2) lookups instead
+ * (same ids). No allocation, no globals: threads may share one bpe. */
+long tinylm_bpe_encode(const tinylm_bpe *bpe, const uint8_t *text, size_t len, int32_t *ids, size_t capacity,
+                       uint32_t *work, size_t work_words);
 
 /* The bytes of token `id` (*len of them; not NUL-terminated), or NULL with *len = 0 for an id the
  * tokenizer does not define. A token may hold part of a UTF-8 character. */

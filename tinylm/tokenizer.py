@@ -27,6 +27,12 @@ tables below map id <-> bytes in general, and merges are applied by rank (their 
 GPT-2's tokenizer does. The file formats (tinylm's JSON, GPT-2's vocab.json + merges.txt, tiktoken's
 rank files) live in `tinylm/bpe/files.py`, the fast trainer in `tinylm/bpe/train.py`.
 
+Encoding runs in C when tinylm's C extension is built: `encode_ordinary` hands the text to the C
+runtime's encoder (tinylm/bpe/native.py), which splits GPT-2's and GPT-4's patterns by hand and
+merges by rank, giving the very ids of the Python below (`_encode_ordinary_python`, the reference,
+and the fallback: no extension, TINYLM_KERNELS=numpy, or a custom pattern); tests/test_tokenizer_c.py
+checks that both agree.
+
 Patterns are code: a regex can backtrack for hours on a short text ("(a|aa)+$" on 40 characters). So:
 - a pattern found in a FILE (Tokenizer.load) must be one of the named patterns (gpt2, gpt4) or none,
   unless the caller trusts the file: Tokenizer.load(path, trust_pattern=True), or the environment
@@ -49,7 +55,7 @@ import numpy as np
 import regex
 
 from tinylm import fileio
-from tinylm.bpe import files
+from tinylm.bpe import files, native
 from tinylm.bpe.train import train_merges
 
 # The pre-split patterns of GPT-2 and of GPT-4's cl100k_base tokenizer. Both keep a word together
@@ -59,6 +65,7 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
                 r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
+_PATTERN_CODES = {None: 0, GPT2_PATTERN: 1, GPT4_PATTERN: 2}  # the patterns the C encoder splits by hand
 
 ALLOWED_SPECIAL = ("all", "none", "none_raise")
 LONG_CHUNK = 128  # chunks longer than this (in bytes) are merged with a heap instead of rescans
@@ -199,8 +206,12 @@ class Tokenizer:
         self._split = _splitter(pattern)
         self._check_split = pattern not in PATTERNS.values()
         self._chunk_cache = {}  # chunk string -> its ids: text repeats words, so this saves most work
+        self._native = {}  # the C encoder's tables (tinylm/bpe/native.py), made at the first encode
         specials = sorted(special_tokens, key=len, reverse=True)  # longest first: "<|a|>x" before "<|a|>"
         self._special_re = regex.compile("|".join(map(regex.escape, specials))) if specials else None
+
+    def __getstate__(self):  # copy / deepcopy: the C encoder's tables (cffi pointers) are made anew
+        return {**self.__dict__, "_native": {}}
 
     @property
     def vocab_size(self):
@@ -318,11 +329,31 @@ class Tokenizer:
     def encode_ordinary(self, text):
         """Encode `text`, treating special-token strings like any other text.
 
+        With the C extension built, GPT-2's and GPT-4's patterns (and no pattern) run in C: the
+        encoder of the C runtime (tinylm/bpe/native.py), which gives the ids of
+        `_encode_ordinary_python`, the readable reference below (a custom pattern always runs there).
+
         >>> Tokenizer().encode_ordinary("<|endoftext|>")[:3]
         [60, 124, 101]
         """
         if not isinstance(text, str):
             raise TypeError(f"encode: text must be a str, not {type(text).__name__}")
+        encoder = self._native_encoder()
+        if encoder is not None:
+            return encoder.encode(text.encode("utf-8"))
+        return self._encode_ordinary_python(text)
+
+    def _native_encoder(self):
+        """The C encoder for this tokenizer, or None (no C backend, or a custom pattern)."""
+        code = _PATTERN_CODES.get(self.pattern)
+        if code is None or not native.c_in_use():
+            return None
+        if "encoder" not in self._native:
+            self._native["encoder"] = native.native_encoder(self._byte_ids, self._merge_list(), code)
+        return self._native["encoder"]
+
+    def _encode_ordinary_python(self, text):
+        """encode_ordinary in Python: the pre-split regex, then each distinct chunk merged once (cached)."""
         chunks = _split_checked(text, self._split, self._check_split)
         cache = self._chunk_cache
         new_chunks = set(chunks).difference(cache)
