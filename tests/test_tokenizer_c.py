@@ -226,14 +226,6 @@ def test_unicode_classes_are_the_regex_modules():
         assert got == want, hex(cp)
 
 
-def test_unicode_classes_are_the_ones_the_blob_holds():
-    # the runtime's blob gets its table from tinylm.io.cblob, the Python tokenizer's C tables from
-    # tinylm.bpe.native: two computations over the same regex module, which must agree run for run
-    from tinylm.io.cblob import unicode_ranges as blob_ranges
-    mine = [(int(lo), int(hi) & 0xFFFFFF, int(hi) >> 24) for lo, hi in native.unicode_ranges()]
-    assert mine == blob_ranges()
-
-
 # ---------------------------------------------------------------------- against tiktoken
 def tiktoken_encoding(tok, name):
     """A tiktoken Encoding with tok's vocabulary (ranks = ids, as GPT-2's and tinylm's are ordered)."""

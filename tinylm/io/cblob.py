@@ -20,13 +20,13 @@ same bytes as a const array, for flash) and a README.
 """
 from __future__ import annotations
 
-import functools
 import os
 import struct
 
 import numpy as np
 
 from tinylm import nn
+from tinylm.bpe import native
 from tinylm.fileio import atomic_open, check_not_replacing
 from tinylm.quant import Fp16Weight, Int8Weight, QuantizedEmbedding, QuantizedLinear
 from tinylm.tokenizer import GPT2_PATTERN, GPT4_PATTERN
@@ -40,7 +40,6 @@ ENTRY = struct.Struct("<12I")  # one tensor table entry
 
 PATTERN_IDS = {None: 0, GPT2_PATTERN: 1, GPT4_PATTERN: 2}
 DTYPE_F32, DTYPE_F16, DTYPE_S8 = 0, 1, 2
-CLASS_L, CLASS_N, CLASS_S = 1, 2, 4  # \p{L}, \p{N}, \s
 
 # tensor kinds (TINYLM_T_* in tinylm_runtime.h): name inside a block -> kind
 KIND = {"wte": 1, "wpe": 2, "ln_f.weight": 3, "ln_f.bias": 4, "ln_1.weight": 5, "ln_1.bias": 6,
@@ -55,27 +54,17 @@ C_FILES = ("model.bin", "model_data.c", "model_data.h", "README.md")
 # the Unicode classes of the pre-split patterns, as the `regex` module defines them
 
 
-@functools.lru_cache(maxsize=1)
 def unicode_ranges():
     """Sorted, disjoint (lo, hi, class bits) runs of code points in \\p{L} (1), \\p{N} (2), \\s (4).
 
-    Taken from the `regex` module that tinylm's Tokenizer splits with, so the C encoder classifies
-    every character exactly as Python does. About 840 runs (6.7 KB in the blob).
+    The table tinylm.bpe.native computes for the Python tokenizer's C encoder (from the `regex` module
+    itself), so the runtime classifies every character exactly as Python does. About 840 runs (6.7 KB
+    in the blob).
 
     >>> [r for r in unicode_ranges() if r[0] <= ord("A") <= r[1]]
     [(65, 90, 1)]
     """
-    import regex
-    cps = np.array([c for c in range(0x110000) if not 0xD800 <= c < 0xE000], dtype=np.int64)
-    text = "".join(map(chr, cps))
-    classes = np.zeros(0x110000, np.uint8)  # (code points,) class bits
-    for bit, pattern in ((CLASS_L, r"\p{L}+"), (CLASS_N, r"\p{N}+"), (CLASS_S, r"\s+")):
-        for m in regex.finditer(pattern, text):
-            classes[cps[m.start():m.end()]] |= bit
-    change = np.flatnonzero(np.diff(classes)) + 1  # positions where the class changes
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [0x110000]]) - 1
-    return [(int(lo), int(hi), int(classes[lo])) for lo, hi in zip(starts, ends) if classes[lo]]
+    return [(int(lo), int(hi) & 0xFFFFFF, int(hi) >> 24) for lo, hi in native.unicode_ranges()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -97,8 +86,7 @@ def _tokenizer_section(tokenizer, vocab_size):
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)  # (n_tokens + 1,)
     merges = np.array([(a, b, new) for (a, b), new in tokenizer.merges.items()], np.uint32).reshape(-1, 3)
     pair_index = np.lexsort((merges[:, 1], merges[:, 0])).astype(np.uint32)  # ranks by (left, right)
-    ranges = unicode_ranges() if pattern is not None else []
-    packed = np.array([(lo, hi | cls << 24) for lo, hi, cls in ranges], np.uint32).reshape(-1, 2)
+    packed = native.unicode_ranges() if pattern is not None else np.zeros((0, 2), np.uint32)  # (n, 2) lo, hi|cls<<24
     specials = set(getattr(tokenizer, "special_tokens", {}).values())
     one_byte = {b[0]: i for i, b in vocab.items() if len(b) == 1 and i not in specials}
     if len(one_byte) != 256:
