@@ -128,6 +128,19 @@ def test_int8_kernels_use_the_cores_multiply_accumulate_instructions(core_name, 
 
 
 @needs_toolchain
+@pytest.mark.parametrize("core_name, expected", [("m3", set()), ("m4", {"smlad"}), ("m7", {"smlad"}),
+                                                 ("m55", {"vmlava"})])
+def test_int4_kernel_uses_the_cores_multiply_accumulate_instructions(core_name, expected, tmp_path):
+    """linear_s4's dot products: SMLAD on the DSP cores, VMLADAVA (objdump: vmlava) on the Helium
+    M55 (simd/linear_s4_mve.h), the portable loop on the M3; the golden test checks each bit-exact."""
+    core = mcu.get_core(core_name)
+    obj = mcu.compile_object(core, os.path.join(mcu.KERNELS, "linear_s4.c"), str(tmp_path / "s4.o"))
+    asm = subprocess.run(["arm-none-eabi-objdump", "-d", "-marmv8.1-m.main", obj], capture_output=True,
+                         text=True, check=True).stdout
+    assert {name for name in ("smlad", "vmlava") if re.search(rf"\t{name}\b", asm)} == expected
+
+
+@needs_toolchain
 @pytest.mark.parametrize("core_name, hardware", [("m3", False), ("m4", True), ("m7", True), ("m55", True)])
 def test_fp16_conversions_use_the_fpus_vcvtb_where_there_is_one(core_name, hardware, tmp_path):
     """On cores whose FPU converts halves, matmul_f16 converts with VCVTB (the golden test checks the
