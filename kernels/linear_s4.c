@@ -72,6 +72,9 @@ static void tl_linear_s4_column(const int8_t *restrict x_q, const float *restric
 
 #if defined(__AVX2__)
 #include "simd/linear_s4_avx2.h"
+#if TL_S8_AVX512
+#include "simd/linear_s4_avx512.h"
+#endif
 #elif defined(__ARM_FEATURE_MVE)
 #include "simd/linear_s4_mve.h"
 #elif defined(__ARM_FEATURE_DSP)
@@ -97,7 +100,12 @@ void tinylm_linear_s4(const float *restrict x, const uint8_t *restrict w_q4,
                       size_t M, size_t N, size_t K, size_t group_size)
 {
     tinylm_quantize_s8(x, x_q, x_scale, M, K, group_size);   /* x_q (M, K), x_scale (M, G) */
-#if defined(__AVX2__)
+#if TL_S8_AVX512
+    if (N >= 16 && K % 128 == 0)
+        tl_linear_s4_avx512(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
+    else
+        tl_linear_s4_avx2(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
+#elif defined(__AVX2__)
     tl_linear_s4_avx2(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
 #else
     /* 4 output columns at a time: 4 packed rows of w stay in cache while every row of x_q passes */
