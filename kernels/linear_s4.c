@@ -1,6 +1,11 @@
 /* linear_s4.c -- the int4 Linear layer: weights packed two 4-bit values per byte, activations
  * quantized to int8 at run time, int32 dots per group, float accumulation across groups. Exact (see
- * the format and the order of operations in tinylm_kernels.h, "int4 linear layer"). */
+ * the format and the order of operations in tinylm_kernels.h, "int4 linear layer").
+ *
+ * Paths, all giving the portable loop's bits: on x86, whole variants of the loop over outputs
+ * (simd/linear_s4_avx512.h with AVX-512 VNNI when N >= 16 and K is a multiple of 128, else
+ * simd/linear_s4_avx2.h); on Arm, the portable loop with its 4-row dot product from
+ * simd/linear_s4_mve.h (Helium) or simd/linear_s4_dsp.h (DSP). */
 #include "tinylm_kernels.h"
 #include "dot_s8.h"
 

@@ -49,6 +49,30 @@ static inline void tl_dot_s4_avx512_16x4(__m512i a_lo, __m512i a_hi, __m512i neg
     dot[3] = _mm512_shuffle_i32x4(t1, t3, 0xDD);
 }
 
+/* sw[c] lane j = s[j * G + c] for c = 0..3, j = 0..15: the scales of 4 consecutive groups of 16 rows
+ * (G floats apart), moved, not computed. 16 loads of 4 floats (4 gathers would load 64 floats one
+ * at a time): v[q] holds rows q, q + 4, q + 8, q + 12 in its 4 chunks, and a 4 x 4 transpose inside
+ * every chunk puts row q + 4c at lane 4c + q, which is lane j = row j. */
+static inline void tl_s4_avx512_scales16x4(const float *s, size_t G, __m512 sw[4])
+{
+    __m512 v[4], t0, t1, t2, t3;
+    size_t q;
+    for (q = 0; q < 4; q++) {
+        __m512 r = _mm512_castps128_ps512(_mm_loadu_ps(s + q * G));
+        r = _mm512_insertf32x4(r, _mm_loadu_ps(s + (q + 4) * G), 1);
+        r = _mm512_insertf32x4(r, _mm_loadu_ps(s + (q + 8) * G), 2);
+        v[q] = _mm512_insertf32x4(r, _mm_loadu_ps(s + (q + 12) * G), 3);
+    }
+    t0 = _mm512_unpacklo_ps(v[0], v[1]);        /* per chunk: v0[0] v1[0] v0[1] v1[1] */
+    t1 = _mm512_unpackhi_ps(v[0], v[1]);        /* per chunk: v0[2] v1[2] v0[3] v1[3] */
+    t2 = _mm512_unpacklo_ps(v[2], v[3]);
+    t3 = _mm512_unpackhi_ps(v[2], v[3]);
+    sw[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
+    sw[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
+    sw[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
+    sw[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
+}
+
 /* 16 output columns at a time (the last 16 overlap the ones before when 16 does not divide N: those
  * outputs are computed twice, the same bits); N >= 16 and K a multiple of 128 */
 static void tl_linear_s4_avx512(const int8_t *restrict x_q, const float *restrict x_scale,
@@ -82,6 +106,14 @@ static void tl_linear_s4_avx512(const int8_t *restrict x_q, const float *restric
                 __m512i dot[4];
                 tl_dot_s4_avx512_16x4(a_lo, a_hi, _mm512_sub_epi32(_mm512_setzero_si512(), corr), wn + k / 2,
                                       K / 2, dot);
+                if (blocks_per_group == 1) {                  /* 4 groups: their scales moved, not gathered */
+                    __m512 sw[4];
+                    tl_s4_avx512_scales16x4(w_scale + n0 * G + g, G, sw);
+                    for (c = 0; c < 4; c++, g++)
+                        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(x_scale[m * G + g]), sw[c]),
+                                                               _mm512_cvtepi32_ps(dot[c])));
+                    continue;
+                }
                 for (c = 0; c < 4; c++) {                     /* the 4 blocks, in order */
                     group_dot = _mm512_add_epi32(group_dot, dot[c]);
                     if (++in_group == blocks_per_group) {     /* group g is complete */

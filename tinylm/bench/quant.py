@@ -102,8 +102,13 @@ def int4_vs_int8(args):
 
     info = kernels.build_info()
     print(f"CPU: {cpu_model()}; kernels: {info['backend']} ({info['simd'] or 'NumPy reference'})")
-    if "avx512vnni" in (info["simd"] or ""):
+    simd = info["simd"] or ""
+    if "avx512vnni" in simd:
         print("int4 path: simd/linear_s4_avx512.h (N >= 16, K a multiple of 128); int8: simd/linear_s8_avx512.h")
+    elif "avx2" in simd:
+        print("int4 path: simd/linear_s4_avx2.h; int8: simd/linear_s8_avx2.h")
+    else:
+        print("int4 and int8 paths: the portable C loops (or the NumPy reference)")
     print(f"\nint4 vs int8 matmul, GPT-2 shapes: one Linear layer at batch 1, groups of 32, best of "
           f"{args.repeats} rounds:\n")
     print("| layer (N, K) | int8 us | int4 us | int4 / int8 |")
