@@ -27,7 +27,13 @@ ARM_MATH_DSP branch), counted by bench_cmsis_nn_s4.c here: `--cmsis-nn DIR` comp
 with DIR/Source/FullyConnectedFunctions/arm_fully_connected_s4.c and
 DIR/Source/NNSupportFunctions/arm_nn_vec_mat_mult_t_s4.c (-IDIR/Include, -O2, the M4's flags, its
 warnings not errors) and prints the counts. CMSIS-NN's code is not part of tinylm: DIR is a checkout
-of https://github.com/ARM-software/CMSIS-NN made by whoever re-measures.
+of https://github.com/ARM-software/CMSIS-NN made by whoever re-measures. (The committed figures were
+counted with those two files at that commit and the GCC-branch definitions of the helpers they use,
+from Include/arm_nnsupportfunctions.h and Include/Internal/arm_nn_compiler.h: SMLAD and SXTAB16 as
+inline assembly, read_and_pad_s4, arm_nn_requantize. Its inner loop, compiled so, is 35 instructions
+for 8 multiply-adds (4 SMLAD): each 2-byte weight load is spread into signed pairs by shifts, ANDs,
+ORs, SXTB16s and RORs. tinylm's (simd/linear_s4_dsp.h) is 32 for 16 (8 SMLAD): Q4_0's layout puts
+8 weights of a row in one word, which a shift and two ANDs split.)
 """
 from __future__ import annotations
 
