@@ -1,6 +1,11 @@
 /* linear_s4.c -- the int4 Linear layer: weights packed two 4-bit values per byte, activations
  * quantized to int8 at run time, int32 dots per group, float accumulation across groups. Exact (see
- * the format and the order of operations in tinylm_kernels.h, "int4 linear layer"). */
+ * the format and the order of operations in tinylm_kernels.h, "int4 linear layer").
+ *
+ * Paths, all giving the portable loop's bits: on x86, whole variants of the loop over outputs
+ * (simd/linear_s4_avx512.h with AVX-512 VNNI when N >= 16 and K is a multiple of 128, else
+ * simd/linear_s4_avx2.h); on Arm, the portable loop with its 4-row dot product from
+ * simd/linear_s4_mve.h (Helium) or simd/linear_s4_dsp.h (DSP). */
 #include "tinylm_kernels.h"
 #include "dot_s8.h"
 
@@ -72,9 +77,27 @@ static void tl_linear_s4_column(const int8_t *restrict x_q, const float *restric
 
 #if defined(__AVX2__)
 #include "simd/linear_s4_avx2.h"
-#elif defined(__ARM_FEATURE_DSP) && !defined(__ARM_FEATURE_MVE)
-#include "simd/linear_s4_dsp.h"      /* (a Helium core runs the portable loop: no MVE int4 path yet) */
+#if TL_S8_AVX512
+#include "simd/linear_s4_avx512.h"
 #endif
+#elif defined(__ARM_FEATURE_MVE)
+#include "simd/linear_s4_mve.h"
+#elif defined(__ARM_FEATURE_DSP)
+#include "simd/linear_s4_dsp.h"
+#endif
+
+/* out[r] = tl_dot_s4(a, w + r * ldw, n) for the 4 packed rows r = 0..3: the one step of the loop
+ * below that an instruction set changes (Helium's VMLADAVA, the DSP's SMLAD, or plain C) */
+static inline void tl_dot_s4_4rows(const int8_t *a, const uint8_t *w, size_t ldw, size_t n, int32_t out[4])
+{
+#if defined(__ARM_FEATURE_MVE)
+    tl_dot_s4_mve_1x4(a, w, ldw, n, out);
+#elif defined(__ARM_FEATURE_DSP)
+    tl_dot_s4_dsp_1x4(a, w, ldw, n, out);
+#else
+    tl_dot_s4_1x4(a, w, ldw, n, out);
+#endif
+}
 
 void tinylm_linear_s4(const float *restrict x, const uint8_t *restrict w_q4,
                       const float *restrict w_scale, const float *restrict b, float *restrict y,
@@ -82,10 +105,13 @@ void tinylm_linear_s4(const float *restrict x, const uint8_t *restrict w_q4,
                       size_t M, size_t N, size_t K, size_t group_size)
 {
     tinylm_quantize_s8(x, x_q, x_scale, M, K, group_size);   /* x_q (M, K), x_scale (M, G) */
-#if defined(__AVX2__)
+#if TL_S8_AVX512
+    if (N >= 16 && K % 128 == 0)
+        tl_linear_s4_avx512(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
+    else
+        tl_linear_s4_avx2(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
+#elif defined(__AVX2__)
     tl_linear_s4_avx2(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
-#elif defined(__ARM_FEATURE_DSP) && !defined(__ARM_FEATURE_MVE)
-    tl_linear_s4_dsp(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size);
 #else
     /* 4 output columns at a time: 4 packed rows of w stay in cache while every row of x_q passes */
     size_t G = K / group_size, m, n0, g, j;
@@ -95,8 +121,8 @@ void tinylm_linear_s4(const float *restrict x, const uint8_t *restrict w_q4,
             for (g = 0; g < G; g++) {
                 int32_t dot[4];
                 float sx = x_scale[m * G + g];
-                tl_dot_s4_1x4(x_q + m * K + g * group_size, w_q4 + n0 * (K / 2) + g * (group_size / 2),
-                              K / 2, group_size, dot);
+                tl_dot_s4_4rows(x_q + m * K + g * group_size, w_q4 + n0 * (K / 2) + g * (group_size / 2),
+                                K / 2, group_size, dot);
                 for (j = 0; j < 4; j++)
                     acc[j] = acc[j] + (sx * w_scale[(n0 + j) * G + g]) * (float)dot[j];
             }

@@ -1,6 +1,7 @@
 """GGUF: tinylm's writer read back by the `gguf` package (llama.cpp's own Python reader and writer) and by
 tinylm's reader; round trips in F32, F16 and Q8_0; a file written by the gguf package read by tinylm;
-refusals; hostile files."""
+refusals; hostile files. Q4_0 (tinylm's int4:g32) the same ways."""
+import copy
 import struct
 
 import numpy as np
@@ -11,8 +12,9 @@ from tinylm.autograd import no_grad
 from tinylm.generate import generate
 from tinylm.io import detect, load
 from tinylm.io.gguf import load_gguf, save_gguf
+from tinylm.kernels import reference as ref
 from tinylm.model import GPT, GPTConfig
-from tinylm.quant.layers import Fp16Weight, Int8Weight
+from tinylm.quant.layers import Fp16Weight, Int4Weight, Int8Weight
 from tinylm.quant.plan import apply_plan, get_module, plan_of, uniform_plan
 from tinylm.tokenizer import Tokenizer
 
@@ -97,6 +99,38 @@ def test_q8_0_keeps_the_int8_values_and_rounds_each_scale_to_fp16(tmp_path, toke
     assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "llama-moe"])
+def test_q4_0_keeps_the_int4_values_and_rounds_each_scale_to_fp16(tmp_path, tokenizer, arch):
+    """tinylm -> GGUF -> tinylm: int4 values identical, every scale rounded to the nearest fp16, so no
+    weight moves by more than 2^-11 of its group's largest |w|; GGUF -> tinylm -> GGUF: the same file."""
+    model = model_of(tokenizer, ARCHS[arch])
+    q4 = apply_plan(model, uniform_plan(model, "int4:g32"))
+    save_gguf(q4, tmp_path / "a.gguf", tokenizer)
+    loaded, tok = load_gguf(tmp_path / "a.gguf")
+    assert plan_of(loaded) == plan_of(q4) and set(plan_of(q4).values()) == {"int4:g32"}
+    worst = 0.0
+    down = "transformer.h.1.mlp.experts.2.c_proj" if model.config.n_expert else "transformer.h.1.mlp.c_proj"
+    for name in ("transformer.h.0.attn.c_attn", down, "lm_head", "transformer.wte"):
+        a, b = get_module(q4, name).weight, get_module(loaded, name).weight
+        assert isinstance(b, Int4Weight) and np.array_equal(a.q4, b.q4), name
+        assert np.array_equal(b.scale, a.scale.astype(np.float16).astype(np.float32)), name
+        moved = np.abs(b.dequantize() - a.dequantize()).reshape(a.scale.shape + (32,)).max(axis=-1)
+        amax = 7 * a.scale                                              # the group's largest |w| (its q = +-7)
+        worst = max(worst, float(np.max(moved / amax)))
+    assert 0 < worst <= 2.0 ** -11
+    # the loaded model is the int4 model with fp16-rounded scales, bit for bit (greedy text may differ
+    # from the unrounded model's where two logits are nearly tied: this model is random)
+    rounded = copy.deepcopy(q4)
+    for _, m in rounded.named_modules():
+        if isinstance(getattr(m, "weight", None), Int4Weight):
+            m.weight = Int4Weight(m.weight.q4, m.weight.scale.astype(np.float16).astype(np.float32))
+    x = np.array([tokenizer.encode("the dog sat")])
+    with no_grad():
+        np.testing.assert_array_equal(loaded(x)[0].data, rounded(x)[0].data)
+    save_gguf(loaded, tmp_path / "b.gguf", tok)
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+
+
 def test_load_finds_a_gguf_file_or_folder(tmp_path, tokenizer):
     save_gguf(model_of(tokenizer, ARCHS["llama"]), tmp_path / "model.gguf", tokenizer)
     assert detect(tmp_path) == "gguf" and detect(tmp_path / "model.gguf") == "gguf"
@@ -159,6 +193,72 @@ def test_the_gguf_package_reads_tinylms_file(tmp_path, tokenizer, arch):
         else:
             expected = ours.data[rows]
         np.testing.assert_array_equal(theirs, expected, err_msg=name)
+
+
+def test_the_gguf_package_reads_tinylms_q4_0_blocks(tmp_path, tokenizer):
+    """Each block is Q4_0 as the spec says (fp16 d, then byte j = (q[j] + 8) | (q[j + 16] + 8) << 4),
+    built here from the int4 values, and gguf.quants.dequantize gives exactly q * fp16(scale)."""
+    model = model_of(tokenizer, ARCHS["llama"])
+    plan = uniform_plan(model, "int4:g32")
+    plan["transformer.h.0.attn.c_proj"] = "int8:g32"  # Q4_0 beside Q8_0 and F32 in one file
+    m = apply_plan(model, plan)
+    save_gguf(m, tmp_path / "m.gguf", tokenizer)
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert reader.fields["general.file_type"].contents() == 2  # llama.cpp's MOSTLY_Q4_0
+    tensors = {t.name: t for t in reader.tensors}
+    assert tensors["blk.0.attn_output.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
+    for name, layer in [("blk.1.ffn_down.weight", "transformer.h.1.mlp.c_proj"),
+                        ("token_embd.weight", "transformer.wte"), ("output.weight", "lm_head")]:
+        t, w = tensors[name], get_module(m, layer).weight
+        assert t.tensor_type == gguf.GGMLQuantizationType.Q4_0
+        n, k = w.shape
+        q = ref.unpack_s4(w.q4).reshape(n, k // 32, 32).astype(np.int16)  # (N, K/32, 32) in -7..7
+        u = (q + 8).astype(np.uint8)
+        d = w.scale.astype("<f2").reshape(n, k // 32, 1).view(np.uint8)  # (N, K/32, 2)
+        spec = np.concatenate([d, u[..., :16] | (u[..., 16:] << 4)], axis=-1)  # 18 bytes a block
+        assert np.array_equal(np.asarray(t.data).reshape(-1), spec.reshape(-1)), name
+        theirs = gguf.quants.dequantize(t.data, t.tensor_type).reshape(n, k)
+        expected = q.reshape(n, k) * np.repeat(w.scale.astype(np.float16).astype(np.float32), 32, axis=1)
+        np.testing.assert_array_equal(theirs, expected, err_msg=name)
+
+
+@pytest.mark.parametrize("quantizer", ["gguf", "hand"])
+def test_tinylm_reads_q4_0_written_by_the_gguf_package(tmp_path, tokenizer, quantizer):
+    """gguf: the package's Q4_0 quantizer maps each block's largest |w| to q = -8 (d takes its sign),
+    which tinylm's int4 does not have: the tensor is read as int8:g32 holding the same values.
+    hand: blocks with q in -7..7 and some negative d: read as int4:g32 (d < 0 stored as (-q, -d)).
+    Either way, exactly the values gguf.quants.dequantize gives."""
+    model = model_of(tokenizer, ARCHS["llama"])
+    save_gguf(model, tmp_path / "f32.gguf", tokenizer)
+    reader = gguf.GGUFReader(tmp_path / "f32.gguf")
+    w = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "llama")
+    for field in reader.fields.values():
+        if not field.name.startswith(("GGUF.", "general.architecture")):
+            w.add_key_value(field.name, field.contents(), field.types[0],
+                            field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None)
+    rng = np.random.default_rng(0)
+    for t in reader.tensors:
+        data = np.array(t.data)
+        if t.name == "blk.0.ffn_up.weight":
+            if quantizer == "gguf":
+                blocks = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q4_0)
+            else:                                                   # (N * K/32, 18) bytes, by the spec
+                u = rng.integers(1, 16, (data.size // 32, 32)).astype(np.uint8)          # q = u - 8 in -7..7
+                d = (rng.uniform(0.01, 0.1, (data.size // 32, 1)) * rng.choice([-1, 1], (data.size // 32, 1)))
+                blocks = np.concatenate([d.astype("<f2").view(np.uint8), u[:, :16] | (u[:, 16:] << 4)], axis=1)
+                blocks = blocks.reshape(data.shape[0], -1)
+            up = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_0).reshape(data.shape)
+            w.add_tensor(t.name, blocks, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+        else:
+            w.add_tensor(t.name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    loaded, _ = load_gguf(tmp_path / "q.gguf")
+    got = get_module(loaded, "transformer.h.0.mlp.c_up").weight
+    assert isinstance(got, Int8Weight if quantizer == "gguf" else Int4Weight)
+    np.testing.assert_array_equal(got.dequantize(), up)
 
 
 def test_a_mixture_of_experts_is_written_as_llama_cpp_reads_mixtral(tmp_path, tokenizer):
@@ -241,12 +341,23 @@ def test_tinylm_reads_a_llama_written_by_the_gguf_package(tmp_path, tokenizer):
     (dict(pos="rope"), None, "neither"),  # a GPT-2 with rotary positions: no such llama.cpp architecture
     (dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=True), None, "bias=True"),
     (ARCHS["llama"], "int8:g64", "Q8_0 has groups of 32"),
+    (ARCHS["llama"], "int4:g64", "Q4_0 has groups of 32"),
 ])
 def test_save_gguf_refuses_what_llama_cpp_cannot_run(tmp_path, tokenizer, opts, plan, message):
     model = model_of(tokenizer, opts)
     if plan:
         model = apply_plan(model, uniform_plan(model, plan))
     with pytest.raises(ValueError, match=message):
+        save_gguf(model, tmp_path / "m.gguf", tokenizer)
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_save_gguf_refuses_a_scale_fp16_cannot_hold(tmp_path, tokenizer):
+    model = apply_plan(model_of(tokenizer, ARCHS["llama"]), uniform_plan(model_of(tokenizer, ARCHS["llama"]),
+                                                                          "int4:g32"))
+    w = get_module(model, "transformer.h.0.attn.c_proj").weight
+    model.transformer.h[0].attn.c_proj.weight = Int4Weight(w.q4, w.scale * 1e8)   # weights of ~1e7
+    with pytest.raises(ValueError, match="transformer.h.0.attn.c_proj has a scale of .* beyond fp16's 65504"):
         save_gguf(model, tmp_path / "m.gguf", tokenizer)
     assert not (tmp_path / "m.gguf").exists()
 
@@ -295,7 +406,7 @@ def _tensor_info(data, name):
     (lambda d: _put(d, 24, "<Q", 2**62), "truncated"),  # the first key's length
     (lambda d: _put(d, _find(d, "tokenizer.ggml.tokens") + 21 + 4, "<Q", 2**50), "claims"),  # array count
     (lambda d: _put(d, _find(d, "general.architecture") + 20, "<I", 77), "value type 77"),
-    (lambda d: _put(d, _tensor_info(d, "blk.0.attn_q.weight") + 4 + 16, "<I", 2), "ggml type 2"),  # Q4_0
+    (lambda d: _put(d, _tensor_info(d, "blk.0.attn_q.weight") + 4 + 16, "<I", 3), "ggml type 3"),  # Q4_1
     (lambda d: _put(d, _tensor_info(d, "blk.0.attn_q.weight") + 4 + 16, "<I", 4242), "ggml type 4242"),
     (lambda d: _put(d, _tensor_info(d, "blk.0.attn_q.weight"), "<I", 9), "9 dimensions"),
     (lambda d: _put(d, _tensor_info(d, "blk.0.attn_q.weight") + 4 + 16 + 4, "<Q", 2**40), "does not fit"),
@@ -325,3 +436,7 @@ def test_tinylm_export_format_gguf_with_a_plan(tmp_path, tokenizer, capsys):
     assert "llama-cli -m" in capsys.readouterr().out
     model, _ = load(out)
     assert set(plan_of(model).values()) == {"int8:g32"}
+    assert cli.main(["export", "--format", "gguf", "--run", str(tmp_path / "run"), "--out", str(out),
+                     "--plan", "int4:g32", "--force"]) == 0
+    model, _ = load(out)
+    assert set(plan_of(model).values()) == {"int4:g32"}

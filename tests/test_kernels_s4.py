@@ -96,6 +96,35 @@ def test_linear_s4_per_channel_on_a_gpt2_sized_row_is_bit_exact(M):
     assert np.array_equal(bits32(y), bits32(ref.linear_s4(x, w_q4, scale)))
 
 
+@needs_c
+@pytest.mark.parametrize("M, N, K, group_size", [(1, 16, 128, 32), (1, 50, 768, 32), (3, 33, 384, 96),
+                                                 (2, 17, 256, 64), (1, 40, 640, 640), (1, 24, 3072, 32)])
+def test_linear_s4_is_bit_exact_on_the_avx512_loops_shapes(M, N, K, group_size):
+    """N >= 16 and K a multiple of 128: what simd/linear_s4_avx512.h takes on a VNNI machine (N % 16
+    != 0 overlaps the last 16 columns; a group of 96 straddles its 128-column steps)."""
+    rng = np.random.default_rng(K + N)
+    x, w = rand_f32(rng, (M, K), 3.0), rand_f32(rng, (N, K))
+    w[3] = 0.0                                                   # a row of zero groups (scale 0)
+    b = rand_f32(rng, (N,))
+    w_q4, scale = kernels.quantize_s4(w, group_size)
+    for bias in (b, None):
+        y = kernels.linear_s4(x, w_q4, scale, bias)
+        assert np.array_equal(bits32(y), bits32(ref.linear_s4(x, w_q4, scale, bias)))
+
+
+@needs_c
+def test_linear_s4_extreme_values_do_not_saturate():
+    """every activation quantizes to 127 and every weight to -7 (or 7): the largest int32 dots"""
+    K, N = 3072, 32
+    x = np.ones((1, K), np.float32)
+    w = np.full((N, K), -1.0, np.float32)
+    w[::2] = 1.0
+    w_q4, scale = kernels.quantize_s4(w, 32)
+    y = kernels.linear_s4(x, w_q4, scale)
+    assert np.array_equal(bits32(y), bits32(ref.linear_s4(x, w_q4, scale)))
+    assert np.allclose(y[0, ::2], K, rtol=1e-5) and np.allclose(y[0, 1::2], -K, rtol=1e-5)
+
+
 def test_linear_s4_is_linear_s8_on_the_unpacked_weights():
     """The contract: int4 follows int8's rule, only the storage differs."""
     rng = np.random.default_rng(3)
@@ -164,3 +193,13 @@ def test_x_with_the_wrong_k_is_refused_and_the_weights_cannot_change():
         layer(np.zeros((1, 30), np.float32))
     with pytest.raises(ValueError, match="read-only"):
         layer.w_q4[0, 0] = 1
+
+
+def test_the_int4_vs_int8_bench_times_both_kernels_per_shape():
+    """`python -m tinylm.bench quant --int4` (the speed comparison; the bench prints, no test times)"""
+    from tinylm.bench.quant import GPT2_SHAPES, bench_int4_vs_int8
+
+    assert (768, 768) in GPT2_SHAPES and (50257, 768) in GPT2_SHAPES
+    rows = bench_int4_vs_int8([(16, 128), (40, 256)], repeats=1)
+    assert [shape for shape, _, _ in rows] == [(16, 128), (40, 256)]
+    assert all(t8 > 0 and t4 > 0 for _, t8, t4 in rows)

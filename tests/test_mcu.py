@@ -128,6 +128,19 @@ def test_int8_kernels_use_the_cores_multiply_accumulate_instructions(core_name, 
 
 
 @needs_toolchain
+@pytest.mark.parametrize("core_name, expected", [("m3", set()), ("m4", {"smlad"}), ("m7", {"smlad"}),
+                                                 ("m55", {"vmlava"})])
+def test_int4_kernel_uses_the_cores_multiply_accumulate_instructions(core_name, expected, tmp_path):
+    """linear_s4's dot products: SMLAD on the DSP cores, VMLADAVA (objdump: vmlava) on the Helium
+    M55 (simd/linear_s4_mve.h), the portable loop on the M3; the golden test checks each bit-exact."""
+    core = mcu.get_core(core_name)
+    obj = mcu.compile_object(core, os.path.join(mcu.KERNELS, "linear_s4.c"), str(tmp_path / "s4.o"))
+    asm = subprocess.run(["arm-none-eabi-objdump", "-d", "-marmv8.1-m.main", obj], capture_output=True,
+                         text=True, check=True).stdout
+    assert {name for name in ("smlad", "vmlava") if re.search(rf"\t{name}\b", asm)} == expected
+
+
+@needs_toolchain
 @pytest.mark.parametrize("core_name, hardware", [("m3", False), ("m4", True), ("m7", True), ("m55", True)])
 def test_fp16_conversions_use_the_fpus_vcvtb_where_there_is_one(core_name, hardware, tmp_path):
     """On cores whose FPU converts halves, matmul_f16 converts with VCVTB (the golden test checks the
@@ -215,3 +228,27 @@ def test_results_table_ratios_are_per_multiply_accumulate_against_cmsis_nn():
     assert "| matmul_s8 64x64 | 12,000 (1.20x) |" in table
     assert "| matmul_s8 256x256 | 90,000 (0.90x) |" in table
     assert "softmax" not in table and "| softmax_f32 64 | 3,000 |" in count.other_table(results)
+
+
+def test_int4_on_the_m4_is_within_1_2x_of_cmsis_nn_s4_instructions():
+    """The committed counts: tinylm's int4 layer with one scale per row (float in and out, activations
+    quantized inside) against CMSIS-NN's arm_fully_connected_s4 (int8 in and out) on the same M4."""
+    results = count.load_json(count.RESULTS_S4, "MCU int4 results")
+    assert results["cmsis_nn_s4_m4"] == count.CMSIS_NN_S4_M4
+    for shape, theirs in results["cmsis_nn_s4_m4"].items():
+        ours = results["counts"]["m4"][f"linear_s4 {shape} g{shape.split('x')[1]}"]
+        assert ours < 1.2 * theirs, (shape, ours, theirs)
+
+
+def test_s4_cmsis_table_pairs_each_shape_with_its_one_group_per_row_count():
+    results = {"cmsis_nn_s4_m4": {"64x64": 20_000, "256x256": 100_000},
+               "counts": {"m4": {"linear_s4 64x64 g64": 15_000, "linear_s4 64x64 g32": 1,
+                                 "linear_s4 256x256 g256": 110_000}}}
+    table = count.s4_cmsis_table(results)
+    assert "| 64x64 | 15,000 | 20,000 | 0.75x |" in table
+    assert "| 256x256 | 110,000 | 100,000 | 1.10x |" in table
+
+
+def test_cmsis_nn_count_names_a_folder_that_is_not_a_checkout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a CMSIS-NN checkout: no .*arm_fully_connected_s4.c"):
+        count.count_cmsis_nn_s4(str(tmp_path), str(tmp_path), "unused")

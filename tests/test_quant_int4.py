@@ -147,11 +147,12 @@ def test_greedy_planner_fits_the_budget_and_measures_every_step(model):
         plan_greedy(model, ev, b4 // 2, ("int4:g32",), show_progress=False)
 
 
-def test_gguf_export_refuses_int4_with_a_clear_error(tmp_path, model):
-    from tinylm.io.gguf import save_gguf
+def test_gguf_export_writes_int4_g32_as_q4_0_and_refuses_other_groups(tmp_path, model):
+    from tinylm.io.gguf import save_gguf  # Q4_0 itself: tests/test_gguf.py
 
-    with pytest.raises(ValueError, match="int4 is not written to GGUF yet"):
-        save_gguf(apply_plan(model, uniform_plan(model, "int4:g32")), str(tmp_path / "m.gguf"))
+    save_gguf(apply_plan(model, uniform_plan(model, "int4:g32")), str(tmp_path / "m.gguf"))
+    with pytest.raises(ValueError, match="Q4_0 has groups of 32 values"):
+        save_gguf(apply_plan(model, uniform_plan(model, "int4:g64")), str(tmp_path / "n.gguf"))
 
 
 def test_fake_quantized_training_uses_int4_weights_forward_and_passes_gradients_straight_through():

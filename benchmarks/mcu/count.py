@@ -4,6 +4,7 @@
     python benchmarks/mcu/count.py --save     # and rewrite benchmarks/mcu/results.json (chapter 11)
     python benchmarks/mcu/count.py --fetch-header   # only download qemu-plugin.h (what .ci/run does)
     python benchmarks/mcu/count.py --int4     # int4 beside int8 (bench_s4.c); --save writes results_s4.json
+    python benchmarks/mcu/count.py --cmsis-nn DIR   # re-measure CMSIS-NN's arm_fully_connected_s4 (see below)
 
 QEMU has no cycle model, but it can count: kernels/targets/cortex-m/qemu-plugin/count_insns.c is a
 TCG plugin that counts the guest instructions executed between two marker functions, and
@@ -19,6 +20,20 @@ and a host gcc.
 The CMSIS-NN figures are arm_fully_connected_s8 (int8 in, int8 weights, requantized int8 out) on the
 same emulated M4 at -O2, measured once the same way (the plugin between two markers) and kept in
 CMSIS_NN_M4 below.
+
+The int4 figures (CMSIS_NN_S4_M4) are arm_fully_connected_s4 (int8 in, two int4 weights a byte, int32
+bias, requantized int8 out; CMSIS-NN commit c0c92b31, V.1.0.0 of arm_nn_vec_mat_mult_t_s4.c, its
+ARM_MATH_DSP branch), counted by bench_cmsis_nn_s4.c here: `--cmsis-nn DIR` compiles that program
+with DIR/Source/FullyConnectedFunctions/arm_fully_connected_s4.c and
+DIR/Source/NNSupportFunctions/arm_nn_vec_mat_mult_t_s4.c (-IDIR/Include, -O2, the M4's flags, its
+warnings not errors) and prints the counts. CMSIS-NN's code is not part of tinylm: DIR is a checkout
+of https://github.com/ARM-software/CMSIS-NN made by whoever re-measures. (The committed figures were
+counted with those two files at that commit and the GCC-branch definitions of the helpers they use,
+from Include/arm_nnsupportfunctions.h and Include/Internal/arm_nn_compiler.h: SMLAD and SXTAB16 as
+inline assembly, read_and_pad_s4, arm_nn_requantize. Its inner loop, compiled so, is 35 instructions
+for 8 multiply-adds (4 SMLAD): each 2-byte weight load is spread into signed pairs by shifts, ANDs,
+ORs, SXTB16s and RORs. tinylm's (simd/linear_s4_dsp.h) is 32 for 16 (8 SMLAD): Q4_0's layout puts
+8 weights of a row in one word, which a shift and two ANDs split.)
 """
 from __future__ import annotations
 
@@ -48,6 +63,8 @@ if not hasattr(mcu, "CORES"):
 
 # arm_fully_connected_s8 on the emulated M4, -O2: instructions for one matrix-vector product
 CMSIS_NN_M4 = {"64x64": 10_971, "256x256": 135_699}
+# arm_fully_connected_s4 on the emulated M4, -O2 (`--cmsis-nn DIR`): one matrix-vector product
+CMSIS_NN_S4_M4 = {"64x64": 21_168, "256x256": 299_138}
 
 # (name, core, extra compiler flags, what it shows)
 CONFIGS = [
@@ -155,6 +172,27 @@ def measure(configs=None) -> dict:
         }
 
 
+def count_cmsis_nn_s4(cmsis_nn_dir: str, folder: str, plugin: str) -> dict:
+    """{shape: instructions of one arm_fully_connected_s4 call} on the M4, from a CMSIS-NN checkout."""
+    core = mcu.get_core("m4")
+    sources = [os.path.join(cmsis_nn_dir, "Source", "FullyConnectedFunctions", "arm_fully_connected_s4.c"),
+               os.path.join(cmsis_nn_dir, "Source", "NNSupportFunctions", "arm_nn_vec_mat_mult_t_s4.c")]
+    missing = [s for s in sources if not os.path.isfile(s)]
+    if missing:
+        raise FileNotFoundError(f"{cmsis_nn_dir} is not a CMSIS-NN checkout: no {missing[0]}")
+    elf = mcu.build(core, [*sources, os.path.join(HERE, "bench_cmsis_nn_s4.c")],
+                    os.path.join(folder, "bench_cmsis_nn_s4.elf"), "-O2",
+                    include_dirs=[os.path.join(cmsis_nn_dir, "Include")], extra=("-Wno-error",))
+    plugin_arg = (f"{plugin},begin={_symbol(elf, 'tl_mark_begin'):#x},"
+                  f"end={_symbol(elf, 'tl_mark_end'):#x}")
+    done = mcu.run(core, elf, timeout=120, plugin_args=["-plugin", plugin_arg, "-d", "plugin"])
+    if done.returncode != 0:
+        raise RuntimeError(f"CMSIS-NN benchmark exited with {done.returncode}\n{done.stdout}{done.stderr}")
+    names = re.findall(r"^span (.+)$", done.stdout, re.MULTILINE)
+    counts = [int(c) for c in re.findall(r"^count (\d+)$", done.stderr, re.MULTILINE)]
+    return {name: n - counts[0] for name, n in zip(names[1:], counts[1:])}
+
+
 def measure_s4(configs=None) -> dict:
     """int4 beside int8 (bench_s4.c): what results_s4.json holds."""
     configs = configs or [c[0] for c in CONFIGS]
@@ -162,6 +200,7 @@ def measure_s4(configs=None) -> dict:
         plugin = build_plugin(tmp, plugin_header())
         return {
             "what": "instructions executed per kernel call (call sequence excluded), QEMU 7.2 TCG plugin",
+            "cmsis_nn_s4_m4": CMSIS_NN_S4_M4,
             "configs": {c[0]: c[3] for c in CONFIGS if c[0] in configs},
             "counts": {config: count(config, tmp, plugin, "bench_s4.c") for config in configs},
         }
@@ -178,6 +217,17 @@ def s4_table(results: dict) -> str:
             ratio = f" ({n / counts[span.replace('_s4', '_s8')]:.2f}x int8)" if "_s4" in span else ""
             cells.append(f"{n:,}{ratio}")
         rows.append(f"| {span} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def s4_cmsis_table(results: dict) -> str:
+    """Markdown: tinylm's int4 layer with one scale per row (g64, g256: CMSIS-NN's per-tensor scale is
+    the closest) against arm_fully_connected_s4 on the M4, instructions and their ratio."""
+    rows = ["| shape (M = 1) | tinylm linear_s4, one group a row | CMSIS-NN arm_fully_connected_s4 | ratio |",
+            "|---|---:|---:|---:|"]
+    for shape, theirs in results["cmsis_nn_s4_m4"].items():
+        ours = results["counts"]["m4"][f"linear_s4 {shape} g{shape.split('x')[1]}"]
+        rows.append(f"| {shape} | {ours:,} | {theirs:,} | {ours / theirs:.2f}x |")
     return "\n".join(rows)
 
 
@@ -221,10 +271,22 @@ def main(argv=None) -> int:
     parser.add_argument("--show", action="store_true", help="print the saved results without measuring")
     parser.add_argument("--fetch-header", action="store_true",
                         help="only download QEMU's qemu-plugin.h into the cache (for the tests), then stop")
+    parser.add_argument("--cmsis-nn", metavar="DIR",
+                        help="count CMSIS-NN's arm_fully_connected_s4 from the CMSIS-NN checkout DIR on the M4, "
+                             "then stop (the figures CMSIS_NN_S4_M4 holds)")
     parser.add_argument("--int4", action="store_true",
                         help="int4 beside int8 instead (bench_s4.c; with --save, writes "
                              f"{os.path.relpath(RESULTS_S4, ROOT)})")
     args = parser.parse_args(argv)
+    if args.cmsis_nn:
+        reason = mcu.toolchain_missing()
+        if reason:
+            print(reason, file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory() as tmp:
+            counts = count_cmsis_nn_s4(args.cmsis_nn, tmp, build_plugin(tmp, plugin_header()))
+        print("CMSIS-NN arm_fully_connected_s4 on the M4 (-O2), instructions per call:", counts)
+        return 0
     if args.int4:
         results = load_json(RESULTS_S4, "MCU int4 results") if args.show else None
         if results is None:
@@ -235,6 +297,8 @@ def main(argv=None) -> int:
             results = measure_s4()
         print("int4 and int8 Linear layers (M = 1), instructions per call\n")
         print(s4_table(results))
+        print("\nint4 on the M4 against CMSIS-NN's int4 fully connected layer (int8 in and out, per-tensor scale)\n")
+        print(s4_cmsis_table(results))
         if args.save:
             save_json(RESULTS_S4, results)
             print(f"\nwrote {os.path.relpath(RESULTS_S4, ROOT)}")

@@ -1,6 +1,6 @@
-/* simd/linear_s4_dsp.h -- tinylm_linear_s4 with the Armv7E-M DSP extension (Cortex-M4, M7, M33;
- * not on Helium cores, where dot_s8.h does not include the DSP helpers this file uses:
- * simd/dot_s8_dsp.h), after the activations are quantized.
+/* simd/linear_s4_dsp.h -- the int4 dot products of tinylm_linear_s4 with the Armv7E-M DSP extension
+ * (Cortex-M4, M7, M33; not on Helium cores, where dot_s8.h does not include the DSP helpers this file
+ * uses: simd/dot_s8_dsp.h). linear_s4.c's loop over outputs calls tl_dot_s4_dsp_1x4.
  *
  * One word of packed weights is 8 values of a Q4_0 block: bytes j..j+3 hold columns j..j+3 (low
  * nibbles) and j+16..j+19 (high nibbles). Masking keeps one nibble per byte in the byte's TOP four
@@ -56,29 +56,4 @@ static inline void tl_dot_s4_dsp_1x4(const int8_t *a, const uint8_t *w, size_t l
 {
     tl_dot_s4_dsp_1x2(a, w, ldw, n, out);
     tl_dot_s4_dsp_1x2(a, w + 2 * ldw, ldw, n, out + 2);
-}
-
-/* 4 output columns at a time, the portable loop's order of operations */
-static void tl_linear_s4_dsp(const int8_t *restrict x_q, const float *restrict x_scale,
-                             const uint8_t *restrict w_q4, const float *restrict w_scale,
-                             const float *restrict b, float *restrict y,
-                             size_t M, size_t N, size_t K, size_t group_size)
-{
-    size_t G = K / group_size, m, n0, g, j;
-    for (n0 = 0; n0 + 4 <= N; n0 += 4)
-        for (m = 0; m < M; m++) {
-            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (g = 0; g < G; g++) {
-                int32_t dot[4];
-                float sx = x_scale[m * G + g];
-                tl_dot_s4_dsp_1x4(x_q + m * K + g * group_size, w_q4 + n0 * (K / 2) + g * (group_size / 2),
-                                  K / 2, group_size, dot);
-                for (j = 0; j < 4; j++)
-                    acc[j] = acc[j] + (sx * w_scale[(n0 + j) * G + g]) * (float)dot[j];
-            }
-            for (j = 0; j < 4; j++)
-                y[m * N + n0 + j] = b ? acc[j] + b[n0 + j] : acc[j];
-        }
-    for (; n0 < N; n0++)                          /* the last N % 4 columns, one at a time */
-        tl_linear_s4_column(x_q, x_scale, w_q4, w_scale, b, y, M, N, K, group_size, n0);
 }

@@ -3,11 +3,15 @@
     python -m tinylm.bench quant                      # a GPT of the demo's size, random weights: bytes, speed
     python -m tinylm.bench quant --run runs/demo      # a trained run: + perplexity and greedy agreement
     python -m tinylm.bench quant --size gpt2          # GPT-2 124M's shapes, random weights: bytes, speed
+    python -m tinylm.bench quant --int4               # only: int4 vs int8 matmul on GPT-2's shapes
 
 Two measurements, each as ratios to fp32 taken in the same run (absolute times are noisy):
 1. one Linear layer at batch 1 (the shape generation uses): fp32 NumPy `x @ W.T + b`, Fp16Linear,
    Int8Linear, for the model's layer shapes;
 2. whole-model generation (batch 1, greedy, KV cache) in tokens/s per precision plan.
+With --size gpt2 or --int4, first: the int4 and int8 kernels (tinylm.kernels.LinearS4 / LinearS8,
+groups of 32) on GPT-2 124M's layer shapes at batch 1, side by side, and int4 / int8 (issue 15's
+target: int4 faster than int8 on every shape).
 Single-threaded (python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 when it is unset).
 """
 from __future__ import annotations
@@ -50,6 +54,70 @@ def bench_linear(shapes, repeats=5, inner=200, seed=0):
     return rows
 
 
+# GPT-2 124M's Linear layers as (N, K) = (outputs, inputs): attention's c_attn and c_proj, the MLP's
+# c_fc and c_proj, and the tied output head over the 50,257 tokens
+GPT2_SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072), (50257, 768)]
+
+
+def bench_int4_vs_int8(shapes=GPT2_SHAPES, repeats=7, seed=0, group_size=32):
+    """[(shape, int8 s, int4 s)]: one (1, K) @ (N, K).T call of the int8 and the int4 C kernel per shape.
+
+    Random weights, quantized with groups of `group_size`. The two layers are timed in alternation,
+    `repeats` rounds, each round enough calls for ~20 ms; the best round's mean is kept for each. Times
+    are the process's CPU time, as the runtime suite's: on a shared machine, wall time also counts
+    the moments another process had the core (the least disturbed round is the closest to the cost)."""
+    from tinylm import kernels
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n, k in shapes:
+        w = rng.standard_normal((n, k), dtype=np.float32)         # (N, K)
+        x = rng.standard_normal((1, k), dtype=np.float32)         # (1, K): one token
+        s8 = kernels.LinearS8(*kernels.quantize_s8(w, group_size))
+        s4 = kernels.LinearS4(*kernels.quantize_s4(w, group_size))
+        del w
+        layers = (s8, s4)
+        calls = []
+        for layer in layers:                                       # warm up; calls per round: ~20 ms
+            layer(x)
+            t0 = time.process_time()
+            for _ in range(3):
+                layer(x)
+            calls.append(max(3, min(500, int(0.02 * 3 / max(time.process_time() - t0, 1e-7)))))
+        best = [float("inf"), float("inf")]
+        for _ in range(repeats):
+            for i, layer in enumerate(layers):
+                t0 = time.process_time()
+                for _ in range(calls[i]):
+                    layer(x)
+                best[i] = min(best[i], (time.process_time() - t0) / calls[i])
+        rows.append(((n, k), best[0], best[1]))
+    return rows
+
+
+def int4_vs_int8(args):
+    """Print the int4 vs int8 matmul table on GPT-2's shapes, with the CPU and the kernels' code paths."""
+    from tinylm import kernels
+    from tinylm.bench.runtime import cpu_model
+
+    info = kernels.build_info()
+    print(f"CPU: {cpu_model()}; kernels: {info['backend']} ({info['simd'] or 'NumPy reference'})")
+    simd = info["simd"] or ""
+    if "avx512vnni" in simd:
+        print("int4 path: simd/linear_s4_avx512.h (N >= 16, K a multiple of 128); int8: simd/linear_s8_avx512.h")
+    elif "avx2" in simd:
+        print("int4 path: simd/linear_s4_avx2.h; int8: simd/linear_s8_avx2.h")
+    else:
+        print("int4 and int8 paths: the portable C loops (or the NumPy reference)")
+    print(f"\nint4 vs int8 matmul, GPT-2 shapes: one Linear layer at batch 1, groups of 32, best of "
+          f"{args.repeats} rounds:\n")
+    print("| layer (N, K) | int8 us | int4 us | int4 / int8 |")
+    print("|---|---:|---:|---:|")
+    for (n, k), t8, t4 in bench_int4_vs_int8(repeats=args.repeats, seed=args.seed):
+        print(f"| ({n}, {k}) | {t8 * 1e6:.1f} | {t4 * 1e6:.1f} | {t4 / t8:.2f}x |")
+    return 0
+
+
 def gpt2_speed(args):
     """Generation speed at batch 1 of fp32 / fp16 / int8 plans on a GPT with GPT-2 124M's shapes.
 
@@ -84,8 +152,13 @@ def main(argv=None):
     ap.add_argument("--size", choices=["demo", "gpt2"], default="demo",
                     help="without --run: a random GPT of the demo's size (default), or of GPT-2 124M's "
                          "shapes (speed and bytes only: ~1 minute, ~1 GB of RAM)")
+    ap.add_argument("--int4", action="store_true",
+                    help="only the int4 vs int8 matmul on GPT-2 124M's layer shapes (~20 s, ~0.5 GB of RAM)")
     args = ap.parse_args(argv)
+    if args.int4:
+        return int4_vs_int8(args)
     if args.size == "gpt2" and not args.run:
+        int4_vs_int8(args)
         return gpt2_speed(args)
 
     from tinylm import kernels

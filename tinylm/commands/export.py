@@ -15,8 +15,8 @@ llama2.c's run.c / runq.c, and tokenizer.json (tinylm's exact tokenizer) beside 
     tinylm export --format llama2c --run runs/llama --out llama2c
     ./run llama2c/model.bin -z llama2c/tokenizer.bin -t 0 -n 100 -i "ROMEO:"
 
---format gguf writes model.gguf for llama.cpp (GPT-2 or Llama architecture), tensors in F32, F16 or
-Q8_0 as the precision plan says (--plan fp16, --plan int8, or a plan file):
+--format gguf writes model.gguf for llama.cpp (GPT-2 or Llama architecture), tensors in F32, F16,
+Q8_0 or Q4_0 as the precision plan says (--plan fp16, --plan int8, --plan int4:g32, or a plan file):
 
     tinylm export --format gguf --run runs/llama --out gguf --plan int8
     llama-cli -m gguf/model.gguf -p "ROMEO:" -n 100 --temp 0
@@ -59,8 +59,8 @@ def register(sub):
                                                   "own, else 64 halved until it divides the widths)")
     p.add_argument("--plan", metavar="PLAN",
                    help="gguf and c: quantize first, with a plan JSON file or one precision for every layer "
-                        "(fp16, int8, int8:g64, int8:channel; gguf takes fp16 and int8 = Q8_0); default: the "
-                        "model's own precisions (fp32 for a trained run)")
+                        "(fp16, int8, int8:g64, int8:channel, int4:g32; gguf takes fp16, int8 = Q8_0 and "
+                        "int4:g32 = Q4_0); default: the model's own precisions (fp32 for a trained run)")
     p.set_defaults(func=run)
 
 

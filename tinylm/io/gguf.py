@@ -9,7 +9,7 @@ A GGUF file (version 3, all little-endian) is:
 
 A string is a uint64 length and that many UTF-8 bytes; an array is a uint32 element type, a uint64
 count and the elements. ggml lists dimensions innermost first, so tinylm's (out, in) weight is dims
-[in, out], with the same bytes. Three tensor types are written and read:
+[in, out], with the same bytes. Four tensor types are written and read:
 
     F32 (0)    float32
     F16 (1)    IEEE half: tinylm's fp16 layers, bit for bit
@@ -17,6 +17,16 @@ count and the elements. ggml lists dimensions innermost first, so tinylm's (out,
                That is tinylm's int8:g32 with its float32 scale rounded to the nearest fp16: the int8
                values are kept exactly, each scale moves by at most 2^-11 of itself (fp16 has 11
                significant bits) and a scale below 2^-24 (a group of weights all below ~2e-6) becomes 0.
+    Q4_0 (2)   blocks of 32 values along a row: an fp16 scale d, then 16 bytes; byte j holds value j in
+               its low nibble and value j + 16 in its high one, each as u = q + 8 (0..15); value =
+               (u - 8) * d. That is tinylm's int4:g32 (the same nibble order, tinylm_kernels.h) with
+               each nibble's bit 3 flipped (two's complement q -> q + 8: byte ^ 0x88) and, as for
+               Q8_0, the float32 scale rounded to the nearest fp16: the int4 values are kept exactly,
+               a weight moves by at most 7 * 2^-11 * scale = 2^-11 of its group's largest |w| (scales
+               of 2^-14 and above; below, fp16's subnormals move it by up to 7 * 2^-25, and a scale
+               under 2^-25 becomes 0). A scale fp16 cannot hold (above 65504) is refused, for Q8_0
+               too. Q4_0 can also hold u = 0 (q = -8) and a negative d, which llama.cpp's quantizer
+               uses and tinylm's int4 does not: a tensor with q = -8 is read as int8:g32, exactly.
 
 llama.cpp's names: token_embd, position_embd (GPT-2), blk.N.attn_norm, attn_qkv (GPT-2) or attn_q /
 attn_k / attn_v (Llama), attn_output, ffn_norm, ffn_up, ffn_gate (Llama), ffn_down, output_norm,
@@ -50,15 +60,25 @@ from tinylm.bpe.files import bytes_to_unicode
 from tinylm.fileio import atomic_open
 from tinylm.io.loader import build_model
 from tinylm.model import GPT, GPTConfig
-from tinylm.quant.layers import Fp16Linear, Fp16Weight, Int8Linear, Int8Weight, QuantizedEmbedding, QuantizedLinear
+from tinylm.quant.layers import (
+    Fp16Linear,
+    Fp16Weight,
+    Int4Linear,
+    Int4Weight,
+    Int8Linear,
+    Int8Weight,
+    QuantizedEmbedding,
+    QuantizedLinear,
+)
 from tinylm.quant.plan import get_module, is_embedding, set_module
 from tinylm.tokenizer import GPT2_PATTERN, GPT4_PATTERN, Tokenizer
 
 MAGIC = b"GGUF"
 VERSION = 3
 ALIGNMENT = 32
-F32, F16, Q8_0 = 0, 1, 8
-TYPE_NAMES = {F32: "F32", F16: "F16", Q8_0: "Q8_0"}
+F32, F16, Q4_0, Q8_0 = 0, 1, 2, 8
+TYPE_NAMES = {F32: "F32", F16: "F16", Q4_0: "Q4_0", Q8_0: "Q8_0"}
+BLOCK_BYTES = {Q4_0: 18, Q8_0: 34}  # bytes of 32 values: an fp16 scale and the packed values
 NORM_EPS = 1e-5
 PRE_TOKENIZERS = {"gpt-2": GPT2_PATTERN, "llama-bpe": GPT4_PATTERN}  # llama.cpp's name -> tinylm's regex
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_UNUSED = 1, 3, 5  # llama.cpp's token types
@@ -148,6 +168,14 @@ def _value(kind, value):
     return struct.pack(SCALARS[kind], value)
 
 
+def _fp16_scales(scale, layer):
+    """float32 scales rounded to the nearest fp16 (Q8_0's and Q4_0's d); refuses one fp16 cannot hold."""
+    if (scale >= 65520.0).any():  # 65520 and above round to fp16's infinity, below it to at most 65504
+        raise ValueError(f"GGUF: layer {layer} has a scale of {float(scale.max()):.6g}, beyond fp16's 65504 (weights "
+                         f"over ~{127 * 65504:,}); its blocks cannot be written with an fp16 scale: use fp32")
+    return scale.astype(np.float16)
+
+
 def _tensor_data(model, layer, rows, part):
     """(ggml type, bytes, dims) of one tensor from tinylm layer `layer` (its rows `rows`); a tuple of
     layers (the experts of a mixture) is stacked on a new outermost axis, all in one type."""
@@ -173,12 +201,19 @@ def _tensor_data(model, layer, rows, part):
         q, scale = (w.q, w.scale) if rows is None else (w.q[rows], w.scale[rows])
         n, k = q.shape
         blocks = np.empty((n, k // 32), dtype=[("d", "<f2"), ("qs", "i1", 32)])  # 34 bytes a block
-        blocks["d"] = scale.astype(np.float16)  # round to nearest even fp16: the one change Q8_0 makes
+        blocks["d"] = _fp16_scales(scale, layer)  # round to nearest even fp16: the one change Q8_0 makes
         blocks["qs"] = q.reshape(n, k // 32, 32)
         return Q8_0, blocks.tobytes(), [k, n]
-    if getattr(w, "precision", None) == "int4":
-        raise ValueError(f"GGUF: layer {layer} is {w.label}; int4 is not written to GGUF yet (Q4_0 is not "
-                         "implemented): quantize with int8:g32, fp16 or fp32")
+    if isinstance(w, Int4Weight):
+        if w.group_size != 32:
+            raise ValueError(f"GGUF: layer {layer} is {w.label}; Q4_0 has groups of 32 values: quantize with "
+                             f"int4:g32 (or int8:g32, fp16, fp32)")
+        q4, scale = (w.q4, w.scale) if rows is None else (w.q4[rows], w.scale[rows])
+        n, k = q4.shape[0], 2 * q4.shape[1]
+        blocks = np.empty((n, k // 32), dtype=[("d", "<f2"), ("qs", "u1", 16)])  # 18 bytes a block
+        blocks["d"] = _fp16_scales(scale, layer)  # as Q8_0: the one change
+        blocks["qs"] = (q4 ^ 0x88).reshape(n, k // 32, 16)  # each two's complement nibble q -> q + 8
+        return Q4_0, blocks.tobytes(), [k, n]
     if isinstance(w, Fp16Weight):
         data = w.data if rows is None else w.data[rows]
         return F16, np.ascontiguousarray(data, "<f2").tobytes(), list(data.shape[::-1])
@@ -244,7 +279,8 @@ def _tokenizer_metadata(config, tokenizer):
 
 
 def save_gguf(model, path, tokenizer=None):
-    """Write a tinylm GPT-2 or Llama (fp32, or quantized by a plan: fp16 -> F16, int8:g32 -> Q8_0) and its
+    """Write a tinylm GPT-2 or Llama (fp32, or quantized by a plan: fp16 -> F16, int8:g32 -> Q8_0, int4:g32 ->
+    Q4_0) and its
     tokenizer as one GGUF file for llama.cpp. Norms and biases are always F32 (llama.cpp's rule)."""
     if not isinstance(model, GPT):
         raise TypeError(f"save_gguf: model must be a tinylm GPT, got {type(model).__name__}")
@@ -255,7 +291,8 @@ def save_gguf(model, path, tokenizer=None):
                          f"{config.vocab_size}")
     tensors = [(name, *_tensor_data(model, layer, rows, part)) for name, layer, rows, part in names]
     types = {t for _, t, _, _ in tensors}
-    file_type = 7 if Q8_0 in types else (1 if F16 in types else 0)  # llama.cpp's MOSTLY_Q8_0, MOSTLY_F16, ALL_F32
+    # llama.cpp's MOSTLY_Q4_0, MOSTLY_Q8_0, MOSTLY_F16, ALL_F32: the smallest type the file holds
+    file_type = next((ft for t, ft in ((Q4_0, 2), (Q8_0, 7), (F16, 1)) if t in types), 0)
     metadata = _metadata(config, tokenizer, file_type)
 
     head = [MAGIC, struct.pack("<IQQ", VERSION, len(tensors), len(metadata))]
@@ -356,17 +393,18 @@ def read_gguf(path):
         dims = [r.scalar("<Q", name) for _ in range(n_dims)]
         kind, offset = r.scalar("<I", name), r.scalar("<Q", name)
         if kind not in TYPE_NAMES:
-            raise ValueError(f"{path}: tensor {name} has ggml type {kind}; tinylm reads F32 (0), F16 (1) and "
-                             f"Q8_0 (8)")
+            raise ValueError(f"{path}: tensor {name} has ggml type {kind}; tinylm reads F32 (0), F16 (1), "
+                             f"Q4_0 (2) and Q8_0 (8)")
         if name in infos:
             raise ValueError(f"{path}: tensor {name} appears twice")
         infos[name] = (kind, dims, offset)
     start = -(-r.at // alignment) * alignment
     for name, (kind, dims, offset) in infos.items():
         n = math.prod(dims)
-        nbytes = 4 * n if kind == F32 else 2 * n if kind == F16 else 34 * (n // 32)
-        if kind == Q8_0 and dims[0] % 32:
-            raise ValueError(f"{path}: Q8_0 tensor {name} has rows of {dims[0]} values; expected a multiple of 32")
+        nbytes = 4 * n if kind == F32 else 2 * n if kind == F16 else BLOCK_BYTES[kind] * (n // 32)
+        if kind in BLOCK_BYTES and dims[0] % 32:
+            raise ValueError(f"{path}: {TYPE_NAMES[kind]} tensor {name} has rows of {dims[0]} values; expected a "
+                             f"multiple of 32")
         if offset % alignment or start + offset + nbytes > size:
             raise ValueError(f"{path}: tensor {name} ({TYPE_NAMES[kind]} {dims}) at offset {offset:,} does not fit "
                              f"in the file's {size:,} bytes (or is not aligned to {alignment})")
@@ -374,7 +412,8 @@ def read_gguf(path):
 
 
 def _array(buf, start, info):
-    """A tensor as numpy, shaped tinylm's way (dims reversed): float32, float16, or (q, scale) for Q8_0."""
+    """A tensor as numpy, shaped tinylm's way (dims reversed): float32, float16, or (q, scale) for Q8_0
+    (q int8 (..., K)) and Q4_0 (q the file's bytes, (..., K / 2) uint8, nibbles u = q + 8)."""
     kind, dims, offset = info
     shape = tuple(dims[::-1])
     n = math.prod(dims)
@@ -383,8 +422,12 @@ def _array(buf, start, info):
         return np.frombuffer(buf, "<f4", n, at).astype(np.float32).reshape(shape)
     if kind == F16:
         return np.frombuffer(buf, "<f2", n, at).astype(np.float16).reshape(shape)
-    blocks = np.frombuffer(buf, [("d", "<f2"), ("qs", "i1", 32)], n // 32, at)
-    q = np.ascontiguousarray(blocks["qs"]).reshape(shape)  # (..., K) int8
+    if kind == Q4_0:
+        blocks = np.frombuffer(buf, [("d", "<f2"), ("qs", "u1", 16)], n // 32, at)
+        q = np.ascontiguousarray(blocks["qs"]).reshape(shape[:-1] + (shape[-1] // 2,))  # (..., K / 2) uint8
+    else:
+        blocks = np.frombuffer(buf, [("d", "<f2"), ("qs", "i1", 32)], n // 32, at)
+        q = np.ascontiguousarray(blocks["qs"]).reshape(shape)  # (..., K) int8
     scale = blocks["d"].astype(np.float32).reshape(shape[:-1] + (-1,))  # (..., K / 32)
     return q, scale
 
@@ -422,9 +465,33 @@ def _config(metadata, tensors, path):
         raise ValueError(f"{path}: the metadata does not describe a model tinylm can build: {exc}") from None
 
 
+def _q4_0_weight(qs, scale):
+    """Q4_0 blocks (qs (N, K / 2) uint8 of nibbles u = q + 8, scale (N, K / 32) float32) as tinylm's
+    int4:g32, or as int8:g32 holding the same values when they do not fit int4's [-7, 7].
+
+    llama.cpp's quantizer maps each block's largest |w| to q = -8 and gives d that value's sign, so a
+    block may have q = -8 and a negative d; tinylm's scales are >= 0 and its int4 has no -8. A block
+    with d < 0 is stored as (-q, -d), the same products; q = -8 (or 8 after that) makes it int8."""
+    n, half = qs.shape
+    blocks = qs.reshape(n, half // 16, 16)                                # (N, K/32, 16)
+    q = np.concatenate([(blocks & 0x0F).astype(np.int8), (blocks >> 4).astype(np.int8)], axis=2) - 8  # (N, K/32, 32)
+    negative = scale < 0
+    if negative.any():
+        q = np.where(negative[..., None], -q, q)
+        scale = np.abs(scale)
+    if (np.abs(q) == 8).any():
+        return Int8Weight(q.reshape(n, 2 * half), scale)                  # (N, K) int8, exactly the values
+    u = (q + 8).astype(np.uint8)
+    return Int4Weight(((u[..., :16] | (u[..., 16:] << 4)) ^ 0x88).reshape(n, half), scale)
+
+
+LINEAR = {Fp16Weight: Fp16Linear, Int8Weight: Int8Linear, Int4Weight: Int4Linear}  # storage -> its layer
+
+
 def load_gguf(path):
-    """(model, tokenizer) from a GGUF file: an fp32 model, or one whose layers keep the file's F16 and Q8_0
-    data (tinylm's fp16 and int8:g32 layers); tokenizer None when the file has no BPE tokenizer."""
+    """(model, tokenizer) from a GGUF file: an fp32 model, or one whose layers keep the file's F16, Q8_0 and
+    Q4_0 data (tinylm's fp16, int8:g32 and int4:g32 layers); tokenizer None when the file has no BPE
+    tokenizer."""
     path = os.fspath(path)
     metadata, infos, start, buf = read_gguf(path)
     config = _config(metadata, infos, path)
@@ -460,6 +527,8 @@ def load_gguf(path):
         kind = kinds.pop()
         if kind == Q8_0:
             w = Int8Weight(np.concatenate([q for q, _ in ws]), np.concatenate([s for _, s in ws]))
+        elif kind == Q4_0:
+            w = _q4_0_weight(np.concatenate([q for q, _ in ws]), np.concatenate([s for _, s in ws]))
         elif kind == F16:
             w = Fp16Weight(np.concatenate(ws))
         else:
@@ -494,10 +563,10 @@ def load_gguf(path):
             if is_embedding(get_module(model, layer)):  # wte, or GPT-2's wpe
                 set_module(model, layer, QuantizedEmbedding(w))
                 if layer == "transformer.wte" and config.tie_head:
-                    set_module(model, "lm_head", (Int8Linear if isinstance(w, Int8Weight) else Fp16Linear)(w))
+                    set_module(model, "lm_head", LINEAR[type(w)](w))
             else:
                 bias = floats.pop(layer + ".bias", None)
-                set_module(model, layer, (Int8Linear if isinstance(w, Int8Weight) else Fp16Linear)(w, bias))
+                set_module(model, layer, LINEAR[type(w)](w, bias))
                 if bias is not None:
                     used.append(layer + ".bias")
             used.append(name)
