@@ -118,6 +118,10 @@ def main(argv=None):
         print(f"{label:34s} {math.exp(r['int4_val_loss']):9.4f} {pct(r['int4_val_loss']):+7.2f}%  | "
               f"{math.exp(r['fp32_val_loss']):9.4f} {pct(r['fp32_val_loss']):+7.2f}%")
     qat = pct(out["rows"]["QAT"]["int4_val_loss"])
+    control = out["rows"]["control (no fake quantization)"]
+    print(f"QAT's {PRECISION} against the control's fp32 (fp32 fine-tuned as long): "
+          f"{100 * math.expm1(out['rows']['QAT']['int4_val_loss'] - control['fp32_val_loss']):+.2f}%; "
+          f"the control's own {PRECISION}: {pct(control['int4_val_loss']):+.2f}%")
     met = qat <= 3.0 and ratio >= 6.0
     out["target_met"] = met
     print(f"target: {PRECISION} after QAT within 3% of fp32 and >= 6x smaller: {qat:+.2f}%, {ratio:.2f}x -> "
