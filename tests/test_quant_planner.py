@@ -257,3 +257,30 @@ def test_quantize_without_saved_tokens_needs_a_corpus(run_dir, tmp_path, capsys)
     corpus.write_text("The quick brown fox jumps over the lazy dog. " * 200)
     assert cli.main(["quantize", "--run", str(bare), "--report", "--data", str(corpus), *FAST]) == 0
     assert "int8:g32" in capsys.readouterr().out
+
+
+
+def test_tradeoff_figure_draws_one_line_per_planner(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from tinylm.quant.planner import plot_tradeoff
+
+    drawn, plot = [], Axes.plot
+
+    def recording_plot(self, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(args[0]), list(args[1])))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    points = {"fp32": (4096, 0.0), "int4:g32": (1024, 0.06)}
+    curves = {"knapsack": [(2048, 0.01), (1536, 0.02)], "greedy": [(2048, 0.012), (1536, 0.018), (1280, 0.03)]}
+    path = plot_tradeoff(str(tmp_path / "t.png"), points, frontier=curves)
+    assert (tmp_path / "t.png").stat().st_size > 0 and path == str(tmp_path / "t.png")
+    assert [d[0] for d in drawn] == ["knapsack", "greedy"]
+    assert drawn[1][1] == [1.25, 1.5, 2.0] and np.allclose(drawn[1][2], [3.0, 1.8, 1.2])   # KiB, %, sorted
+    drawn.clear()
+    plot_tradeoff(str(tmp_path / "one.png"), points, frontier=curves["knapsack"])      # a list: one line
+    assert [d[0] for d in drawn] == ["planner (budget sweep)"]

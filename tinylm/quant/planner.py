@@ -183,8 +183,12 @@ def plan_greedy(model, evaluator, max_bytes, candidates=DEFAULT_CANDIDATES, show
     Start with every layer fp32. Each step tries, for every layer, each smaller candidate precision it
     can take, measures the loss of the whole plan with that one change, and keeps the move with the
     smallest measured loss increase per byte saved (a move that lowers the loss counts as free). Stop
-    when the total weight bytes are <= max_bytes. Returns (plan, metrics) like plan_for_byte_budget,
-    with metrics['steps'] = [(bytes, loss)] after each step (the path, for a figure).
+    when the total weight bytes are <= max_bytes. The last step usually saves more than was needed, so
+    a second phase spends the rest: while some layer can be raised to a more exact precision within
+    max_bytes and that measurably lowers the loss, take the raise with the largest loss decrease per
+    byte. Returns (plan, metrics) like plan_for_byte_budget, with metrics['steps'] = [(bytes, loss)]
+    after each lowering step (the path, for a figure) and metrics['refills'] = [(bytes, loss)] after
+    each raise.
     """
     layers = quantizable_layers(model)
     options = {}
@@ -221,9 +225,28 @@ def plan_greedy(model, evaluator, max_bytes, candidates=DEFAULT_CANDIDATES, show
         steps.append((total, loss))
         progress.update(len(steps) - 1, extra=f"{name} {p}")
     progress.done(len(steps) - 1)
+    refills = []
+    while True:  # spend what the last step left of the budget: the upgrade that lowers the loss most per byte
+        best = None
+        for name, shape in layers.items():
+            now = layer_bytes(shape, plan[name])
+            for p in ["fp32"] + options[name]:
+                extra = layer_bytes(shape, p) - now
+                if extra <= 0 or total + extra > max_bytes:
+                    continue
+                trial_loss = evaluator.measure(apply_plan(model, {**plan, name: p}))["loss"]
+                score = (trial_loss - loss) / extra                # < 0: it helps
+                if score < 0 and (best is None or score < best[0]):
+                    best = (score, name, p, extra, trial_loss)
+        if best is None:
+            break
+        _, name, p, extra, loss = best
+        plan[name] = p
+        total += extra
+        refills.append((total, loss))
     qmodel = apply_plan(model, plan)
     metrics = evaluator.measure(qmodel)
-    metrics.update(bytes=weight_bytes(qmodel)["total"], tries=1, steps=steps)
+    metrics.update(bytes=weight_bytes(qmodel)["total"], tries=1, steps=steps, refills=refills)
     return plan, metrics
 
 
@@ -240,7 +263,8 @@ def plot_tradeoff(path, points, chosen=None, frontier=None, title="weight bytes 
     """Save the trade-off figure: x = weight bytes, y = perplexity change vs fp32 (in %).
 
     points   {label: (bytes, ppl_change)} (e.g. the uniform plans), drawn as labelled dots
-    frontier [(bytes, ppl_change)] of the planner's budget sweep, drawn as a line
+    frontier [(bytes, ppl_change)] of the planner's budget sweep, drawn as a line; or
+             {label: [(bytes, ppl_change)]}, one line per planner
     chosen   (label, bytes, ppl_change) of the chosen plan, drawn as a red star
     """
     import matplotlib
@@ -249,12 +273,13 @@ def plot_tradeoff(path, points, chosen=None, frontier=None, title="weight bytes 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    if frontier:
-        xs, ys = zip(*sorted(frontier))
-        ax.plot(np.array(xs) / 1024, 100 * np.array(ys), "-o", color="tab:blue", ms=4,
-                label="planner (budget sweep)")
+    curves = frontier if isinstance(frontier, dict) else {"planner (budget sweep)": frontier}
+    for (label, curve), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
+        if curve:
+            xs, ys = zip(*sorted(curve))
+            ax.plot(np.array(xs) / 1024, 100 * np.array(ys), "-o", color=color, ms=4, label=label)
     for label, (nbytes, change) in points.items():
-        ax.scatter(nbytes / 1024, 100 * change, s=40, zorder=3)
+        ax.scatter(nbytes / 1024, 100 * change, s=40, zorder=3, color="k", marker="s")
         ax.annotate(label, (nbytes / 1024, 100 * change), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if chosen is not None:
         ax.scatter(chosen[1] / 1024, 100 * chosen[2], marker="*", s=250, color="tab:red", zorder=4,

@@ -1,28 +1,43 @@
 """Quantization-aware fine-tuning: train with the quantization error in the forward pass.
 
-A layer lowered to int4 after training loses what its rounding throws away (+6.7% perplexity for
-uniform int4:g32 on benchmarks/planner_int4.py's model). Fine-tuning with *fake quantization* lets the
-other weights compensate: the forward pass uses the weight as it will be stored,
+A layer lowered to int4 after training loses what its rounding throws away (benchmarks/qat_int4.py
+measures it on the Shakespeare benchmark model). Fine-tuning with *fake quantization* lets the weights
+settle where rounding hurts least: the forward pass uses each weight as it will be stored,
 
     w_q = w + stopgrad(dequantize(quantize(w)) - w)        # = dequantize(quantize(w)) in value
 
 and the backward pass treats rounding as the identity (the straight-through estimator): d loss / d w
-= d loss / d w_q, because the added term is a constant. The scales are recomputed from the current
-weights at every forward pass (not learned), with exactly the quantizer the saved model will use.
+= d loss / d w_q, because the added term is a constant. The scales are **recomputed** from the current
+weights at every forward pass (max |w| / 7 per group for int4), not learned: exactly the quantizer
+`apply_plan` uses afterwards, so the fine-tuned fp32 weights re-quantize to the very values the
+training saw, and the saved model exports like any quantized model.
 
-    >>> qat = fake_quantize(model, uniform_plan(model, "int4:g32"))   # model's Linear layers wrapped
+    >>> qat = fake_quantize(model, uniform_plan(model, "int4:g32"))   # lowered layers wrapped, in place
     >>> train(qat, train_ids, val_ids, config)                         # an ordinary training run
-    >>> plain = strip_fake_quantize(qat)                                # Linear layers again, new weights
+    >>> plain = strip_fake_quantize(qat)                                # plain layers again, new weights
+    >>> small = apply_plan(plain, plan)                                 # what the training saw
 
-Only Linear layers (the output head included) are fake-quantized; embedding lookups (the tied wte,
-wpe) see fp32 weights while training, and are quantized as the plan says when it is applied.
+Every lowered layer is fake-quantized, embedding tables included: the token embedding that shares its
+matrix with the output head (GPT's tied `wte` / `lm_head`) looks its rows up in the same rounded
+matrix the head multiplies by, and the position embedding is rounded when the plan lowers it. (An
+earlier version rounded only the Linear layers, so the training saw fp32 embeddings that the shipped
+model does not have; on the Shakespeare benchmark model that version recovers much less:
+benchmarks/qat_int4.py runs both.) Not simulated: the int8 rounding of each activation row that the
+int8 and int4 kernels do; it costs far less than the weights' rounding.
 """
 from __future__ import annotations
 
 from tinylm import nn
-from tinylm.autograd import Tensor, linear
-from tinylm.quant.plan import get_module, is_linear, set_module, validate_plan
+from tinylm.autograd import Tensor, embedding, linear
+from tinylm.quant.plan import get_module, is_embedding, is_linear, set_module, tied_layers, validate_plan
 from tinylm.quant.precisions import make_storage
+
+
+def _rounded(weight, precision):
+    """weight (a Tensor) as `precision` stores it, with the straight-through gradient to weight."""
+    w = weight.data                                                  # (out, in) float32
+    error = make_storage(w, precision).dequantize() - w              # what rounding changes, a constant
+    return weight + Tensor(error)
 
 
 class FakeQuantLinear(nn.Linear):
@@ -40,9 +55,7 @@ class FakeQuantLinear(nn.Linear):
     def forward(self, x):
         if not isinstance(x, Tensor):
             x = Tensor(x)
-        w = self.weight.data                                                 # (out, in) float32
-        error = make_storage(w, self.precision).dequantize() - w             # what rounding changes
-        return linear(x, self.weight + Tensor(error), self.bias)             # (..., out)
+        return linear(x, _rounded(self.weight, self.precision), self.bias)   # (..., out)
 
     def plain(self):
         """The ordinary Linear layer with the current weights."""
@@ -56,18 +69,55 @@ class FakeQuantLinear(nn.Linear):
         return f"{super().extra_repr()}, fake {self.precision}"
 
 
+class FakeQuantEmbedding(nn.Embedding):
+    """An Embedding whose lookup reads its table rounded to `precision` (straight-through); it holds
+    the SAME weight Tensor as the Embedding it wraps (a table tied to the output head stays tied)."""
+
+    def __init__(self, emb, precision):
+        nn.Module.__init__(self)
+        self.num_embeddings, self.embedding_dim = emb.num_embeddings, emb.embedding_dim
+        self.weight = emb.weight
+        self.precision = precision
+
+    def forward(self, idx):
+        return embedding(_rounded(self.weight, self.precision), idx)        # (..., embedding_dim)
+
+    def plain(self):
+        """The ordinary Embedding with the current table."""
+        emb = nn.Embedding.__new__(nn.Embedding)
+        nn.Module.__init__(emb)
+        emb.num_embeddings, emb.embedding_dim = self.num_embeddings, self.embedding_dim
+        emb.weight = self.weight
+        return emb
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, fake {self.precision}"
+
+
 def fake_quantize(model, plan):
-    """Wrap, in place, every Linear layer the plan lowers (not fp32) in a FakeQuantLinear; returns model."""
+    """Wrap, in place, every layer the plan lowers (not fp32) in a FakeQuantLinear or FakeQuantEmbedding,
+    an embedding tied to a lowered Linear included; returns model."""
+    tied = tied_layers(model)                                        # {linear name: embedding name}
     for name, precision in validate_plan(model, plan).items():
-        m = get_module(model, name)
-        if precision != "fp32" and is_linear(m) and not isinstance(m, FakeQuantLinear):
-            set_module(model, name, FakeQuantLinear(m, precision))
+        if precision == "fp32":
+            continue
+        for target in (name, tied.get(name)):
+            m = None if target is None else get_module(model, target)
+            if isinstance(m, (FakeQuantLinear, FakeQuantEmbedding)) or m is None:
+                continue
+            if is_linear(m) and isinstance(m, nn.Linear):
+                set_module(model, target, FakeQuantLinear(m, precision))
+            elif is_embedding(m) and isinstance(m, nn.Embedding):
+                set_module(model, target, FakeQuantEmbedding(m, precision))
+            else:
+                raise ValueError(f"fake_quantize: layer {target!r} is already quantized "
+                                 f"({type(m).__name__}); fine-tune the float model")
     return model
 
 
 def strip_fake_quantize(model):
-    """Undo fake_quantize in place: plain Linear layers holding the fine-tuned weights; returns model."""
+    """Undo fake_quantize in place: plain layers holding the fine-tuned weights; returns model."""
     for name, m in list(model.named_modules()):
-        if isinstance(m, FakeQuantLinear):
+        if isinstance(m, (FakeQuantLinear, FakeQuantEmbedding)):
             set_module(model, name, m.plain())
     return model
