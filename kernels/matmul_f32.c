@@ -1,14 +1,18 @@
 /* matmul_f32.c -- y (M, N) = x (M, K) @ w (N, K).T (+ b), fp32. Contract: tinylm_kernels.h. */
 #include "tinylm_kernels.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+#include "simd/matmul_f32_avx512.h"
+#elif defined(__AVX2__) && defined(__FMA__)
 #include "simd/matmul_f32_avx2.h"
 #endif
 
 void tinylm_matmul_f32(const float *restrict x, const float *restrict w, const float *restrict b,
                        float *restrict y, size_t M, size_t N, size_t K)
 {
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+    tl_matmul_f32_avx512(x, w, b, y, M, N, K);
+#elif defined(__AVX2__) && defined(__FMA__)
     tl_matmul_f32_avx2(x, w, b, y, M, N, K);
 #else
     size_t m, n, k;

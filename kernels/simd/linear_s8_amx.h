@@ -1,0 +1,112 @@
+/* simd/linear_s8_amx.h -- tinylm_linear_s8_amx with AMX-INT8 tiles (TL_S8_AMX), after the
+ * activations are quantized. Uses simd/gemm_s8_amx.h and simd/linear_s8_avx512.h (included before it).
+ *
+ * Which shapes take which loop (tl_linear_s8_amx, at the end):
+ *   16 rows of x or more, one group per row: the int32 matmul on tiles (tl_gemm_s8_amx) into y's
+ *     memory, then each dot becomes, in place, (0 + (x_scale * w_scale) * (float)dot) + b.
+ *   16 rows or more, groups of 4 .. 64 columns (a multiple of 4) or of a multiple of 64 up to
+ *     TL_AMX_KC: the group's exact int32 dots for a 32 x 32 block of y in four C tiles (one tile step
+ *     of group_size bytes, or group_size / 64 steps of 64), stored to a buffer; each output then adds
+ *     (x_scale * w_scale) * (float)dot to its running sum, in group order, as the portable loop does.
+ *   anything else: the AVX-512 VNNI variant (tl_linear_s8_avx512).
+ * The same float operations per output, in the same order, as the portable loop: the same bits.
+ */
+
+/* Groups on tiles: blocks of 32 rows of w_q and as many whole groups as fit TL_AMX_KC columns
+ * (packed once, with their weight scales transposed into sw), met by every 32 rows of x_q. The
+ * running sums of earlier blocks of groups wait in y (a float store and load: exact); the bias is
+ * added after the last group. */
+static void tl_linear_s8_amx_groups(const int8_t *restrict x_q, const float *restrict x_scale,
+                                    const int8_t *restrict w_q, const float *restrict w_scale,
+                                    const float *restrict b, float *restrict y,
+                                    size_t M, size_t N, size_t K, size_t group_size)
+{
+    int8_t bp[32 * TL_AMX_KC];
+    int32_t c[32 * 32];
+    float acc[32 * 32];                           /* the running sums of a 32 x 32 block of y */
+    float sw[TL_AMX_KC / 4][32];                  /* sw[g][j] = w_scale[n0 + j, g0 + g] */
+    size_t G = K / group_size, step = group_size < 64 ? group_size : 64;
+    size_t per_block = TL_AMX_KC / group_size, n0, g0, g, m, i, j, v;
+    tl_amx_configure(step);
+    for (n0 = 0; n0 < N; n0 += 32) {
+        size_t nr = N - n0 < 32 ? N - n0 : 32;
+        __mmask16 lanes[2];                       /* the columns n0 .. n0 + nr - 1 of y */
+        lanes[0] = tl_dot_s8_avx512_lanes16(nr);
+        lanes[1] = tl_dot_s8_avx512_lanes16(nr > 16 ? nr - 16 : 0);
+        for (g0 = 0; g0 < G; g0 += per_block) {
+            size_t ng = G - g0 < per_block ? G - g0 : per_block;
+            tl_gemm_s8_amx_pack(w_q + n0 * K, K, nr, g0 * group_size, ng * group_size, step, bp);
+            for (g = 0; g < ng; g++)
+                for (j = 0; j < 32; j++)
+                    sw[g][j] = j < nr ? w_scale[(n0 + j) * G + g0 + g] : 0.0f;
+            __asm__ __volatile__("" : : : "memory");   /* bp is written before the tile loads */
+            for (m = 0; m < M; m += 32) {
+                for (i = 0; i < 32; i++)
+                    for (v = 0; v < 2; v++)
+                        _mm512_storeu_ps(acc + 32 * i + 16 * v,
+                                         g0 && m + i < M ? _mm512_maskz_loadu_ps(lanes[v], y + (m + i) * N + n0 + 16 * v)
+                                                         : _mm512_setzero_ps());
+                for (g = 0; g < ng; g++) {
+                    tl_gemm_s8_amx_block(x_q, M, K, m, (g0 + g) * group_size, group_size, step,
+                                         bp + g * (group_size / step) * 2 * 16 * step, c);
+                    for (i = 0; i < 32; i++) {    /* rows past M: the last row's scale, not stored */
+                        __m512 sx = _mm512_set1_ps(x_scale[(m + i < M ? m + i : M - 1) * G + g0 + g]);
+                        for (v = 0; v < 2; v++) {
+                            __m512 scale = _mm512_mul_ps(sx, _mm512_loadu_ps(sw[g] + 16 * v));
+                            __m512 dot = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(c + 32 * i + 16 * v)));
+                            _mm512_storeu_ps(acc + 32 * i + 16 * v,
+                                             _mm512_add_ps(_mm512_loadu_ps(acc + 32 * i + 16 * v),
+                                                           _mm512_mul_ps(scale, dot)));
+                        }
+                    }
+                }
+                for (i = 0; i < 32 && m + i < M; i++)
+                    for (v = 0; v < 2; v++) {
+                        __m512 sum = _mm512_loadu_ps(acc + 32 * i + 16 * v);
+                        if (b && g0 + ng == G)
+                            sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes[v], b + n0 + 16 * v));
+                        _mm512_mask_storeu_ps(y + (m + i) * N + n0 + 16 * v, lanes[v], sum);
+                    }
+            }
+        }
+    }
+    _tile_release();
+}
+
+/* One group per row: the int32 dots on tiles into y's memory (as int32, through vector loads and
+ * stores only), then in place y = (0 + (x_scale * w_scale) * (float)dot) + b. */
+static void tl_linear_s8_amx_channel(const int8_t *restrict x_q, const float *restrict x_scale,
+                                     const int8_t *restrict w_q, const float *restrict w_scale,
+                                     const float *restrict b, float *restrict y, size_t M, size_t N, size_t K)
+{
+    size_t m, n0;
+    tl_gemm_s8_amx(x_q, w_q, (int32_t *)(void *)y, M, N, K);
+    for (m = 0; m < M; m++) {
+        const __m512 sx = _mm512_set1_ps(x_scale[m]);
+        for (n0 = 0; n0 < N; n0 += 16) {
+            __mmask16 live = tl_dot_s8_avx512_lanes16(N - n0);
+            float *yr = y + m * N + n0;
+            __m512 dot = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, yr));
+            __m512 acc = _mm512_add_ps(_mm512_setzero_ps(),
+                                       _mm512_mul_ps(_mm512_mul_ps(sx, _mm512_maskz_loadu_ps(live, w_scale + n0)),
+                                                     dot));
+            if (b)
+                acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(live, b + n0));
+            _mm512_mask_storeu_ps(yr, live, acc);
+        }
+    }
+}
+
+static void tl_linear_s8_amx(const int8_t *restrict x_q, const float *restrict x_scale,
+                             const int8_t *restrict w_q, const float *restrict w_scale,
+                             const float *restrict b, float *restrict y,
+                             size_t M, size_t N, size_t K, size_t group_size)
+{
+    int tiles_fit = group_size % 4 == 0 && (group_size <= 64 || group_size % 64 == 0) && group_size <= TL_AMX_KC;
+    if (M >= 16 && K > 0 && group_size == K)
+        tl_linear_s8_amx_channel(x_q, x_scale, w_q, w_scale, b, y, M, N, K);
+    else if (M >= 16 && K > 0 && tiles_fit)
+        tl_linear_s8_amx_groups(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
+    else
+        tl_linear_s8_avx512(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
+}
