@@ -16,13 +16,13 @@ the CPU has them. Set TINYLM_PORTABLE=1 to build the portable C only (no -march=
 block is compiled in): the build a microcontroller gets, and the one the tests also check.
 
 Cache sizes: the SIMD matmuls cut their operands into blocks that fit the build machine's L1 data
-cache and L2 (kernels/simd/matmul_avx512.h says how). With -march=native, cache_sizes() reads them --
-os.sysconf's SC_LEVEL1_DCACHE_SIZE / SC_LEVEL2_CACHE_SIZE (glibc, what `getconf -a` prints), else
-Linux's /sys/devices/system/cpu/cpu0/cache/index*/{level,type,size}, else macOS's `sysctl
-hw.l1dcachesize hw.l2cachesize` -- and passes them as -DTL_L1D_BYTES=... -DTL_L2_BYTES=...;
-TINYLM_L1D_BYTES / TINYLM_L2_BYTES override them (for a build meant for another machine). Portable
-builds pass nothing: the kernels' defaults (32 KB, 1 MB) are then used by no code at all, since
-only the SIMD blocks read them, so a Cortex-M build is the same with or without them.
+cache and L2 (kernels/simd/matmul_avx512.h says how). With -march=native, cache_sizes() reads them:
+`getconf LEVEL1_DCACHE_SIZE` / `getconf LEVEL2_CACHE_SIZE` (glibc's sysconf), else Linux's
+/sys/devices/system/cpu/cpu0/cache/index*/{level,type,size}, else macOS's `sysctl hw.l1dcachesize
+hw.l2cachesize`; it passes them as -DTL_L1D_BYTES=... -DTL_L2_BYTES=... (TINYLM_L1D_BYTES and
+TINYLM_L2_BYTES override them, for a build meant for another machine). Portable builds pass nothing,
+and the kernels' defaults (32 KB, 1 MB) are read by no portable code: only the SIMD blocks use them,
+so a Cortex-M build is the same as before.
 """
 import glob
 import os
@@ -70,13 +70,22 @@ def _sysfs_cache_sizes():
     return sizes
 
 
+def _command_number(command):
+    """The number a command prints (getconf, sysctl), or 0 when it fails or prints something else."""
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return int(out) if out.isdigit() else 0
+
+
 def cache_sizes():
     """(L1 data cache bytes, L2 bytes per core) of this machine, each None when it cannot be found:
-    TINYLM_L1D_BYTES / TINYLM_L2_BYTES if set, else sysconf, else sysfs, else sysctl (macOS)."""
+    TINYLM_L1D_BYTES / TINYLM_L2_BYTES if set, else getconf, else sysfs, else sysctl (macOS)."""
     found = {}
-    for key, env, name, sysfs, sysctl in (("l1d", "TINYLM_L1D_BYTES", "SC_LEVEL1_DCACHE_SIZE", (1, "Data"),
+    for key, env, name, sysfs, sysctl in (("l1d", "TINYLM_L1D_BYTES", "LEVEL1_DCACHE_SIZE", (1, "Data"),
                                            "hw.l1dcachesize"),
-                                          ("l2", "TINYLM_L2_BYTES", "SC_LEVEL2_CACHE_SIZE", (2, "Unified"),
+                                          ("l2", "TINYLM_L2_BYTES", "LEVEL2_CACHE_SIZE", (2, "Unified"),
                                            "hw.l2cachesize")):
         value = os.environ.get(env, "")
         if value:
@@ -84,18 +93,8 @@ def cache_sizes():
                 raise SystemExit(f"kernels/build.py: {env}={value!r}; expected a positive number of bytes")
             found[key] = int(value)
             continue
-        try:
-            value = os.sysconf(name)
-        except (ValueError, OSError, AttributeError):
-            value = 0
-        if not value or value <= 0:
-            value = _sysfs_cache_sizes().get(sysfs, 0)
-        if not value:
-            try:
-                out = subprocess.run(["sysctl", "-n", sysctl], capture_output=True, text=True, timeout=10)
-                value = int(out.stdout.strip() or 0)
-            except (OSError, ValueError, subprocess.SubprocessError):
-                value = 0
+        value = _command_number(["getconf", name]) or _sysfs_cache_sizes().get(sysfs, 0)
+        value = value or _command_number(["sysctl", "-n", sysctl])
         found[key] = value if value > 0 else None
     return found["l1d"], found["l2"]
 
