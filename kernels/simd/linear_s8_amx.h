@@ -5,28 +5,30 @@
  *   16 rows of x or more, one group per row: the int32 matmul on tiles (tl_gemm_s8_amx) into y's
  *     memory, then each dot becomes, in place, (0 + (x_scale * w_scale) * (float)dot) + b.
  *   16 rows or more, groups of 4 .. 64 columns (a multiple of 4) or of a multiple of 64 up to
- *     TL_AMX_KC: the group's exact int32 dots for a 32 x 32 block of y in four C tiles (one tile step
- *     of group_size bytes, or group_size / 64 steps of 64), stored to a buffer; each output then adds
- *     (x_scale * w_scale) * (float)dot to its running sum, in group order, as the portable loop does.
+ *     TL_AMX_KC: each group's exact int32 dots for a 32 x 32 block of y in four C tiles (one tile
+ *     step of group_size bytes, or group_size / 64 steps of 64), stored to a buffer; each output then
+ *     adds (x_scale * w_scale) * (float)dot to its running sum, in group order, as the portable loop does.
  *   anything else: the AVX-512 VNNI variant (tl_linear_s8_avx512).
  * The same float operations per output, in the same order, as the portable loop: the same bits.
  */
 
 /* Groups on tiles: blocks of 32 rows of w_q and as many whole groups as fit TL_AMX_KC columns
- * (packed once, with their weight scales transposed into sw), met by every 32 rows of x_q. The
- * running sums of earlier blocks of groups wait in y (a float store and load: exact); the bias is
- * added after the last group. */
+ * (packed once, with their weight scales transposed into sw), met by every 32 rows of x_q. For 32 rows
+ * of x_q, up to TL_AMX_GROUPS groups' int32 dots go through the tiles into c first; then each output
+ * adds its groups' (x_scale * w_scale) * (float)dot to a running sum held in a register, 2 rows x 32
+ * columns (4 sums) at a time. The running sums of earlier chunks of groups wait in y (a float store
+ * and load: exact); the bias is added after the last group. */
+#define TL_AMX_GROUPS 4
 static void tl_linear_s8_amx_groups(const int8_t *restrict x_q, const float *restrict x_scale,
                                     const int8_t *restrict w_q, const float *restrict w_scale,
                                     const float *restrict b, float *restrict y,
                                     size_t M, size_t N, size_t K, size_t group_size)
 {
     int8_t bp[32 * TL_AMX_KC];
-    int32_t c[32 * 32];
-    float acc[32 * 32];                           /* the running sums of a 32 x 32 block of y */
+    int32_t c[TL_AMX_GROUPS][32 * 32];           /* c[g][32 i + j]: row m + i, column n0 + j */
     float sw[TL_AMX_KC / 4][32];                  /* sw[g][j] = w_scale[n0 + j, g0 + g] */
     size_t G = K / group_size, step = group_size < 64 ? group_size : 64;
-    size_t per_block = TL_AMX_KC / group_size, n0, g0, g, m, i, j, v;
+    size_t per_block = TL_AMX_KC / group_size, n0, g0, g1, g, m, i, j;
     tl_amx_configure(step);
     for (n0 = 0; n0 < N; n0 += 32) {
         size_t nr = N - n0 < 32 ? N - n0 : 32;
@@ -40,34 +42,48 @@ static void tl_linear_s8_amx_groups(const int8_t *restrict x_q, const float *res
                 for (j = 0; j < 32; j++)
                     sw[g][j] = j < nr ? w_scale[(n0 + j) * G + g0 + g] : 0.0f;
             __asm__ __volatile__("" : : : "memory");   /* bp is written before the tile loads */
-            for (m = 0; m < M; m += 32) {
-                for (i = 0; i < 32; i++)
-                    for (v = 0; v < 2; v++)
-                        _mm512_storeu_ps(acc + 32 * i + 16 * v,
-                                         g0 && m + i < M ? _mm512_maskz_loadu_ps(lanes[v], y + (m + i) * N + n0 + 16 * v)
-                                                         : _mm512_setzero_ps());
-                for (g = 0; g < ng; g++) {
-                    tl_gemm_s8_amx_block(x_q, M, K, m, (g0 + g) * group_size, group_size, step,
-                                         bp + g * (group_size / step) * 2 * 16 * step, c);
-                    for (i = 0; i < 32; i++) {    /* rows past M: the last row's scale, not stored */
-                        __m512 sx = _mm512_set1_ps(x_scale[(m + i < M ? m + i : M - 1) * G + g0 + g]);
-                        for (v = 0; v < 2; v++) {
-                            __m512 scale = _mm512_mul_ps(sx, _mm512_loadu_ps(sw[g] + 16 * v));
-                            __m512 dot = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(c + 32 * i + 16 * v)));
-                            _mm512_storeu_ps(acc + 32 * i + 16 * v,
-                                             _mm512_add_ps(_mm512_loadu_ps(acc + 32 * i + 16 * v),
-                                                           _mm512_mul_ps(scale, dot)));
+            for (m = 0; m < M; m += 32)
+                for (g1 = 0; g1 < ng; g1 += TL_AMX_GROUPS) {
+                    size_t gc = ng - g1 < TL_AMX_GROUPS ? ng - g1 : TL_AMX_GROUPS;
+                    int first = g0 + g1 == 0, last = g0 + g1 + gc == G;
+                    for (g = 0; g < gc; g++)
+                        tl_gemm_s8_amx_block(x_q, M, K, m, (g0 + g1 + g) * group_size, group_size, step,
+                                             bp + (g1 + g) * (group_size / step) * 2 * 16 * step, c[g]);
+                    for (i = 0; i < 32 && m + i < M; i += 2) {
+                        size_t r1 = m + i + 1 < M ? i + 1 : i;  /* a last odd row: computed twice */
+                        const float *sx0 = x_scale + (m + i) * G + g0 + g1, *sx1 = x_scale + (m + r1) * G + g0 + g1;
+                        float *y0 = y + (m + i) * N + n0, *y1 = y + (m + r1) * N + n0;
+                        __m512 a00 = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(lanes[0], y0);
+                        __m512 a01 = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(lanes[1], y0 + 16);
+                        __m512 a10 = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(lanes[0], y1);
+                        __m512 a11 = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(lanes[1], y1 + 16);
+                        for (g = 0; g < gc; g++) {
+                            const __m512 w0 = _mm512_loadu_ps(sw[g1 + g]), w1 = _mm512_loadu_ps(sw[g1 + g] + 16);
+                            const __m512 s0 = _mm512_set1_ps(sx0[g]), s1 = _mm512_set1_ps(sx1[g]);
+                            const int32_t *c0 = c[g] + 32 * i, *c1 = c[g] + 32 * r1;
+#define TL_AMX_ADD(acc, s, w, p)                                                                    \
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(s, w),                                     \
+                                           _mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(p)))))
+                            TL_AMX_ADD(a00, s0, w0, c0);
+                            TL_AMX_ADD(a01, s0, w1, c0 + 16);
+                            TL_AMX_ADD(a10, s1, w0, c1);
+                            TL_AMX_ADD(a11, s1, w1, c1 + 16);
+#undef TL_AMX_ADD
                         }
+                        if (last && b) {
+                            __m512 b0 = _mm512_maskz_loadu_ps(lanes[0], b + n0);
+                            __m512 b1 = _mm512_maskz_loadu_ps(lanes[1], b + n0 + 16);
+                            a00 = _mm512_add_ps(a00, b0);
+                            a01 = _mm512_add_ps(a01, b1);
+                            a10 = _mm512_add_ps(a10, b0);
+                            a11 = _mm512_add_ps(a11, b1);
+                        }
+                        _mm512_mask_storeu_ps(y0, lanes[0], a00);
+                        _mm512_mask_storeu_ps(y0 + 16, lanes[1], a01);
+                        _mm512_mask_storeu_ps(y1, lanes[0], a10);
+                        _mm512_mask_storeu_ps(y1 + 16, lanes[1], a11);
                     }
                 }
-                for (i = 0; i < 32 && m + i < M; i++)
-                    for (v = 0; v < 2; v++) {
-                        __m512 sum = _mm512_loadu_ps(acc + 32 * i + 16 * v);
-                        if (b && g0 + ng == G)
-                            sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes[v], b + n0 + 16 * v));
-                        _mm512_mask_storeu_ps(y + (m + i) * N + n0 + 16 * v, lanes[v], sum);
-                    }
-            }
         }
     }
     _tile_release();
