@@ -100,7 +100,8 @@ static inline const int8_t *tl_gemm_s8_amx_rows(const int8_t *x, size_t M, size_
 static inline void tl_gemm_s8_amx_block(const int8_t *x, size_t M, size_t K, size_t m, size_t k0, size_t kc,
                                         size_t step, const int8_t *bp, int32_t c[32 * 32])
 {
-    int8_t pad0[16 * 64], pad1[16 * 64];
+    __m512i pad_lines[2 * 16];                  /* zero-padded A tiles, 64-byte aligned */
+    int8_t *pad0 = (int8_t *)(void *)pad_lines, *pad1 = pad0 + 16 * 64;
     size_t s, s0, s1;
     _tile_zero(0);
     _tile_zero(1);
@@ -131,8 +132,9 @@ static inline void tl_gemm_s8_amx_block(const int8_t *x, size_t M, size_t K, siz
  * every 32 rows of x. The sums of earlier column blocks wait in y (int32 adds: exact). */
 static void tl_gemm_s8_amx(const int8_t *x, const int8_t *w, int32_t *y, size_t M, size_t N, size_t K)
 {
-    int8_t bp[32 * TL_AMX_KC];
-    int32_t c[32 * 32];
+    __m512i bp_lines[32 * TL_AMX_KC / 64], c_lines[32 * 32 / 16];   /* 64-byte aligned: a row of */
+    int8_t *bp = (int8_t *)(void *)bp_lines;                          /* a tile is one cache line */
+    int32_t *c = (int32_t *)(void *)c_lines;
     size_t n0, k0, m, i, v;
     tl_amx_configure(64);
     for (n0 = 0; n0 < N; n0 += 32) {

@@ -70,8 +70,10 @@ static void tl_linear_s8_amx_groups(const int8_t *restrict x_q, const float *res
                                     const float *restrict b, float *restrict y,
                                     size_t M, size_t N, size_t K, size_t group_size)
 {
-    int8_t bp[32 * TL_AMX_KC];
-    int32_t c[2][TL_AMX_GROUPS][32 * 32];        /* c[h][g][32 i + j]: row m + i, column n0 + j */
+    __m512i bp_lines[32 * TL_AMX_KC / 64], c_lines[2 * TL_AMX_GROUPS * 32 * 32 / 16];   /* 64-byte aligned */
+    int8_t *bp = (int8_t *)(void *)bp_lines;      /* a row of a tile: one cache line */
+    int32_t (*c)[TL_AMX_GROUPS][32 * 32] = (int32_t (*)[TL_AMX_GROUPS][32 * 32])(void *)c_lines;
+                                                  /* c[h][g][32 i + j]: row m + i, column n0 + j */
     float sw[TL_AMX_KC / 4][32];                  /* sw[g][j] = w_scale[n0 + j, g0 + g] */
     size_t G = K / group_size, step = group_size < 64 ? group_size : 64;
     size_t per_block = TL_AMX_KC / group_size, n0, g0, g1, g, m, j;
