@@ -15,8 +15,9 @@
  *   - Floating-point expressions are written in the order the references use. Build with
  *     -ffp-contract=off (the default for -std=c99) so the compiler never fuses a*b+c on its own:
  *     the kernels marked "exact" below depend on it. Instruction-set variants (kernels/simd/, chosen
- *     at compile time by __AVX2__, __F16C__, __FMA__, __AVX512F__ / __AVX512BW__ / __AVX512VNNI__,
- *     __ARM_FEATURE_DSP, __ARM_FEATURE_MVE and the Arm FPU's __fp16 support; tinylm_build_info
+ *     at compile time by __AVX2__, __F16C__, __FMA__, __AVX512F__ / __AVX512BW__ / __AVX512VNNI__
+ *     (__AMX_TILE__ / __AMX_INT8__ for the _amx entry points), __ARM_FEATURE_DSP, __ARM_FEATURE_MVE
+ *     and the Arm FPU's __fp16 support; tinylm_build_info
  *     names them) compute the same results as the portable C (bit for bit where a contract says
  *     "exact"; the others, within their stated bounds).
  *

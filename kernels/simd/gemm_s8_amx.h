@@ -128,35 +128,45 @@ static inline void tl_gemm_s8_amx_block(const int8_t *x, size_t M, size_t K, siz
     __asm__ __volatile__("" : : : "memory");               /* c is read after the stores */
 }
 
-/* y (M, N) int32 = x @ w.T: blocks of 32 rows of w and TL_AMX_KC columns, packed once and met by
- * every 32 rows of x. The sums of earlier column blocks wait in y (int32 adds: exact). */
+/* y (M, N) int32 = x @ w.T. For each block of TL_AMX_KC columns, the rows of w are packed in panels
+ * of 32, as many as fit TL_AMX_B_BYTES (L2), and every 32 rows of x meet all of them in turn: those
+ * rows of x (at most 64 KB) stay in L1 while the packed w streams by in order. The sums of earlier
+ * column blocks wait in y (int32 adds: exact). */
+#define TL_AMX_B_BYTES 262144               /* the packed panels of w: 256 KB of stack */
 static void tl_gemm_s8_amx(const int8_t *x, const int8_t *w, int32_t *y, size_t M, size_t N, size_t K)
 {
-    __m512i bp_lines[32 * TL_AMX_KC / 64], c_lines[32 * 32 / 16];   /* 64-byte aligned: a row of */
-    int8_t *bp = (int8_t *)(void *)bp_lines;                          /* a tile is one cache line */
+    __m512i b_lines[TL_AMX_B_BYTES / 64], c_lines[32 * 32 / 16];   /* 64-byte aligned: a row of */
+    int8_t *bp = (int8_t *)(void *)b_lines;                         /* a tile is one cache line */
     int32_t *c = (int32_t *)(void *)c_lines;
-    size_t n0, k0, m, i, v;
+    size_t k0, n1, m, q, i, v;
     tl_amx_configure(64);
-    for (n0 = 0; n0 < N; n0 += 32) {
-        size_t nr = N - n0 < 32 ? N - n0 : 32;
-        __mmask16 lanes[2];
-        lanes[0] = tl_dot_s8_avx512_lanes16(nr);
-        lanes[1] = tl_dot_s8_avx512_lanes16(nr > 16 ? nr - 16 : 0);
-        for (k0 = 0; k0 < K; k0 += TL_AMX_KC) {
-            size_t kc = K - k0 < TL_AMX_KC ? K - k0 : TL_AMX_KC;
-            tl_gemm_s8_amx_pack(w + n0 * K, K, nr, k0, kc, 64, bp);
-            __asm__ __volatile__("" : : : "memory");       /* bp is written before the tile loads */
-            for (m = 0; m < M; m += 32) {
-                tl_gemm_s8_amx_block(x, M, K, m, k0, kc, 64, bp, c);
-                for (i = 0; i < 32 && m + i < M; i++)
-                    for (v = 0; v < 2; v++) {
-                        int32_t *yr = y + (m + i) * N + n0 + 16 * v;
-                        __m512i sum = _mm512_loadu_si512((const void *)(c + 32 * i + 16 * v));
-                        if (k0)
-                            sum = _mm512_add_epi32(sum, _mm512_maskz_loadu_epi32(lanes[v], yr));
-                        _mm512_mask_storeu_epi32(yr, lanes[v], sum);
-                    }
+    for (k0 = 0; k0 < K; k0 += TL_AMX_KC) {
+        size_t kc = K - k0 < TL_AMX_KC ? K - k0 : TL_AMX_KC;
+        size_t panel = (kc + 63) / 64 * 2 * 16 * 64;                /* bytes of one packed panel */
+        size_t per_block = TL_AMX_B_BYTES / panel;                  /* panels packed together */
+        for (n1 = 0; n1 < N; n1 += 32 * per_block) {
+            size_t panels = (N - n1 + 31) / 32 < per_block ? (N - n1 + 31) / 32 : per_block;
+            for (q = 0; q < panels; q++) {
+                size_t n0 = n1 + 32 * q;
+                tl_gemm_s8_amx_pack(w + n0 * K, K, N - n0 < 32 ? N - n0 : 32, k0, kc, 64, bp + q * panel);
             }
+            __asm__ __volatile__("" : : : "memory");       /* bp is written before the tile loads */
+            for (m = 0; m < M; m += 32)
+                for (q = 0; q < panels; q++) {
+                    size_t n0 = n1 + 32 * q, nr = N - n0 < 32 ? N - n0 : 32;
+                    __mmask16 lanes[2];                     /* the columns n0 .. n0 + nr - 1 of y */
+                    lanes[0] = tl_dot_s8_avx512_lanes16(nr);
+                    lanes[1] = tl_dot_s8_avx512_lanes16(nr > 16 ? nr - 16 : 0);
+                    tl_gemm_s8_amx_block(x, M, K, m, k0, kc, 64, bp + q * panel, c);
+                    for (i = 0; i < 32 && m + i < M; i++)
+                        for (v = 0; v < 2; v++) {
+                            int32_t *yr = y + (m + i) * N + n0 + 16 * v;
+                            __m512i sum = _mm512_loadu_si512((const void *)(c + 32 * i + 16 * v));
+                            if (k0)
+                                sum = _mm512_add_epi32(sum, _mm512_maskz_loadu_epi32(lanes[v], yr));
+                            _mm512_mask_storeu_epi32(yr, lanes[v], sum);
+                        }
+                }
         }
     }
     _tile_release();
