@@ -1,7 +1,10 @@
 /* build_info.c -- which instruction-set paths this build compiled in (a string literal: no mutable
  * state). One word per feature that some kernel chooses a variant by (kernels/simd/):
  *   avx512f avx512bw avx512vnni  all three: int8 matmul and linear (simd/..._s8_avx512.h);
- *                                avx512f: exp, fp32 softmax, quantize
+ *                                avx512f: fp32 matmul (simd/matmul_f32_avx512.h), exp, fp32 softmax,
+ *                                quantize; F + BW + VL: fp16 matmul (simd/matmul_f16_avx512.h)
+ *   amx-int8                     int8 matmul and linear on AMX tiles, M >= 16 (simd/..._amx.h), in
+ *                                the _amx entry points, called once the OS allowed the tiles
  *   avx2                         int8 dots, linear_s8, quantize, exp, softmax
  *   fma                          fp32 and fp16 matmul (with AVX2)
  *   f16c                         fp16 conversions; fp16 matmul and softmax (with AVX2)
@@ -15,6 +18,7 @@
  */
 #include "tinylm_kernels.h"
 #include "half.h"
+#include "dot_s8.h"
 
 #if defined(__AVX512F__)
 #define TL_INFO_AVX512F "avx512f "
@@ -30,6 +34,11 @@
 #define TL_INFO_AVX512VNNI "avx512vnni "
 #else
 #define TL_INFO_AVX512VNNI ""
+#endif
+#if TL_S8_AMX
+#define TL_INFO_AMX "amx-int8 "
+#else
+#define TL_INFO_AMX ""
 #endif
 #if defined(__AVX2__)
 #define TL_INFO_AVX2 "avx2 "
@@ -74,6 +83,6 @@
 
 const char *tinylm_build_info(void)
 {
-    return TL_INFO_AVX512F TL_INFO_AVX512BW TL_INFO_AVX512VNNI TL_INFO_AVX2 TL_INFO_FMA TL_INFO_F16C
+    return TL_INFO_AVX512F TL_INFO_AVX512BW TL_INFO_AVX512VNNI TL_INFO_AMX TL_INFO_AVX2 TL_INFO_FMA TL_INFO_F16C
         TL_INFO_MVE TL_INFO_DSP TL_INFO_FP16 TL_INFO_NEON TL_INFO_DOTPROD "portable";
 }

@@ -24,6 +24,14 @@
 #define TL_S8_AVX512 0
 #endif
 
+/* AMX-TILE + AMX-INT8 (Intel Sapphire Rapids and later), on top of the AVX-512 VNNI variants: the
+ * int8 kernels' _amx entry points (simd/gemm_s8_amx.h); without it those are the functions above. */
+#if TL_S8_AVX512 && defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__x86_64__)
+#define TL_S8_AMX 1
+#else
+#define TL_S8_AMX 0
+#endif
+
 /* sum_k a[k] * b[k], exact int32: the reference for everything below, and every variant's tail. */
 static inline int32_t tl_dot_s8(const int8_t *a, const int8_t *b, size_t n)
 {

@@ -28,6 +28,10 @@ static void tl_linear_s8_column(const int8_t *restrict x_q, const float *restric
 #include "simd/gemm_s8_avx512.h"
 #include "simd/linear_s8_avx2.h"
 #include "simd/linear_s8_avx512.h"
+#if TL_S8_AMX
+#include "simd/gemm_s8_amx.h"
+#include "simd/linear_s8_amx.h"
+#endif
 #elif defined(__AVX2__)
 #include "simd/linear_s8_avx2.h"
 #elif defined(__aarch64__) && defined(__ARM_NEON)
@@ -67,5 +71,19 @@ void tinylm_linear_s8(const float *restrict x, const int8_t *restrict w_q,
     }
     for (; n0 < N; n0++)                          /* the last N % 8 columns, one at a time */
         tl_linear_s8_column(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size, n0);
+#endif
+}
+
+/* The same on AMX tiles where the build has them (the caller has the OS's permission for them). */
+void tinylm_linear_s8_amx(const float *restrict x, const int8_t *restrict w_q,
+                          const float *restrict w_scale, const float *restrict b, float *restrict y,
+                          int8_t *restrict x_q, float *restrict x_scale,
+                          size_t M, size_t N, size_t K, size_t group_size)
+{
+#if TL_S8_AMX
+    tinylm_quantize_s8(x, x_q, x_scale, M, K, group_size);   /* x_q (M, K), x_scale (M, G) */
+    tl_linear_s8_amx(x_q, x_scale, w_q, w_scale, b, y, M, N, K, group_size);
+#else
+    tinylm_linear_s8(x, w_q, w_scale, b, y, x_q, x_scale, M, N, K, group_size);
 #endif
 }

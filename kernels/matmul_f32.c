@@ -1,7 +1,9 @@
 /* matmul_f32.c -- y (M, N) = x (M, K) @ w (N, K).T (+ b), fp32. Contract: tinylm_kernels.h. */
 #include "tinylm_kernels.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+#include "simd/matmul_f32_avx512.h"
+#elif defined(__AVX2__) && defined(__FMA__)
 #include "simd/matmul_f32_avx2.h"
 #elif defined(__aarch64__) && defined(__ARM_NEON)
 #include "simd/matmul_f32_neon.h"
@@ -10,7 +12,9 @@
 void tinylm_matmul_f32(const float *restrict x, const float *restrict w, const float *restrict b,
                        float *restrict y, size_t M, size_t N, size_t K)
 {
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+    tl_matmul_f32_avx512(x, w, b, y, M, N, K);
+#elif defined(__AVX2__) && defined(__FMA__)
     tl_matmul_f32_avx2(x, w, b, y, M, N, K);
 #elif defined(__aarch64__) && defined(__ARM_NEON)
     tl_matmul_f32_neon(x, w, b, y, M, N, K);

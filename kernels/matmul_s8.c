@@ -1,4 +1,6 @@
-/* matmul_s8.c -- y (M, N) int32 = x (M, K) int8 @ w (N, K).T, exact. Contract: tinylm_kernels.h. */
+/* matmul_s8.c -- y (M, N) int32 = x (M, K) int8 @ w (N, K).T, exact. Contract: tinylm_kernels.h.
+ * tinylm_matmul_s8_amx: the same on AMX tiles where the build has them (the caller has the OS's
+ * permission for them), else tinylm_matmul_s8. */
 #include "tinylm_kernels.h"
 #include "dot_s8.h"
 
@@ -8,6 +10,11 @@
 #include "simd/matmul_s8_avx512.h"
 #elif defined(__aarch64__) && defined(__ARM_NEON)
 #include "simd/matmul_s8_neon.h"
+#endif
+#if TL_S8_AMX
+#include <immintrin.h>
+#include "simd/gemm_s8_amx.h"
+#include "simd/matmul_s8_amx.h"
 #endif
 
 void tinylm_matmul_s8(const int8_t *restrict x, const int8_t *restrict w, int32_t *restrict y,
@@ -27,5 +34,15 @@ void tinylm_matmul_s8(const int8_t *restrict x, const int8_t *restrict w, int32_
     for (; n0 < N; n0++)                          /* the last N % 8 columns */
         for (m = 0; m < M; m++)
             y[m * N + n0] = tl_dot_s8(x + m * K, w + n0 * K, K);
+#endif
+}
+
+void tinylm_matmul_s8_amx(const int8_t *restrict x, const int8_t *restrict w, int32_t *restrict y,
+                          size_t M, size_t N, size_t K)
+{
+#if TL_S8_AMX
+    tl_matmul_s8_amx(x, w, y, M, N, K);
+#else
+    tinylm_matmul_s8(x, w, y, M, N, K);
 #endif
 }

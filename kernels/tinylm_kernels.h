@@ -15,8 +15,9 @@
  *   - Floating-point expressions are written in the order the references use. Build with
  *     -ffp-contract=off (the default for -std=c99) so the compiler never fuses a*b+c on its own:
  *     the kernels marked "exact" below depend on it. Instruction-set variants (kernels/simd/, chosen
- *     at compile time by __AVX2__, __F16C__, __FMA__, __AVX512F__ / __AVX512BW__ / __AVX512VNNI__,
- *     __ARM_FEATURE_DSP, __ARM_FEATURE_MVE and the Arm FPU's __fp16 support; tinylm_build_info
+ *     at compile time by __AVX2__, __F16C__, __FMA__, __AVX512F__ / __AVX512BW__ / __AVX512VNNI__
+ *     (__AMX_TILE__ / __AMX_INT8__ for the _amx entry points), __ARM_FEATURE_DSP, __ARM_FEATURE_MVE
+ *     and the Arm FPU's __fp16 support; tinylm_build_info
  *     names them) compute the same results as the portable C (bit for bit where a contract says
  *     "exact"; the others, within their stated bounds).
  *
@@ -73,6 +74,19 @@ void tinylm_matmul_f16(const uint16_t *x, const uint16_t *w, const float *b, flo
  * [-127, 127] and K <= 133144 (so |y| <= 127*127*K < 2^31 never overflows).
  */
 void tinylm_matmul_s8(const int8_t *x, const int8_t *w, int32_t *y, size_t M, size_t N, size_t K);
+
+/* ---- int8 on AMX tiles (matmul_s8.c, linear_s8.c) ------------------------------------------------
+ * tinylm_matmul_s8_amx, tinylm_linear_s8_amx: the contracts (and the bits) of tinylm_matmul_s8 and
+ * tinylm_linear_s8, computed with AMX-INT8 tiles for M >= 16 when the build has AMX (__AMX_TILE__,
+ * __AMX_INT8__ with AVX-512 VNNI); in any other build they are those functions. The OS must have
+ * granted the process the tile state first (Linux: arch_prctl ARCH_REQ_XCOMP_PERM), or the first tile
+ * instruction faults: the kernels make no OS call, so the caller asks (tinylm.kernels does, once, and
+ * calls these only when it was granted).
+ */
+void tinylm_matmul_s8_amx(const int8_t *x, const int8_t *w, int32_t *y, size_t M, size_t N, size_t K);
+void tinylm_linear_s8_amx(const float *x, const int8_t *w_q, const float *w_scale, const float *b,
+                          float *y, int8_t *x_q, float *x_scale,
+                          size_t M, size_t N, size_t K, size_t group_size);
 
 /* ---- int8 quantization (quant_s8.c) ---------------------------------------------------------
  * tinylm_quantize_s8: for each row m and group g of group_size columns (group_size divides K,

@@ -188,7 +188,9 @@ def test_kernel_benchmark_prints_a_table_with_ratios_and_targets(capsys):
     out = capsys.readouterr().out
     header, *rows = out[out.index("kernel "):].strip().splitlines()
     assert header.split()[:4] == ["kernel", "shape", "C", "ms"]
-    assert len(rows) == 13 and any("matmul_f32" in r and ">= 1x" in r for r in rows)
+    amx = kernels.backend() == "c" and kernels.amx_available()    # + the AMX-against-VNNI row
+    assert len(rows) == 13 + amx and any("matmul_f32" in r and ">= 1x" in r for r in rows)
+    assert any(r.startswith("matmul_s8 AMX") and ">= 3x" in r for r in rows) == amx
     verdicts = 0
     for row in rows:  # a verdict must follow from the printed median ratio and target
         if ">=" not in row:
@@ -197,4 +199,29 @@ def test_kernel_benchmark_prints_a_table_with_ratios_and_targets(capsys):
         target = float(row.split(">=")[1].split("x")[0])
         assert row.rstrip().endswith("NOT met" if ratio < target else " met"), row
         verdicts += 1
-    assert verdicts == 7
+    assert verdicts == 7 + amx
+
+
+def test_every_bench_suite_prints_the_cpu_model_and_kernel_paths_once(capsys):
+    from tinylm.bench.__main__ import main
+    from tinylm.bench.machine import cpu_model
+
+    assert main(["kernels", "--size", "16", "--T", "16", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("CPU: ") == 1 and f"CPU: {cpu_model()}" in out
+    assert out.count("matmul_f32/f16: ") == 1 and out.count("matmul_s8/linear_s8: ") == 1
+
+
+def test_kernel_paths_name_the_variant_each_build_chooses():
+    from tinylm.bench.machine import kernel_paths
+
+    assert kernel_paths("portable", "-O3", amx=False) == ["matmul_f32/f16: portable C",
+                                                          "matmul_s8/linear_s8: portable C"]
+    zen4 = kernel_paths("avx512f avx512bw avx512vnni avx2 fma f16c portable",
+                        "-march=native -DTL_L1D_BYTES=32768 -DTL_L2_BYTES=1048576", amx=False)
+    assert "KC=336, NC=384 for L1D 32 KB, L2 1024 KB" in zen4[0] and "AMX" not in zen4[1]
+    xeon = kernel_paths("avx512f avx512bw avx512vnni amx-int8 avx2 fma f16c portable",
+                        "-march=native -DTL_L1D_BYTES=49152 -DTL_L2_BYTES=2097152", amx=True)
+    assert "KC=512, NC=256" in xeon[0] and xeon[1].startswith("matmul_s8/linear_s8: AMX-INT8 tiles at M >= 16")
+    refused = kernel_paths("avx512f avx512bw avx512vnni amx-int8 avx2 fma portable", "", amx=False)
+    assert "the OS refused the tiles" in refused[1]

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 
 import numpy as np
+
+from tinylm.bench.machine import cpu_model  # noqa: F401  (tinylm.bench.runtime.cpu_model, as before)
 
 CONFIGS = {
     "demo": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=512),
@@ -39,18 +39,6 @@ CONFIGS = {
 PRECISIONS = ("fp32", "fp16", "int8:g32", "int8:channel")
 TARGET_SPEEDUP = 20.0       # issue 13: C >= 20x NumPy tokens/s on the demo model, batch 1
 TARGET_BANDWIDTH = 0.60     # issue 13: int8 on GPT-2-124M shapes >= 60% of the bandwidth limit
-
-
-def cpu_model():
-    """The CPU's model name, from lscpu (or /proc/cpuinfo, or platform)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return " ".join(line.split(":", 1)[1].split())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def memory_bandwidth(repeats=5):
@@ -156,7 +144,6 @@ def main(argv=None):
     from tinylm import kernels
 
     info = kernels.build_info()
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs; single-threaded runs)")
     print(f"tinylm: {os.path.dirname(tinylm.__file__)}; C build: {info['simd']}; flags: {info['flags']}")
     print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (other processes share these cores)")

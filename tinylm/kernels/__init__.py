@@ -40,6 +40,7 @@ __all__ = [
     "quantize_s8", "dequantize_s8", "linear_s8", "LinearS8", "softmax_f32", "softmax_f16", "softmax_s8",
     "quantize_s4", "dequantize_s4", "linear_s4", "LinearS4",
     "layernorm_f32", "gelu_f32", "embedding", "residual_add_f32", "attention_f32",
+    "amx_available",
 ]
 
 ENV_VAR = "TINYLM_KERNELS"
@@ -105,6 +106,29 @@ def _c():
         return None
     ext = _extension()
     return ext.ffi, ext.lib
+
+
+# ---- AMX tiles: the OS's permission, asked once (the kernels make no OS call) -----------------------
+
+_amx_cache = []             # [] until asked, then [True or False]
+
+
+def amx_available() -> bool:
+    """True when the int8 kernels may use AMX tiles: the C build has them (build_info()['simd'] names
+    "amx-int8") and the OS granted the process the tile state, asked once, at the first call (Linux:
+    arch_prctl ARCH_REQ_XCOMP_PERM, in the extension's host C, kernels/build.py). When it is refused
+    the int8 kernels use their AVX-512 VNNI (or portable) paths: the same results."""
+    if not _amx_cache:
+        ext = _extension()
+        lib = ext.lib if ext is not None else None
+        simd = ext.ffi.string(lib.tinylm_build_info()).decode().split() if lib is not None else []
+        _amx_cache.append("amx-int8" in simd and bool(lib.tinylm_host_amx_request()))
+    return _amx_cache[0]
+
+
+def _s8_kernel(lib, name, amx):
+    """lib.tinylm_<name>_amx when asked for (amx=True) and available, else lib.tinylm_<name>."""
+    return getattr(lib, f"tinylm_{name}_amx" if amx and amx_available() else f"tinylm_{name}")
 
 
 # the C array type cffi's from_buffer wants for each pointer type (a dict: this runs on every call)
@@ -218,8 +242,11 @@ def matmul_f16(x, w, b=None):
     return y
 
 
-def matmul_s8(x, w):
-    """y (M, N) int32 = x (M, K) int8 @ w (N, K).T int8, exact; values in [-127, 127]."""
+def matmul_s8(x, w, amx=True):
+    """y (M, N) int32 = x (M, K) int8 @ w (N, K).T int8, exact; values in [-127, 127].
+
+    amx=False keeps to the AVX-512 VNNI (or portable) kernel where AMX tiles are available (the same
+    bits; for comparing the two paths)."""
     x, w, _ = _matmul_args("matmul_s8", x, w, None, np.int8)
     _check_s8_range("matmul_s8", "x", x)
     _check_s8_range("matmul_s8", "w", w)
@@ -230,8 +257,8 @@ def matmul_s8(x, w):
     ffi, lib = c
     (M, K), N = x.shape, w.shape[0]
     y = np.empty((M, N), np.int32)
-    lib.tinylm_matmul_s8(_ptr(ffi, "int8_t *", x), _ptr(ffi, "int8_t *", w),
-                         _ptr(ffi, "int32_t *", y), M, N, K)
+    _s8_kernel(lib, "matmul_s8", amx)(_ptr(ffi, "int8_t *", x), _ptr(ffi, "int8_t *", w),
+                                      _ptr(ffi, "int32_t *", y), M, N, K)
     return y
 
 
@@ -327,8 +354,9 @@ class LinearS8:
         self.shape = (N, K)
         self._pointers = None  # (ffi, w_q pointer, w_scale pointer), made on the first C call
 
-    def __call__(self, x, b=None):
-        """y (M, N) float32 = x @ W.T (+ b), x quantized per row and group at run time."""
+    def __call__(self, x, b=None, amx=True):
+        """y (M, N) float32 = x @ W.T (+ b), x quantized per row and group at run time. (amx=False:
+        as in matmul_s8.)"""
         fn = "linear_s8"
         N, K = self.shape
         x = _array(fn, "x", x, np.float32, 2)                     # (M, K)
@@ -349,14 +377,14 @@ class LinearS8:
         y = np.empty((M, N), np.float32)
         x_q = np.empty((M, K), np.int8)                           # workspace: the kernel quantizes x
         x_scale = np.empty((M, K // gs), np.float32)              # into these (no malloc in C)
-        lib.tinylm_linear_s8(_ptr(ffi, "float *", x), w_q_ptr, w_scale_ptr,
-                             ffi.NULL if b is None else _ptr(ffi, "float *", b),
-                             _ptr(ffi, "float *", y), _ptr(ffi, "int8_t *", x_q),
-                             _ptr(ffi, "float *", x_scale), M, N, K, gs)
+        _s8_kernel(lib, "linear_s8", amx)(_ptr(ffi, "float *", x), w_q_ptr, w_scale_ptr,
+                                          ffi.NULL if b is None else _ptr(ffi, "float *", b),
+                                          _ptr(ffi, "float *", y), _ptr(ffi, "int8_t *", x_q),
+                                          _ptr(ffi, "float *", x_scale), M, N, K, gs)
         return y
 
 
-def linear_s8(x, w_q, w_scale, b=None):
+def linear_s8(x, w_q, w_scale, b=None, amx=True):
     """y (M, N) float32 = int8 Linear layer on x (M, K) float32 (see reference.linear_s8).
 
     w_q (N, K) int8 in [-127, 127], w_scale (N, G) float32 with group_size = K // G, b (N,) float32.
@@ -368,7 +396,7 @@ def linear_s8(x, w_q, w_scale, b=None):
     if w_q.shape[1] != x.shape[1]:
         raise ValueError(f"{fn}: w_q has shape {w_q.shape}; expected (N, {x.shape[1]}) to match x's "
                          f"K={x.shape[1]}")
-    return LinearS8(w_q, w_scale)(x, b)
+    return LinearS8(w_q, w_scale)(x, b, amx)
 
 
 # ---- int4 weights ---------------------------------------------------------------------------------
