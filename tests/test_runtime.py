@@ -467,17 +467,20 @@ def test_blob_loader_survives_mutated_blobs_under_sanitizers(tokenizer, tmp_path
     if build.returncode != 0 and "sanitize" in build.stderr:
         pytest.skip(f"the compiler has no ASan/UBSan: {build.stderr[:200]}")
     assert build.returncode == 0, build.stderr
-    # a small blob with every precision tag: fp32 everywhere, one fp16 and one int8 layer
+    # a small blob with every precision tag: fp32 everywhere, one fp16, one int8 and one int4 layer
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16,
                           n_expert=n_expert, expert_top_k=2))
-    model = apply_plan(model, {"transformer.h.0.attn.c_attn": "fp16", "transformer.h.0.attn.c_proj": "int8:g8"})
-    write_blob(model, tokenizer, tmp_path / "model.bin")
+    mlp = "transformer.h.0.mlp." + ("experts.1." if n_expert else "")
+    model = apply_plan(model, {"transformer.h.0.attn.c_attn": "fp16", "transformer.h.0.attn.c_proj": "int8:g8",
+                               mlp + "c_proj": "int4:g32"})  # (16, 64): int4 needs inputs in blocks of 32
+    assert write_blob(model, tokenizer, tmp_path / "model.bin") and (tmp_path / "model.bin").read_bytes()[4] == 2
     run = subprocess.run([str(exe), str(tmp_path / "model.bin"), "1500"], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr  # any ASan/UBSan report aborts with non-zero
     assert "0 crashes" in run.stdout and "ran" in run.stdout
     refused = dict(part.rsplit(" ", 1) for part in run.stdout.splitlines()[1].split(": ", 1)[1].split(", "))
     assert int(refused["truncated"]) > 0 and int(refused["tensor"]) > 0 and int(refused["tokenizer"]) > 0
+    assert " retags" in run.stdout  # the precision tags (int4 among them) crossed with group sizes
 
 
 def test_encode_terminates_when_the_class_table_is_wrong(tokenizer):
