@@ -437,6 +437,12 @@ def test_tinylm_run_prints_what_python_generates(model, tokenizer, tmp_path):
     want = generate_text(model, tokenizer, PROMPT, max_new_tokens=60, temperature=0)
     assert run.stdout.decode("utf-8", "replace") == want + "\n"
     assert b"tokens/s" in run.stderr
+    int4 = apply_plan(model, uniform_plan(model, "int4:g32"))  # a version-2 blob, in the standalone program too
+    write_blob(int4, tokenizer, tmp_path / "int4.bin")
+    run = subprocess.run([str(exe), str(tmp_path / "int4.bin"), "-n", "60", "-i", PROMPT, "-t", "0"],
+                         capture_output=True, check=True)
+    assert run.stdout.decode("utf-8", "replace") == generate_text(int4, tokenizer, PROMPT, max_new_tokens=60,
+                                                                  temperature=0) + "\n"
     bad = subprocess.run([str(exe), str(tmp_path / "model.bin"), "-n", "x"], capture_output=True)
     assert bad.returncode == 2 and b"not a number" in bad.stderr
     (tmp_path / "cut.bin").write_bytes((tmp_path / "model.bin").read_bytes()[:1000])
