@@ -268,6 +268,10 @@ def test_cli_export_c_and_generate_engine_c(model, tokenizer, tmp_path, capsys):
     c_int8 = capsys.readouterr().out
     assert main(args + ["--plan", "int8"]) == 0
     assert capsys.readouterr().out == c_int8
+    assert main(args + ["--plan", "int4:g32", "--engine", "c"]) == 0  # int4 too (a version-2 blob)
+    c_int4 = capsys.readouterr().out
+    assert main(args + ["--plan", "int4:g32"]) == 0
+    assert capsys.readouterr().out == c_int4
     sampled = ["generate", "--run", str(run), "--prompt", PROMPT, "--max-new-tokens", "40", "--seed", "5"]
     assert main(sampled + ["--engine", "c", "--top-k", "30"]) == 0
     c_text = capsys.readouterr().out
