@@ -367,6 +367,8 @@ static int check_entry(const uint8_t *blob, size_t size, const tinylm_config *c,
             return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int8/int4 group_size must divide cols", gs);
         if (dtype == TINYLM_DTYPE_S4 && gs % 32)
             return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int4 group_size must be a multiple of 32", gs);
+        if (gs > 133144u)       /* the kernels' limit: a group's int32 dot product cannot overflow */
+            return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int8/int4 group_size above 133144", gs);
         if ((uint64_t)rows * (cols / gs) * 4u != sbytes)
             return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: scale_bytes is not rows * groups * 4, kind", kind);
         if (soff % TINYLM_BLOB_ALIGN || !in_blob(soff, sbytes, size))

@@ -60,8 +60,8 @@
  *
  * Tensor table (at table_offset): n_tensors entries of 12 u32 (48 bytes):
  *   0 kind (TINYLM_T_*, below)  1 layer  2 expert  3 dtype (0 fp32, 1 fp16, 2 int8, 3 int4: version 2)
- *   4 group_size (int8: columns per scale, dividing cols; int4: the same, and a multiple of 32 (cols
- *     then too); == cols is per channel; fp32/fp16: 0)
+ *   4 group_size (int8: columns per scale, dividing cols, <= 133144; int4: the same, and a multiple of
+ *     32 (cols then too); == cols is per channel; fp32/fp16: 0)
  *   5 rows  6 cols (a vector has rows = 1)    7 data_offset
  *   8 data_bytes (rows*cols*(4|2|1); int4: rows*cols/2, two values a byte)
  *   9 scale_offset 10 scale_bytes (int8, int4: rows*(cols/group_size) f32 scales; else 0, 0)  11 zero
