@@ -116,8 +116,8 @@ static double exp_neg(double x)
 
 typedef struct {              /* one weight matrix (rows, cols) as the blob holds it */
     uint32_t dtype, rows, cols, group_size;
-    const void *data;         /* float / uint16_t (binary16) / int8_t, rows * cols */
-    const float *scale;       /* int8: (rows, cols / group_size) */
+    const void *data;         /* float / uint16_t (binary16) / int8_t, rows * cols; int4: uint8_t, rows * cols / 2 */
+    const float *scale;       /* int8, int4: (rows, cols / group_size) */
 } rt_matrix;
 
 typedef struct {              /* an MLP: c_fc (4C, C), GELU, c_proj (C, 4C) */
@@ -339,7 +339,8 @@ static uint64_t expected_tensor_count(const tinylm_config *c)
 /* Check one table entry (its offsets, sizes, tag, shape) and, when `place` is given, store it. */
 static int check_entry(const uint8_t *blob, size_t size, const tinylm_config *c, const uint8_t *e,
                        rt_matrix *place, char *msg, size_t ms)
-/* (place == NULL: validate, scanning int8 data for -128; else: store an entry validated before) */
+/* (place == NULL: validate, scanning int8 data for -128 and int4 data for the nibble -8; else: store an
+ * entry validated before) */
 {
     const uint32_t kind = rd32(e), layer = rd32(e + 4), expert = rd32(e + 8), dtype = rd32(e + 12);
     const uint32_t gs = rd32(e + 16), rows = rd32(e + 20), cols = rd32(e + 24);
@@ -350,24 +351,36 @@ static int check_entry(const uint8_t *blob, size_t size, const tinylm_config *c,
         return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: an entry names no tensor of this config, kind", kind);
     if (rows != want_rows || cols != want_cols)
         return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: a tensor's shape does not match the config, kind", kind);
-    if (dtype > TINYLM_DTYPE_S8 || (!matrix && dtype != TINYLM_DTYPE_F32))
-        return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: bad precision tag (vectors are fp32), kind", kind);
-    const uint64_t elem = dtype == TINYLM_DTYPE_F32 ? 4 : dtype == TINYLM_DTYPE_F16 ? 2 : 1;
-    if ((uint64_t)rows * cols * elem != nbytes)
-        return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: data_bytes is not rows * cols * element size, kind", kind);
+    const uint32_t max_dtype = rd32(blob + 4) >= 2 ? TINYLM_DTYPE_S4 : TINYLM_DTYPE_S8;  /* int4: version 2 */
+    if (dtype > max_dtype || (!matrix && dtype != TINYLM_DTYPE_F32))
+        return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: bad precision tag (vectors are fp32; int4 needs version 2), kind", kind);
+    if (dtype == TINYLM_DTYPE_S4 && cols % 32)
+        return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: an int4 tensor's cols must be a multiple of 32, kind", kind);
+    /* bytes per 2 values: fp32 8, fp16 4, int8 2, int4 1 (cols is even for int4) */
+    const uint64_t per_two = dtype == TINYLM_DTYPE_F32 ? 8 : dtype == TINYLM_DTYPE_F16 ? 4 : dtype == TINYLM_DTYPE_S8 ? 2 : 1;
+    if ((uint64_t)rows * cols * per_two != 2u * (uint64_t)nbytes)
+        return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: data_bytes is not rows * cols * element size (int4: rows * cols / 2), kind", kind);
     if (off % TINYLM_BLOB_ALIGN || !in_blob(off, nbytes, size))
         return failv(msg, ms, TINYLM_E_TRUNCATED, "tensor table: data is misaligned or runs past the end of the blob, kind", kind);
-    if (dtype == TINYLM_DTYPE_S8) {
+    if (dtype == TINYLM_DTYPE_S8 || dtype == TINYLM_DTYPE_S4) {
         if (gs < 1 || cols % gs)
-            return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int8 group_size must divide cols", gs);
+            return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int8/int4 group_size must divide cols", gs);
+        if (dtype == TINYLM_DTYPE_S4 && gs % 32)
+            return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int4 group_size must be a multiple of 32", gs);
+        if (gs > 133144u)       /* the kernels' limit: a group's int32 dot product cannot overflow */
+            return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int8/int4 group_size above 133144", gs);
         if ((uint64_t)rows * (cols / gs) * 4u != sbytes)
             return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: scale_bytes is not rows * groups * 4, kind", kind);
         if (soff % TINYLM_BLOB_ALIGN || !in_blob(soff, sbytes, size))
             return failv(msg, ms, TINYLM_E_TRUNCATED, "tensor table: scales are misaligned or run past the end of the blob, kind", kind);
         const int8_t *q = (const int8_t *)(const void *)(blob + off);
-        for (uint64_t i = 0; !place && i < nbytes; i++)
+        const uint8_t *q4 = blob + off;
+        for (uint64_t i = 0; !place && dtype == TINYLM_DTYPE_S8 && i < nbytes; i++)
             if (q[i] == -128)
                 return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int8 weights hold -128 (expected [-127, 127]), kind", kind);
+        for (uint64_t i = 0; !place && dtype == TINYLM_DTYPE_S4 && i < nbytes; i++)
+            if ((q4[i] & 0xFu) == 0x8u || (q4[i] >> 4) == 0x8u)
+                return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: int4 weights hold -8 (expected [-7, 7]), kind", kind);
     } else if (gs || soff || sbytes) {
         return failv(msg, ms, TINYLM_E_TENSOR, "tensor table: group_size / scales given for a float tensor, kind", kind);
     }
@@ -377,7 +390,7 @@ static int check_entry(const uint8_t *blob, size_t size, const tinylm_config *c,
         place->cols = cols;
         place->group_size = gs;
         place->data = blob + off;
-        place->scale = dtype == TINYLM_DTYPE_S8 ? (const float *)(const void *)(blob + soff) : NULL;
+        place->scale = dtype >= TINYLM_DTYPE_S8 ? (const float *)(const void *)(blob + soff) : NULL;
     }
     return TINYLM_OK;
 }
@@ -419,8 +432,8 @@ int tinylm_validate(const uint8_t *blob, size_t size, tinylm_config *cfg, char *
         return failv(msg, msg_size, TINYLM_E_TRUNCATED, "the blob is shorter than its 128-byte header", size);
     if (memcmp(blob, "TLMB", 4))
         return fail(msg, msg_size, TINYLM_E_FORMAT, "not a tinylm model blob (magic is not \"TLMB\")");
-    if (rd32(blob + 4) != TINYLM_BLOB_VERSION)
-        return failv(msg, msg_size, TINYLM_E_FORMAT, "blob format version not supported (this runtime reads 1)", rd32(blob + 4));
+    if (rd32(blob + 4) < 1 || rd32(blob + 4) > TINYLM_BLOB_VERSION)
+        return failv(msg, msg_size, TINYLM_E_FORMAT, "blob format version not supported (this runtime reads 1 and 2)", rd32(blob + 4));
     if (rd32(blob + 8) != HEADER_BYTES)
         return failv(msg, msg_size, TINYLM_E_FORMAT, "header_bytes must be 128", rd32(blob + 8));
     if (rd32(blob + 12) != size)
@@ -594,8 +607,12 @@ static void linear(tinylm_model *m, const rt_matrix *w, const float *b, const fl
         tinylm_f32_to_f16(x, m->xh, w->cols);
         tinylm_matmul_f16(m->xh, (const uint16_t *)w->data, b, y, 1, w->rows, w->cols);
         break;
-    default:                                        /* Int8Linear: activations quantized per group */
+    case TINYLM_DTYPE_S8:                           /* Int8Linear: activations quantized per group */
         tinylm_linear_s8(x, (const int8_t *)w->data, w->scale, b, y, m->xq, m->xs, 1, w->rows, w->cols,
+                         w->group_size);
+        break;
+    default:                                        /* Int4Linear: the same int8 activations, 4-bit weights */
+        tinylm_linear_s4(x, (const uint8_t *)w->data, w->scale, b, y, m->xq, m->xs, 1, w->rows, w->cols,
                          w->group_size);
         break;
     }
@@ -608,8 +625,11 @@ static void embedding_row(const rt_matrix *t, int32_t id, float *out)
         tinylm_embedding_f32((const float *)t->data, &id, out, 1, t->cols);
     else if (t->dtype == TINYLM_DTYPE_F16)
         tinylm_embedding_f16((const uint16_t *)t->data, &id, out, 1, t->cols);
-    else
+    else if (t->dtype == TINYLM_DTYPE_S8)
         tinylm_embedding_s8((const int8_t *)t->data, t->scale, &id, out, 1, t->cols, t->group_size);
+    else                                            /* int4: the one row dequantized (Int4Weight.rows) */
+        tinylm_dequantize_s4((const uint8_t *)t->data + (size_t)id * (t->cols / 2),
+                             t->scale + (size_t)id * (t->cols / t->group_size), out, 1, t->cols, t->group_size);
 }
 
 /* out (C,) = c_proj(GELU(c_fc(x))) */

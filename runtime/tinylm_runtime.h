@@ -24,12 +24,16 @@
  * The blob must start at a 16-byte-aligned address and the host must be little-endian (both checked).
  *
  * ============================================================================================
- * THE BLOB FORMAT (model.bin), version 1. Written by tinylm/io/cblob.py, read by tinylm_runtime.c.
+ * THE BLOB FORMAT (model.bin), versions 1 and 2. Written by tinylm/io/cblob.py, read by tinylm_runtime.c.
+ * Version 2 = version 1 + the int4 tensor dtype (3); nothing else differs. The writer writes version 1
+ * when no tensor is int4 (so a version-1 reader still runs every fp32/fp16/int8 blob) and version 2
+ * otherwise (a version-1 reader refuses it by its version: TINYLM_E_FORMAT). This reader reads both;
+ * an int4 tag in a version-1 blob is refused as a bad precision tag.
  * Little-endian; u32 = uint32, f32 = IEEE binary32; every section starts at a multiple of 16 bytes
  * (zero padding in between); offsets are from the start of the blob.
  *
  * Header (128 bytes at offset 0):
- *   0  char magic[4] = "TLMB"       4  u32 version = 1       8  u32 header_bytes = 128
+ *   0  char magic[4] = "TLMB"       4  u32 version (1|2)      8  u32 header_bytes = 128
  *  12  u32 blob_bytes (the whole blob)
  *  16  u32 vocab_size   20 u32 block_size   24 u32 n_layer   28 u32 n_head   32 u32 n_embd
  *  36  u32 n_expert (0 = dense MLP)         40 u32 expert_top_k (1..n_expert; ignored when dense)
@@ -37,7 +41,7 @@
  *  48  f32 ln_eps (LayerNorm epsilon, 1e-5)
  *  52  u32 tok_offset   56 u32 tok_bytes     the tokenizer section
  *  60  u32 n_tensors    64 u32 table_offset  the tensor table
- *  68..127 zero (reserved; a reader of version 1 rejects anything else)
+ *  68..127 zero (reserved; a reader rejects anything else)
  *
  * Tokenizer section (at tok_offset; its own 32-byte header, then arrays of u32, then bytes):
  *   0 u32 n_tokens (ids 0..n_tokens-1; n_tokens <= vocab_size)   4 u32 n_merges
@@ -55,13 +59,20 @@
  *     u8  pool[pool_bytes]         the bytes of every token (special tokens: their UTF-8 text)
  *
  * Tensor table (at table_offset): n_tensors entries of 12 u32 (48 bytes):
- *   0 kind (TINYLM_T_*, below)  1 layer  2 expert  3 dtype (0 fp32, 1 fp16, 2 int8)
- *   4 group_size (int8: columns per scale, dividing cols; == cols is per channel; else 0)
- *   5 rows  6 cols (a vector has rows = 1)    7 data_offset  8 data_bytes (rows*cols*(4|2|1))
- *   9 scale_offset 10 scale_bytes (int8: rows*(cols/group_size) f32 scales; else 0, 0)  11 zero
+ *   0 kind (TINYLM_T_*, below)  1 layer  2 expert  3 dtype (0 fp32, 1 fp16, 2 int8, 3 int4: version 2)
+ *   4 group_size (int8: columns per scale, dividing cols, <= 133144; int4: the same, and a multiple of
+ *     32 (cols then too); == cols is per channel; fp32/fp16: 0)
+ *   5 rows  6 cols (a vector has rows = 1)    7 data_offset
+ *   8 data_bytes (rows*cols*(4|2|1); int4: rows*cols/2, two values a byte)
+ *   9 scale_offset 10 scale_bytes (int8, int4: rows*(cols/group_size) f32 scales; else 0, 0)  11 zero
  *   Entries are sorted by (kind, layer, expert), strictly increasing (so none repeats, checked in one
  *   pass); every tensor the config needs appears exactly once, with the shape below; LayerNorm
- *   weights and all biases are fp32; int8 values are in [-127, 127] (checked); fp16 is IEEE binary16.
+ *   weights and all biases are fp32; int8 values are in [-127, 127] (checked); fp16 is IEEE binary16;
+ *   int4 rows are Q4_0's packing (kernels/tinylm_kernels.h, "int4 linear layer": byte j of each
+ *   16-byte block holds column j in its low nibble and j + 16 in its high nibble, two's complement)
+ *   with values in [-7, 7] (a nibble 0x8, -8, is refused); an int4 Linear multiplies with
+ *   tinylm_linear_s4 (activations quantized to int8 per row and group, as tinylm.quant.Int4Weight),
+ *   an int4 embedding row is tinylm_dequantize_s4 of that row.
  *   The output head is the token embedding (tied, one matrix): TINYLM_T_WTE serves both.
  * ============================================================================================
  */
@@ -73,7 +84,8 @@
 
 /* cffi-begin: the declarations between these markers are also read by kernels/build.py */
 
-#define TINYLM_BLOB_VERSION 1
+/* the newest blob version this reader reads (it reads 1 and 2) */
+#define TINYLM_BLOB_VERSION 2
 #define TINYLM_BLOB_ALIGN 16
 
 /* status codes: every function that can fail returns one (0 = success) */
@@ -105,7 +117,7 @@ enum {
     TINYLM_T_ROUTER_W = 17   /* (n_expert, n_embd), no bias                                        */
 };
 
-enum { TINYLM_DTYPE_F32 = 0, TINYLM_DTYPE_F16 = 1, TINYLM_DTYPE_S8 = 2 };
+enum { TINYLM_DTYPE_F32 = 0, TINYLM_DTYPE_F16 = 1, TINYLM_DTYPE_S8 = 2, TINYLM_DTYPE_S4 = 3 /* version 2 */ };
 
 /* The model's sizes, as tinylm.model.GPTConfig names them (filled by tinylm_validate). */
 typedef struct {

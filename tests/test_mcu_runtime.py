@@ -118,6 +118,19 @@ def test_greedy_tokens_on_the_emulated_m4_are_pythons(tiny, plan, tmp_path):
 
 
 @pytest.mark.usefixtures("toolchain")
+def test_int4_greedy_tokens_on_the_emulated_m4_are_pythons(tiny, tmp_path):
+    """Uniform int4:g32 (the tied embedding / head and wpe too): a version-2 blob, the kernels' DSP
+    int4 path (tinylm_linear_s4) on the M4, Python's tokens; smaller than the int8 export."""
+    model, tokenizer = tiny
+    int4, int8 = with_plan(model, "int4:g32"), with_plan(model, "int8:g32")
+    _, got = build_and_run(int4, tokenizer, tmp_path, n=60)
+    assert got.tokens == python_greedy(int4, tokenizer, n=60)
+    assert open(tmp_path / "export" / "model.bin", "rb").read(8)[4] == 2
+    int8_dir = runtime_mcu.export(int8, tokenizer, str(tmp_path / "export8"))
+    assert os.path.getsize(tmp_path / "export" / "model.bin") < os.path.getsize(os.path.join(int8_dir, "model.bin"))
+
+
+@pytest.mark.usefixtures("toolchain")
 def test_greedy_tokens_on_the_emulated_m55_are_pythons(tiny, tmp_path):
     """The M55 build takes the kernels' Helium (MVE) int8 path: still Python's tokens."""
     model, tokenizer = tiny

@@ -1,11 +1,12 @@
 """The C runtime (runtime/tinylm_runtime.c) against the Python model it was exported from.
 
 Greedy tokens must be identical for 200 tokens (past block_size, so the cache restart is exercised too)
-in fp32, fp16, int8 per group and per channel, a mixed plan and a mixture-of-experts model; logits agree
+in fp32, fp16, int8 and int4 per group and per channel, mixed plans and a mixture-of-experts model; logits agree
 within LOGIT_TOL; seeded sampling (temperature, top-k, top-p) picks the same tokens with the shared
 PRNG; C's BPE gives the same ids as tinylm.Tokenizer on real text, Chinese included.
 """
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -26,8 +27,10 @@ from tinylm.io.cruntime import CRuntime, CRuntimeError, validate_blob  # noqa: E
 # fp32 logits: the C forward pass adds in another order than NumPy's (pairwise sums, BLAS). Measured on
 # the fixture models over 32 positions: max |diff| 2.4e-6 (fp32), 1.3e-4 (fp16), 1.2e-6 (int8 g16 and
 # per channel), 1.9e-6 / 9.5e-7 (MoE fp32 / int8). An fp16/int8 layer rounds its input activations, and
-# a 1e-6 change can move one rounding step, so quantized models get the looser bound.
-LOGIT_TOL = {"fp32": 1e-4, "quant": 5e-3}
+# a 1e-6 change can move one rounding step, so quantized models get the looser bound. int4 (g32 and per
+# channel, every matrix): 9.5e-7 and 1.4e-6. The mixed fp16/int8/int4 plan below: 31 of 32 positions
+# within 1e-6, one at 4.8e-3 (an activation's rounding step flipped), so it gets "mixed".
+LOGIT_TOL = {"fp32": 1e-4, "quant": 5e-3, "mixed": 2e-2}
 N_NEW = 200
 
 
@@ -101,10 +104,37 @@ def test_greedy_tokens_identical_fp32(model, tokenizer):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp16", "int8:g16", "int8:channel"])
+@pytest.mark.parametrize("precision", ["fp16", "int8:g16", "int8:channel", "int4:g32", "int4:channel"])
 def test_greedy_tokens_identical_quantized(model, tokenizer, precision):
     q = apply_plan(model, uniform_plan(model, precision))
     _check_same_greedy(q, tokenizer, LOGIT_TOL["quant"])
+
+
+@pytest.mark.slow
+def test_greedy_tokens_identical_int4_is_int4_in_the_blob(model, tokenizer):
+    # uniform int4:g32 (the tied embedding / head and wpe too) is version 2 with every matrix tagged
+    # int4 at its packed size; the tokens of the C runtime are Python's
+    q = apply_plan(model, uniform_plan(model, "int4:g32"))
+    blob = blob_bytes(q, tokenizer)
+    assert blob[4] == 2 and blob_bytes(model, tokenizer)[4] == 1  # int4 needs version 2, the rest stays 1
+    n, table = int.from_bytes(blob[60:64], "little"), int.from_bytes(blob[64:68], "little")
+    entries = [struct.unpack_from("<12I", blob, table + 48 * i) for i in range(n)]
+    matrices = [e for e in entries if e[5] > 1]
+    assert matrices and all(e[3] == 3 and e[4] == 32 and e[8] == e[5] * e[6] // 2 and
+                            e[10] == 4 * e[5] * e[6] // 32 for e in matrices)
+    assert len(blob) < 0.4 * len(blob_bytes(model, tokenizer))
+    _check_same_greedy(q, tokenizer, LOGIT_TOL["quant"])
+
+
+@pytest.mark.slow
+def test_greedy_tokens_identical_mixed_fp16_int8_int4_plan(model, tokenizer, tmp_path):
+    plan = {"transformer.h.0.attn.c_attn": "int4:g32", "transformer.h.0.attn.c_proj": "fp16",
+            "transformer.h.0.mlp.c_fc": "int8:g32", "transformer.h.0.mlp.c_proj": "int4:g64",
+            "transformer.h.1.attn.c_attn": "int8:channel", "transformer.h.1.mlp.c_fc": "int4:channel",
+            "transformer.h.1.mlp.c_proj": "int4:g128", "lm_head": "int4:g32", "transformer.wpe": "fp16"}
+    save_quantized(tmp_path / "q", model, plan, tokenizer)
+    q = load_quantized(tmp_path / "q")  # int4 layers as a saved folder holds them, exported as they are
+    _check_same_greedy(q, tokenizer, LOGIT_TOL["mixed"])
 
 
 @pytest.mark.slow
@@ -238,6 +268,10 @@ def test_cli_export_c_and_generate_engine_c(model, tokenizer, tmp_path, capsys):
     c_int8 = capsys.readouterr().out
     assert main(args + ["--plan", "int8"]) == 0
     assert capsys.readouterr().out == c_int8
+    assert main(args + ["--plan", "int4:g32", "--engine", "c"]) == 0  # int4 too (a version-2 blob)
+    c_int4 = capsys.readouterr().out
+    assert main(args + ["--plan", "int4:g32"]) == 0
+    assert capsys.readouterr().out == c_int4
     sampled = ["generate", "--run", str(run), "--prompt", PROMPT, "--max-new-tokens", "40", "--seed", "5"]
     assert main(sampled + ["--engine", "c", "--top-k", "30"]) == 0
     c_text = capsys.readouterr().out
@@ -326,10 +360,59 @@ def test_validator_rejects_every_truncation_and_a_flipped_tensor_tag(model, toke
     with pytest.raises(CRuntimeError, match="precision tag"):
         validate_blob(bytes(bad))
     bad = bytearray(blob)
-    bad[4] = 2  # version
+    bad[4] = 3  # version (this reader reads 1 and 2)
     with pytest.raises(CRuntimeError, match="version") as e:
         validate_blob(bytes(bad))
     assert e.value.status == -3
+
+
+def _int4_blob(tokenizer):
+    """A small blob with int4 layers (version 2) and the table entry of its int4 c_fc."""
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=4, n_layer=1, n_head=2, n_embd=64), seed=1)
+    q = apply_plan(model, {"transformer.h.0.mlp.c_fc": "int4:g32", "transformer.h.0.mlp.c_proj": "int4:channel",
+                           "lm_head": "int4:g64"})
+    blob = blob_bytes(q, tokenizer)
+    table = int.from_bytes(blob[64:68], "little")
+    fc = next(table + 48 * i for i in range(int.from_bytes(blob[60:64], "little"))
+              if struct.unpack_from("<I", blob, table + 48 * i)[0] == 13)
+    return blob, fc
+
+
+def test_validator_rejects_hostile_int4_entries(tokenizer):
+    blob, fc = _int4_blob(tokenizer)
+    assert blob[4] == 2 and validate_blob(blob)["n_embd"] == 64
+    kind, _, _, dtype, gs, rows, cols, off, nbytes, soff, sbytes, _ = struct.unpack_from("<12I", blob, fc)
+    assert (kind, dtype, gs, rows, cols, nbytes, sbytes) == (13, 3, 32, 256, 64, 256 * 32, 256 * 2 * 4)
+
+    def refused(field, value, match):
+        bad = bytearray(blob)
+        struct.pack_into("<I", bad, fc + 4 * field, value)
+        with pytest.raises(CRuntimeError, match=match) as e:
+            validate_blob(bytes(bad))
+        assert e.value.status == -6, e.value
+
+    refused(8, rows * cols, "data_bytes")            # int8's size for an int4 tag
+    refused(8, rows * cols // 2 - 16, "data_bytes")
+    refused(10, sbytes // 2, "scale_bytes")
+    refused(10, sbytes + 16, "scale_bytes")
+    refused(4, 16, "multiple of 32")                 # divides cols, but int4 groups are Q4_0 blocks of 32
+    refused(4, 48, "must divide cols")
+    refused(4, 0, "must divide cols")
+    refused(3, 4, "precision tag")
+    bad = bytearray(blob)
+    bad[off + 5] = 0x78                                # a high nibble of -8 (0x8): outside [-7, 7]
+    with pytest.raises(CRuntimeError, match="int4 weights hold -8"):
+        validate_blob(bytes(bad))
+    bad[off + 5] = 0x0F                                # -1 and 0: valid
+    validate_blob(bytes(bad))
+    bad = bytearray(blob)
+    bad[4] = 1                                         # an int4 tag in a version-1 blob: refused
+    with pytest.raises(CRuntimeError, match="int4 needs version 2"):
+        validate_blob(bytes(bad))
+    # a truncated int4 blob, inside its int4 data and scales
+    for n in range(len(blob) - 1, len(blob) - 4000, -37):
+        with pytest.raises(CRuntimeError):
+            validate_blob(blob[:n])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,6 +441,12 @@ def test_tinylm_run_prints_what_python_generates(model, tokenizer, tmp_path):
     want = generate_text(model, tokenizer, PROMPT, max_new_tokens=60, temperature=0)
     assert run.stdout.decode("utf-8", "replace") == want + "\n"
     assert b"tokens/s" in run.stderr
+    int4 = apply_plan(model, uniform_plan(model, "int4:g32"))  # a version-2 blob, in the standalone program too
+    write_blob(int4, tokenizer, tmp_path / "int4.bin")
+    run = subprocess.run([str(exe), str(tmp_path / "int4.bin"), "-n", "60", "-i", PROMPT, "-t", "0"],
+                         capture_output=True, check=True)
+    assert run.stdout.decode("utf-8", "replace") == generate_text(int4, tokenizer, PROMPT, max_new_tokens=60,
+                                                                  temperature=0) + "\n"
     bad = subprocess.run([str(exe), str(tmp_path / "model.bin"), "-n", "x"], capture_output=True)
     assert bad.returncode == 2 and b"not a number" in bad.stderr
     (tmp_path / "cut.bin").write_bytes((tmp_path / "model.bin").read_bytes()[:1000])
@@ -388,17 +477,20 @@ def test_blob_loader_survives_mutated_blobs_under_sanitizers(tokenizer, tmp_path
     if build.returncode != 0 and "sanitize" in build.stderr:
         pytest.skip(f"the compiler has no ASan/UBSan: {build.stderr[:200]}")
     assert build.returncode == 0, build.stderr
-    # a small blob with every precision tag: fp32 everywhere, one fp16 and one int8 layer
+    # a small blob with every precision tag: fp32 everywhere, one fp16, one int8 and one int4 layer
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16,
                           n_expert=n_expert, expert_top_k=2))
-    model = apply_plan(model, {"transformer.h.0.attn.c_attn": "fp16", "transformer.h.0.attn.c_proj": "int8:g8"})
-    write_blob(model, tokenizer, tmp_path / "model.bin")
+    mlp = "transformer.h.0.mlp." + ("experts.1." if n_expert else "")
+    model = apply_plan(model, {"transformer.h.0.attn.c_attn": "fp16", "transformer.h.0.attn.c_proj": "int8:g8",
+                               mlp + "c_proj": "int4:g32"})  # (16, 64): int4 needs inputs in blocks of 32
+    assert write_blob(model, tokenizer, tmp_path / "model.bin") and (tmp_path / "model.bin").read_bytes()[4] == 2
     run = subprocess.run([str(exe), str(tmp_path / "model.bin"), "1500"], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr  # any ASan/UBSan report aborts with non-zero
     assert "0 crashes" in run.stdout and "ran" in run.stdout
     refused = dict(part.rsplit(" ", 1) for part in run.stdout.splitlines()[1].split(": ", 1)[1].split(", "))
     assert int(refused["truncated"]) > 0 and int(refused["tensor"]) > 0 and int(refused["tokenizer"]) > 0
+    assert " retags" in run.stdout  # the precision tags (int4 among them) crossed with group sizes
 
 
 def test_encode_terminates_when_the_class_table_is_wrong(tokenizer):

@@ -6,11 +6,14 @@
  *
  * Every mutated blob lives in a heap block of exactly its size (posix_memalign, 16-byte aligned), so
  * a read one byte past its end is an AddressSanitizer error, and any undefined behaviour is a UBSan
- * error: either aborts the program. Three families of mutations:
+ * error: either aborts the program. Four families of mutations:
  *   1. truncation at every length 0 .. size-1: each must be refused (status < 0);
  *   2. every 32-bit word of the header, the tokenizer header and the tensor table set to hostile
  *      values (0, 1, 15, 0x7fffffff, 0x80000000, 0xffffffff, size, size - 1, size + 16);
- *   3. random byte flips (1 to 8 bytes, anywhere; a deterministic xorshift stream).
+ *   3. random byte flips (1 to 8 bytes, anywhere; a deterministic xorshift stream);
+ *   4. every tensor's precision tag (0..4: fp32, fp16, int8, int4, none) crossed with group sizes
+ *      (0, 8, 16, 32, 48, 64), sizes unchanged: an int8 tensor retagged int4 has twice the bytes,
+ *      an int4 tensor retagged int8 half, a group of 16 is no int4 group, and so on.
  * A mutated blob that still validates is then run: init, a forward pass per position, encode of a
  * text with every kind of character, sampling with top-k/top-p: it must not crash either.
  * Prints how many blobs were refused with each status and how many ran.
@@ -166,8 +169,21 @@ int main(int argc, char **argv)
         try_blob(b, size);
         free(b);
     }
-    printf("fuzz_blob: %zu-byte blob; %ld truncations, %ld hostile words, %ld random flips: 0 crashes\n",
-           size, truncations, hostile_runs, iterations);
+    /* 4. precision tags crossed with group sizes */
+    const uint32_t groups[] = {0, 8, 16, 32, 48, 64};
+    long retags = 0;
+    for (uint32_t i = 0; i < n_tensors && (uint64_t)table + 48u * (i + 1u) <= size; i++)
+        for (uint32_t dtype = 0; dtype <= 4; dtype++)
+            for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+                b = copy_of(file, size);
+                memcpy(b + table + 48u * i + 12u, &dtype, 4);
+                memcpy(b + table + 48u * i + 16u, &groups[g], 4);
+                try_blob(b, size);
+                free(b);
+                retags++;
+            }
+    printf("fuzz_blob: %zu-byte blob; %ld truncations, %ld hostile words, %ld random flips, %ld retags: 0 crashes\n",
+           size, truncations, hostile_runs, iterations, retags);
     printf("refused: truncated %ld, format %ld, config %ld, tokenizer %ld, tensor %ld, arg %ld; ran %ld\n",
            counts[2], counts[3], counts[4], counts[5], counts[6], counts[1], ran);
     return 0;

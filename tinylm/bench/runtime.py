@@ -1,7 +1,7 @@
 """`python -m tinylm.bench runtime`: tokens/s of the C runtime vs the NumPy path, and the bandwidth limit.
 
-Three model shapes with random weights (speed does not depend on what was learned), each in fp32, fp16
-and int8 (groups of 32, and per channel; every Linear and embedding):
+Three model shapes with random weights (speed does not depend on what was learned), each in fp32, fp16,
+int8 (groups of 32, and per channel) and int4 (groups of 32); every Linear and embedding:
     demo         the `tinylm demo` model: n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=512
     shakespeare  nanoGPT's baby Shakespeare: n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=256
                  (tinylm's byte-level tokenizer has 256 ids where nanoGPT's character model has 65)
@@ -17,9 +17,10 @@ Bandwidth limit: generating one token reads every weight once (the tied embeddin
 of wpe one row), so tokens/s <= memory bandwidth / weight bytes per token. The bandwidth is measured in
 the same run, single-threaded like the runtime: the read bandwidth of np.sum / np.max over a 512 MiB
 int64 array (weights are only read). The fraction of that limit the C runtime reaches is printed for
-every row; it matters for gpt2 (the small models' weights stay in the caches, which can beat it). The
-MCU rows (instructions per token on emulated Cortex-M cores) come from tinylm/bench/runtime_mcu.py:
-`--mcu RUN_DIR`.
+every row; it matters for gpt2 (the small models' weights stay in the caches, which can beat it). After
+the table, int4 against int8:g32 for each model shape: the ratio of C tokens/s and of weight bytes. The
+MCU rows (instructions per token on emulated Cortex-M cores, int8:g32 and int4:g32) come from
+tinylm/bench/runtime_mcu.py: `--mcu RUN_DIR`.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ CONFIGS = {
     "shakespeare": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=256),
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
 }
-PRECISIONS = ("fp32", "fp16", "int8:g32", "int8:channel")
+PRECISIONS = ("fp32", "fp16", "int8:g32", "int8:channel", "int4:g32")
 TARGET_SPEEDUP = 20.0       # issue 13: C >= 20x NumPy tokens/s on the demo model, batch 1
 TARGET_BANDWIDTH = 0.60     # issue 13: int8 on GPT-2-124M shapes >= 60% of the bandwidth limit
 
@@ -112,7 +113,7 @@ def bench_model(name, precision, new_c, new_np, repeats):
 
 def print_mcu_rows(folder):
     """The emulated Cortex-M rows for a run (or quantized) folder, from tinylm/bench/runtime_mcu.py: the
-    run's model in int8:g32 (a quantized folder: as saved) on the M4 and the M55."""
+    run's model in int8:g32 and int4:g32 (a quantized folder: as saved) on the M4 and the M55."""
     try:
         from tinylm.bench import runtime_mcu
     except ImportError:
@@ -122,7 +123,7 @@ def print_mcu_rows(folder):
     model, tokenizer = load(folder)
     quantized = os.path.exists(os.path.join(folder, "quantized.json"))
     try:
-        rows = runtime_mcu.measure_board(model, tokenizer, plans=(None,) if quantized else ("int8:g32",))
+        rows = runtime_mcu.measure_board(model, tokenizer, plans=(None,) if quantized else ("int8:g32", "int4:g32"))
     except RuntimeError as exc:  # no cross compiler / QEMU
         print(f"(no MCU rows: {exc})")
         return
@@ -135,7 +136,7 @@ def main(argv=None):
     parser.add_argument("--configs", default="demo,shakespeare,gpt2",
                         help="comma-separated: demo, shakespeare, gpt2 (default all three)")
     parser.add_argument("--precisions", default=",".join(PRECISIONS),
-                        help="comma-separated (default fp32,fp16,int8:g32,int8:channel)")
+                        help=f"comma-separated (default {','.join(PRECISIONS)})")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement, best kept (default 5)")
     parser.add_argument("--mcu", metavar="RUN_DIR", help="also measure a run (e.g. the board preset) on the emulated "
                                                          "Cortex-M4 and M55 (tinylm/bench/runtime_mcu.py)")
@@ -174,6 +175,12 @@ def main(argv=None):
             ratio = r["c_tok_s"] / r["np_tok_s"]
             print(f"target C >= {TARGET_SPEEDUP:.0f}x NumPy on the demo model, {r['precision']}: {ratio:.1f}x -> "
                   f"{'met' if ratio >= TARGET_SPEEDUP else 'NOT met'}")
+    by_key = {(r["name"], r["precision"]): r for r in rows}
+    for name in dict.fromkeys(r["name"] for r in rows):
+        int4, int8 = by_key.get((name, "int4:g32")), by_key.get((name, "int8:g32"))
+        if int4 and int8:
+            print(f"int4:g32 vs int8:g32 on {name}: C tokens/s {int4['c_tok_s'] / int8['c_tok_s']:.2f}x, "
+                  f"weight bytes per token {int4['bytes'] / int8['bytes']:.2f}x")
     for r in rows:
         if r["name"] == "gpt2" and r["precision"].startswith("int8"):
             f = r["fraction"]

@@ -3,7 +3,9 @@ and tokens/s and energy per token *estimated* for a 168 MHz STM32F405.
 
     python -m tinylm.bench.runtime_mcu --run runs/board                 # int8 g32, on the M4 and the M55
     python -m tinylm.bench.runtime_mcu --run runs/board --plan fp16 --plan int8:g32
+    python -m tinylm.bench.runtime_mcu --run runs/board --plan int8:g32 --plan int4:g32 --core m4
     python -m tinylm.bench.runtime_mcu --train-board /tmp/board         # train the board preset first
+    python -m tinylm.bench.runtime_mcu --random-board --plan int8:g32 --plan int4:g32 --core m4
 
 What is measured, per core and precision plan: the model is exported with the C blob writer, linked
 into kernels/targets/cortex-m/gen.c with the STM32F405 budget (stm32f405.ld), run under QEMU, and the
@@ -237,12 +239,31 @@ def train_board(out: str, data: str | None = None, verbose: bool = True):
     return model, tokenizer
 
 
+def random_board(seed: int = 0):
+    """The board preset's model with random weights and a BPE tokenizer of its vocabulary (trained in
+    seconds on the built-in corpus): the shapes, memory and instructions per token of the trained
+    preset without its 3-minute-plus training (its tokens are not text)."""
+    from tinylm.commands.train import SIZES
+    from tinylm.data import load_corpus
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.tokenizer import Tokenizer
+    sizes = {k: v for k, v in SIZES["board"].items() if k in GPTConfig.__dataclass_fields__}
+    tokenizer = Tokenizer().train(load_corpus("builtin")[:100_000], sizes["vocab_size"])
+    model = GPT(GPTConfig(**sizes), seed=seed)
+    model.eval()
+    return model, tokenizer
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinylm.bench.runtime_mcu", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a run folder (tinylm train) or a quantized model (tinylm quantize --out)")
     source.add_argument("--train-board", metavar="DIR", help="train the board preset into DIR first (~3-5 min)")
-    parser.add_argument("--plan", action="append", help="fp32, fp16, int8:gN, int8:channel or a plan.json; "
+    source.add_argument("--random-board", action="store_true",
+                        help="the board preset's shapes with random weights, untrained: the same memory and "
+                             "instructions per token as the trained preset, in seconds")
+    parser.add_argument("--plan", action="append", help="fp32, fp16, int8:gN, int8:channel, int4:gN, int4:channel or a "
+                                                        "plan.json; "
                                                         "repeat for several (default int8:g32)")
     parser.add_argument("--core", action="append", choices=["m4", "m55"], help="default: both")
     parser.add_argument("-n", "--n-tokens", type=int, default=100, help="tokens generated per run (default 100)")
@@ -250,6 +271,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.train_board:
         model, tokenizer = train_board(args.train_board)
+    elif args.random_board:
+        model, tokenizer = random_board()
     else:
         model, tokenizer = _load(args.run)
     rows = measure_board(model, tokenizer, args.plan or ["int8:g32"], args.core or ["m4", "m55"],

@@ -6,15 +6,18 @@ that, and the C reader (tinylm_validate) checks every number of it. In five line
     header (128 bytes)  "TLMB", version 1, the GPTConfig sizes, LayerNorm eps, where the sections are
     tokenizer           byte ids, each token's bytes, merges in rank order + a (left, right) index,
                         the pre-split pattern (none / gpt2 / gpt4) and its Unicode class table
-    tensor table        48 bytes a tensor: kind, layer, expert, precision (fp32 / fp16 / int8 + group
-                        size), shape, offset and size of its data (and int8 scales)
+    tensor table        48 bytes a tensor: kind, layer, expert, precision (fp32 / fp16 / int8 / int4 +
+                        group size), shape, offset and size of its data (and int8 / int4 scales)
     data                every array, little-endian, each starting at a multiple of 16 bytes
 
     >>> blob = blob_bytes(model, tokenizer)            # doctest: +SKIP
     >>> write_blob(model, tokenizer, "out/model.bin")  # doctest: +SKIP
 
 A quantized model (tinylm.quant.apply_plan, load_quantized) is written with each layer in the
-precision it holds: nothing is re-quantized, so the C runtime multiplies the very same int8/fp16 values.
+precision it holds: nothing is re-quantized, so the C runtime multiplies the very same fp16/int8/int4
+values (int4: Int4Weight's packed bytes and scales, as they are). A blob with an int4 tensor is format
+version 2, any other version 1 (a runtime that predates int4 refuses the first by its version and still
+runs the second).
 `export_c` writes the whole folder of `tinylm export --format c`: model.bin, model_data.c/.h (the
 same bytes as a const array, for flash) and a README.
 """
@@ -28,18 +31,19 @@ import numpy as np
 from tinylm import nn
 from tinylm.bpe import native
 from tinylm.fileio import atomic_open, check_not_replacing
-from tinylm.quant import Fp16Weight, Int8Weight, QuantizedEmbedding, QuantizedLinear
+from tinylm.quant import Fp16Weight, Int4Weight, Int8Weight, QuantizedEmbedding, QuantizedLinear
 from tinylm.tokenizer import GPT2_PATTERN, GPT4_PATTERN
 
 MAGIC = b"TLMB"
-VERSION = 1
+VERSION = 2  # the newest version written: 2 when a tensor is int4, else 1 (tinylm_runtime.h)
 ALIGN = 16
 HEADER_BYTES = 128
 TOK_HEADER_BYTES = 32
 ENTRY = struct.Struct("<12I")  # one tensor table entry
 
 PATTERN_IDS = {None: 0, GPT2_PATTERN: 1, GPT4_PATTERN: 2}
-DTYPE_F32, DTYPE_F16, DTYPE_S8 = 0, 1, 2
+DTYPE_F32, DTYPE_F16, DTYPE_S8, DTYPE_S4 = 0, 1, 2, 3
+DTYPE_NAMES = ("fp32", "fp16", "int8", "int4")
 
 # tensor kinds (TINYLM_T_* in tinylm_runtime.h): name inside a block -> kind
 KIND = {"wte": 1, "wpe": 2, "ln_f.weight": 3, "ln_f.bias": 4, "ln_1.weight": 5, "ln_1.bias": 6,
@@ -110,7 +114,9 @@ def _matrix(module, what):
             return DTYPE_F16, 0, w.data.view(np.uint16), None
         if isinstance(w, Int8Weight):
             return DTYPE_S8, w.group_size, w.q, w.scale
-        raise TypeError(f"write_blob: {what} holds a {type(w).__name__}; expected fp16 or int8 storage")
+        if isinstance(w, Int4Weight):  # (N, K // 2) packed bytes, as held: the runtime reads them in place
+            return DTYPE_S4, w.group_size, w.q4, w.scale
+        raise TypeError(f"write_blob: {what} holds a {type(w).__name__}; expected fp16, int8 or int4 storage")
     if isinstance(module, (nn.Linear, nn.Embedding)):
         data = np.asarray(module.weight.data)
         if data.dtype != np.float32:
@@ -202,6 +208,7 @@ def blob_bytes(model, tokenizer):
         dtype, group_size, data, scale = tensors[(kind, layer, expert)]
         data = np.ascontiguousarray(data)
         rows, cols = data.shape
+        cols *= 2 if dtype == DTYPE_S4 else 1  # int4: (rows, cols // 2) bytes hold (rows, cols) values
         data_offset = len(buf)
         buf += data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
         _pad(buf)
@@ -217,7 +224,8 @@ def blob_bytes(model, tokenizer):
     if len(buf) >= 2**32:
         raise ValueError(f"write_blob: the blob would be {len(buf):,} bytes; the format's offsets stop at 4 GiB")
     eps = float(getattr(model.transformer.ln_f, "eps", 1e-5))
-    header = struct.pack("<4s3I7IIf4I", MAGIC, VERSION, HEADER_BYTES, len(buf), cfg.vocab_size, cfg.block_size,
+    version = 2 if any(t[0] == DTYPE_S4 for t in tensors.values()) else 1
+    header = struct.pack("<4s3I7IIf4I", MAGIC, version, HEADER_BYTES, len(buf), cfg.vocab_size, cfg.block_size,
                          cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_expert, cfg.expert_top_k if cfg.n_expert else 0,
                          1 if cfg.bias else 0, eps, tok_offset, len(tok), len(keys), table_offset)
     buf[:len(header)] = header
@@ -285,10 +293,10 @@ def export_c(model, tokenizer, folder, force=False):
         with atomic_open(os.path.join(folder, name), "w") as f:
             f.write(text)
     cfg = model.config
-    tags = sorted({("fp32", "fp16", "int8")[d] + (f":g{g}" if d == DTYPE_S8 else "")
+    tags = sorted({DTYPE_NAMES[d] + (f":g{g}" if d in (DTYPE_S8, DTYPE_S4) else "")
                    for d, g, *_ in blob_tensors(model).values()})
     with atomic_open(os.path.join(folder, "README.md"), "w") as f:
-        f.write(_README.format(name=os.path.basename(os.path.abspath(folder)), version=VERSION, size=len(blob),
+        f.write(_README.format(name=os.path.basename(os.path.abspath(folder)), version=blob[4], size=len(blob),
                                folder=folder, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_expert=cfg.n_expert,
                                precisions=", ".join(tags)))
