@@ -276,6 +276,10 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
         dq = dS k * scale   dk = dS^T q * scale
     Masked positions have P = 0, so they get dS = 0 with no extra work.
 
+    float16 q, k, v (mixed-precision training, tinylm.amp): the scores, the softmax and the products are
+    computed in fp32 from the exactly widened values (`_fp32`, fp32 products and sums, like matmul_f16);
+    P and y are stored in float16, and the engine rounds dq, dk, dv to float16 like their inputs.
+
     Grouped-query attention: k and v may have size 1 on a leading axis where q has more, e.g. q
     (B, n_kv_head, group, Tq, hs) against k, v (B, n_kv_head, 1, Tk, hs): NumPy's matmul broadcasts one
     key/value head to every query head of its group without copying it, and the backward sums dk and dv
@@ -288,7 +292,7 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
     if causal and Tq > Tk:
         raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, got Tq={Tq}, Tk={Tk}")
     scale = 1.0 / math.sqrt(hs)
-    S = np.matmul(q.data, np.swapaxes(k.data, -1, -2))  # (B, nh, Tq, Tk)
+    S = np.matmul(_fp32(q.data), np.swapaxes(_fp32(k.data), -1, -2))  # (B, nh, Tq, Tk)
     S *= scale
     if causal:
         S += _causal_bias(Tq, Tk, S.dtype)
@@ -303,26 +307,37 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
         keep = (rng.random(P.shape, dtype=np.float32) >= dropout_p).astype(P.dtype)  # (B, nh, Tq, Tk) of 0/1
         keep *= P.dtype.type(1.0 / (1.0 - dropout_p))
         Pd = P * keep
-    y = np.matmul(Pd, v.data)  # (B, nh, Tq, hs)
+    y = np.matmul(Pd, _fp32(v.data)).astype(q.dtype, copy=False)  # (B, nh, Tq, hs)
+    if q.dtype == np.float16:  # what backward keeps, stored like the activations
+        P, Pd = P.astype(np.float16), (None if keep is None else Pd.astype(np.float16))
+    if keep is None:
+        Pd = P
 
     def backward(g):
-        gv = np.matmul(np.swapaxes(Pd, -1, -2), g) if v.requires_grad else None  # (B, nh, Tk, hs)
+        g = _fp32(g)
+        gv = np.matmul(np.swapaxes(_fp32(Pd), -1, -2), g) if v.requires_grad else None  # (B, nh, Tk, hs)
         gq = gk = None
         if q.requires_grad or k.requires_grad:
-            dP = np.matmul(g, np.swapaxes(v.data, -1, -2))  # (B, nh, Tq, Tk)
+            dP = np.matmul(g, np.swapaxes(_fp32(v.data), -1, -2))  # (B, nh, Tq, Tk)
             if keep is not None:
                 dP *= keep
             dS = dP
-            dS -= (dP * P).sum(axis=-1, keepdims=True)
-            dS *= P
+            Pf = _fp32(P)
+            dS -= (dP * Pf).sum(axis=-1, keepdims=True)
+            dS *= Pf
             dS *= scale
             if q.requires_grad:
-                gq = np.matmul(dS, k.data)  # (B, nh, Tq, hs)
+                gq = np.matmul(dS, _fp32(k.data))  # (B, nh, Tq, hs)
             if k.requires_grad:
-                gk = np.matmul(np.swapaxes(dS, -1, -2), q.data)  # (B, nh, Tk, hs)
+                gk = np.matmul(np.swapaxes(dS, -1, -2), _fp32(q.data))  # (B, nh, Tk, hs)
         return gq, _sum_to(gk, k.shape), _sum_to(gv, v.shape)
 
     return Tensor._make(y, (q, k, v), backward)
+
+
+def _fp32(a):
+    """a float16 array widened (exactly) to float32 for the math; any other array as it is."""
+    return a.astype(np.float32) if a.dtype == np.float16 else a
 
 
 def _sum_to(g, shape):
