@@ -93,13 +93,32 @@ class HalfFormat:
         self.name = name
         self.dtype = np.dtype(np.float16 if name == "fp16" else np.float32)  # how the values are held
         self.bytes_per_value = 2  # what real hardware stores (the bf16 emulation holds 4)
+        self.counting = False  # count_underflow: gradients that were nonzero and rounded to exactly zero
+        self.nonzero = self.flushed = 0
 
     def round(self, a):
         """a (any float dtype) -> the nearest values of this format, stored as self.dtype."""
-        if self.name == "fp16":
-            with np.errstate(over="ignore"):  # beyond 65504 -> inf, IEEE's rule (LossScaler watches for it)
-                return a.astype(np.float16)  # round to nearest even
+        if self.name == "fp16":  # the C conversion (NumPy's astype is far slower on subnormal values)
+            if a.dtype == np.float16:
+                return a
+            return kernels.f32_to_f16(a.astype(np.float32, copy=False)).reshape(a.shape)  # > 65504: inf
         return round_bf16(a)
+
+    def widen(self, a):
+        """a value of this format as float32 (exact)."""
+        if a.dtype == np.float16:
+            return kernels.f16_to_f32(a).reshape(a.shape)
+        return a.astype(np.float32, copy=False)
+
+    def round_grad(self, a):
+        """round(a) for a gradient; while self.counting, also counts its nonzero entries and those of them
+        that became exactly zero (underflow: below half the smallest subnormal, 2^-25 for fp16)."""
+        r = self.round(a)
+        if self.counting:
+            nonzero = a != 0
+            self.nonzero += int(np.count_nonzero(nonzero))
+            self.flushed += int(np.count_nonzero(nonzero & (r == 0)))
+        return r
 
     def matmul(self, x, w):
         """x (M, K) @ w (N, K).T -> (M, N) float32, both inputs already in this format."""
@@ -119,7 +138,7 @@ def to_half(x, fmt):
     """x (fp32) -> x rounded to `fmt`. Backward: the half gradient, exactly widened to fp32."""
     if x.dtype == fmt.dtype and fmt.name == "fp16":
         return x  # already half
-    return Tensor._make(fmt.round(x.data), (x,), lambda g: (g.astype(np.float32),))
+    return Tensor._make(fmt.round(x.data), (x,), lambda g: (fmt.widen(g),))
 
 
 def fp32_island(fn, x, params, fmt):
@@ -131,14 +150,14 @@ def fp32_island(fn, x, params, fmt):
     .grad directly; dx leaves rounded to `fmt`.
     """
     with no_grad():
-        y = fn(Tensor(x.data.astype(np.float32))).data
+        y = fn(Tensor(fmt.widen(x.data))).data
 
     def backward(g):
         if not is_grad_enabled():
             raise RuntimeError("mixed precision: backward() needs grad mode on (it recomputes the norms)")
-        xf = Tensor(x.data.astype(np.float32), requires_grad=True)
-        fn(xf).backward(g.astype(np.float32))
-        return (fmt.round(xf.grad),) + (None,) * len(params)
+        xf = Tensor(fmt.widen(x.data), requires_grad=True)
+        fn(xf).backward(fmt.widen(g))
+        return (fmt.round_grad(xf.grad),) + (None,) * len(params)
 
     return Tensor._make(fmt.round(y), (x, *params), backward)
 
@@ -163,10 +182,10 @@ def half_linear(x, weight, bias, fmt, out_float=False):
     y = y if out_float else fmt.round(y)
 
     def backward(g):
-        g2 = fmt.round(g.reshape(-1, g.shape[-1]))  # (N, out)
-        gx = fmt.round(fmt.matmul(g2, w16.T)).reshape(x.shape) if x.requires_grad else None  # (..., in)
-        gw = fmt.round(fmt.matmul(g2.T, x2.T)) if weight.requires_grad else None  # (out, in)
-        gb = fmt.round(g2.sum(axis=0, dtype=np.float32)) if bias is not None and bias.requires_grad else None
+        g2 = fmt.round_grad(g.reshape(-1, g.shape[-1]))  # (N, out)
+        gx = fmt.round_grad(fmt.matmul(g2, w16.T)).reshape(x.shape) if x.requires_grad else None  # (..., in)
+        gw = fmt.round_grad(fmt.matmul(g2.T, x2.T)) if weight.requires_grad else None  # (out, in)
+        gb = fmt.round_grad(g2.sum(axis=0, dtype=np.float32)) if bias is not None and bias.requires_grad else None
         return gx, gw, gb
 
     parents = (x, weight) if bias is None else (x, weight, bias)
@@ -266,8 +285,9 @@ def check_supported(model_config):
 
 
 def half_model(model, precision):
-    """Wrap, in place, every Linear, Embedding and norm of `model` for `precision` ('fp16' or 'bf16')."""
-    fmt = HalfFormat(precision)
+    """Wrap, in place, every Linear, Embedding and norm of `model` for `precision` ('fp16' or 'bf16', or a
+    HalfFormat: its underflow counters then count this model's gradients)."""
+    fmt = precision if isinstance(precision, HalfFormat) else HalfFormat(precision)
     check_supported(getattr(model, "config", None))
     for name, m in list(model.named_modules()):
         if not name:
@@ -295,8 +315,9 @@ def float_model(model):
 
 @contextlib.contextmanager
 def autocast(model, precision):
-    """Within the block, `model` computes in `precision` ('fp32': unchanged); afterwards it is fp32 again."""
-    if precision not in PRECISIONS:
+    """Within the block, `model` computes in `precision` ('fp32': unchanged; 'fp16', 'bf16' or a HalfFormat);
+    afterwards it is fp32 again."""
+    if not isinstance(precision, HalfFormat) and precision not in PRECISIONS:
         raise ValueError(f"unknown training precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         yield model

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from tinylm import kernels
 from tinylm.autograd.engine import Tensor
 
 
@@ -307,9 +308,9 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
         keep = (rng.random(P.shape, dtype=np.float32) >= dropout_p).astype(P.dtype)  # (B, nh, Tq, Tk) of 0/1
         keep *= P.dtype.type(1.0 / (1.0 - dropout_p))
         Pd = P * keep
-    y = np.matmul(Pd, _fp32(v.data)).astype(q.dtype, copy=False)  # (B, nh, Tq, hs)
+    y = _like(np.matmul(Pd, _fp32(v.data)), q)  # (B, nh, Tq, hs)
     if q.dtype == np.float16:  # what backward keeps, stored like the activations
-        P, Pd = P.astype(np.float16), (None if keep is None else Pd.astype(np.float16))
+        P, Pd = _like(P, q), (None if keep is None else _like(Pd, q))
     if keep is None:
         Pd = P
 
@@ -330,14 +331,36 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
                 gq = np.matmul(dS, _fp32(k.data))  # (B, nh, Tq, hs)
             if k.requires_grad:
                 gk = np.matmul(np.swapaxes(dS, -1, -2), _fp32(q.data))  # (B, nh, Tk, hs)
-        return gq, _sum_to(gk, k.shape), _sum_to(gv, v.shape)
+        return _like(gq, q), _like(_sum_to(gk, k.shape), k), _like(_sum_to(gv, v.shape), v)
 
     return Tensor._make(y, (q, k, v), backward)
 
 
 def _fp32(a):
     """a float16 array widened (exactly) to float32 for the math; any other array as it is."""
-    return a.astype(np.float32) if a.dtype == np.float16 else a
+    return kernels.f16_to_f32(a).reshape(a.shape) if a.dtype == np.float16 else a
+
+
+def _like(a, t):
+    """float32 result `a` stored in float16 (round to nearest even) when tensor `t` is float16; else a.
+    (The C conversion: NumPy's astype is ~10x slower, and far slower still for subnormal values.)"""
+    if a is None or t.dtype != np.float16:
+        return a
+    return kernels.f32_to_f16(a.astype(np.float32, copy=False)).reshape(a.shape)
+
+
+def _in_fp32(fn, x):
+    """fn (an elementwise op) of a float16 x computed in fp32, its result stored in float16, as a GPU
+    kernel does (load half, compute in fp32 registers, store half). Nothing fp32 is kept for backward:
+    it recomputes fn in fp32 from x and runs fn's own backward."""
+    y = _like(fn(Tensor(_fp32(x.data))).data, x)  # a Tensor without grad: no graph recorded
+
+    def backward(g):
+        xf = Tensor(_fp32(x.data), requires_grad=True)
+        fn(xf).backward(_fp32(g))
+        return (_like(xf.grad, x),)
+
+    return Tensor._make(y, (x,), backward)
 
 
 def _sum_to(g, shape):
@@ -360,6 +383,8 @@ def gelu(x):
     0.5 (1 - tanh^2 u) = 2 s (1 - s), the derivative is
         dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx = s + 2 x s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
     """
+    if x.dtype == np.float16:  # mixed precision (tinylm.amp): fp32 math, float16 in and out
+        return _in_fp32(gelu, x)
     d = x.data
     s = d * d  # (...,) every step below reuses this one buffer
     s *= -2.0 * _GELU_C * _GELU_A
