@@ -38,6 +38,12 @@ def _batch(config, seed=0, B=4):
 # the formats
 
 
+def test_the_examples_in_amp_docstrings_hold():
+    import doctest
+
+    assert doctest.testmod(amp).failed == 0
+
+
 def test_round_bf16_keeps_8_bits_of_mantissa_rounding_ties_to_even():
     one_ulp = 2.0 ** -7  # bf16's spacing just above 1.0
     a = np.array([1.0 + one_ulp / 2, 1.0 + 3 * one_ulp / 2, 1.0 + one_ulp / 2 + 2.0 ** -20, -1.0 - one_ulp / 4,

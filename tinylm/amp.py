@@ -2,21 +2,25 @@
 
 The weights the optimizer updates stay float32 ("master weights"). At every forward pass each Linear
 layer rounds its weight to half precision, and the activations and gradients that flow between the
-layers are stored in half precision: half the bytes of everything a training step keeps for its
+layers are stored in half precision: about half the bytes of what a training step keeps for its
 backward pass. What runs in which precision, and why:
 
     op                              storage            math      why
     Linear (x @ W.T + b)            fp16 in, fp16 out   fp32 sums  tinylm.kernels.matmul_f16: fp16 values, fp32
                                                                  accumulation, like a GPU's tensor cores
     attention scores, softmax, P v  fp16 q, k, v, P, y  fp32      exp and the row sums of a softmax lose
-                                                                 too much in fp16 (sums of 64 values)
-    GELU, residual adds, dropout    fp16                fp16      elementwise: each result rounded to fp16
-    LayerNorm / RMSNorm             fp32 inside         fp32      mean and variance of 128 values: fp16's
-                                                                 11-bit mantissa would lose the small ones
+                                                                 too much in fp16 (a sum per row)
+    GELU                            fp16 in, fp16 out   fp32      as a GPU kernel: load half, compute fp32,
+                                                                 store half (recomputed in backward)
+    residual adds, dropout          fp16                fp16      each result rounded to fp16
+    LayerNorm / RMSNorm             fp16 in, fp16 out   fp32      a row's mean and variance: fp16's 11-bit
+                                                                 mantissa would lose the small terms
+                                                                 (recomputed in backward: no fp32 kept)
     embedding lookup                fp32 table          -         rows are rounded to fp16 as they leave
     output head (lm_head)           fp16 in, fp32 out   fp32 sums  the logits feed the loss
     cross-entropy, loss             fp32                fp32      log-sum-exp over the vocabulary
-    optimizer (AdamW), clipping     fp32                fp32      updates ~1e-4 of a weight vanish in fp16
+    optimizer (AdamW), clipping     fp32                fp32      an update below 2^-11 of its weight
+                                                                 vanishes in fp16
 
 The failure this prevents: fp16's smallest positive number is 2^-24 ~ 6e-8 (normal numbers start at
 2^-14 ~ 6e-5), and the gradients of a language model are small: the loss is a mean over B*T tokens, so
@@ -29,17 +33,19 @@ skipped and S halved. The constants are PyTorch's GradScaler's: S starts at 2^16
 NaN, and doubles after 2000 clean steps in a row.
 
 bf16 (bfloat16: fp32's 8-bit exponent, a 7-bit mantissa) is not a NumPy dtype. It is EMULATED: float32
-arrays rounded to bf16's mantissa (round to nearest even, `round_bf16`) where the table says fp16
-storage for a Linear layer's inputs, outputs, weights and gradients; the attention core and the
-elementwise operations between Linear layers see those rounded values but keep their fp32 results.
+arrays rounded to bf16's mantissa (round to nearest even, `round_bf16`) at the inputs, outputs,
+weights and gradients of every Linear layer, norm and embedding; the attention core and the
+elementwise operations between them see those rounded values but keep their fp32 results.
 Its memory is therefore fp32's (the emulation does not save bytes; real bf16 would save what fp16 does).
 Its range is fp32's, so it needs no loss scaling (LossScaler is used with a fixed scale of 1).
 
-    >>> with autocast(model, "fp16"):                         # Linear, norm, embedding layers wrapped
-    ...     _, loss = model(x, y)
     >>> scaler = LossScaler()
-    >>> (loss * scaler.scale).backward()                        # gradients S times larger in fp16
-    >>> if scaler.unscale(params): optimizer.step()             # False: inf/NaN, step skipped, S halved
+    >>> with autocast(model, "fp16"):               # Linear, norm, embedding layers wrapped  # doctest: +SKIP
+    ...     _, loss = model(x, y)
+    ...     (loss * scaler.scale).backward()          # gradients S times larger while in fp16
+    >>> if scaler.unscale(params):                   # False: inf/NaN  # doctest: +SKIP
+    ...     optimizer.step()
+    >>> scaler.update(finite)                        # halve S, or count a clean step  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -70,7 +76,7 @@ def round_bf16(a):
     the lowest kept bit to the 32-bit pattern, then clears the low 16 bits; NaN stays NaN, inf stays inf,
     a value past bf16's largest (~3.39e38) becomes inf.
 
-    >>> round_bf16(np.array([1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 3.0e38], np.float32)).tolist()
+    >>> round_bf16(np.array([1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 3.4e38], np.float32)).tolist()   # ties to even
     [1.0, 1.015625, inf]
     """
     a = np.ascontiguousarray(a, dtype=np.float32)
