@@ -268,5 +268,7 @@ def test_cli_refuses_bad_precision_options_with_one_clear_line(tmp_path, corpus,
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"format": "tinylm-precision-plan", "version": 1, "layers": {"lm_head": "int4"}}))
     assert cli.main(["train", "--out", run2, "--resume", "--qat", str(plan), "--max-iters", "5", "--quiet"]) == 0
+    assert cli.main(["generate", "--run", f"{run2}/qat", "--prompt", "First", "--max-new-tokens", "5"]) == 0
+    assert "int4" in json.load(open(f"{run2}/qat/quantized.json"))["plan"]["lm_head"]  # the int4 head, saved
     assert cli.main(["train", "--out", run2, "--resume", "--qat", "int8", "--max-iters", "6", "--quiet"]) == 2
     assert "already fine-tunes for another plan" in capsys.readouterr().err

@@ -126,7 +126,8 @@ def register(sub):
                         "The run folder keeps the fp32 weights (so it resumes exactly) with the plan in "
                         "config.json; fine-tuning runs in fp32 (a run trained with --precision fp16 continues "
                         "in fp32); when training ends the quantized model is saved in RUN_DIR/qat/ (a "
-                        "quantized model folder: tinylm.load, eval, generate and export read it)")
+                        "quantized model folder: tinylm.load, eval and generate read it, and export does "
+                        "for the precisions its format takes, e.g. --format c: fp16 and int8)")
     p.set_defaults(func=run)
 
 
