@@ -272,3 +272,18 @@ def test_cli_refuses_bad_precision_options_with_one_clear_line(tmp_path, corpus,
     assert "int4" in json.load(open(f"{run2}/qat/quantized.json"))["plan"]["lm_head"]  # the int4 head, saved
     assert cli.main(["train", "--out", run2, "--resume", "--qat", "int8", "--max-iters", "6", "--quiet"]) == 2
     assert "already fine-tunes for another plan" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mixprec_benchmark_runs_end_to_end_on_a_small_text(tmp_path, capsys):
+    from tinylm.bench import mixprec
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40)
+    assert mixprec.main(["--data", str(text), "--max-iters", "2", "--eval-interval", "1", "--eval-iters", "1",
+                         "--runs", "fp32,fp16"]) == 0
+    out = capsys.readouterr().out
+    assert "activations kept for backward" in out and "S=65536   flushed   0.00%" in out
+    assert "fp16 (dynamic loss scaling) final val loss within 1% of fp32" in out
+    with pytest.raises(ValueError, match="unknown run 'fp8'"):
+        mixprec.main(["--data", str(text), "--runs", "fp8"])
