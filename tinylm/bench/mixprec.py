@@ -17,6 +17,12 @@ tokens, 4 layers, 4 heads, 128 wide, 64 tokens of context, batch 12, AdamW 1e-3 
      trained master weights evaluated in fp32), its difference from fp32 (target: within 1%), ms/step,
      and for fp16 the final loss scale and the steps skipped for an inf/NaN gradient.
 
+Measured (Intel Xeon, KVM, one core each, 2000 steps): val loss fp32 1.8917, fp16 1.8918 (+0.01%, loss
+scale 65536 -> 131072, no step skipped), fp16 without scaling 1.8915; activations per step 45.7 MB fp32,
+20.8 MB fp16 (0.45x); without scaling 2.0% of the trained model's fp16 gradient values round to zero
+(6.8% at loss / 64), none with S = 2^16. At this size the unscaled run still trains as well: Adam
+divides each update by the gradient's own size, so only the entries that became exactly 0 are lost.
+
     python -m tinylm.bench mixprec                        # 3 runs of 2000 steps (~30 min on one core)
     python -m tinylm.bench mixprec --max-iters 200        # shorter runs
     python -m tinylm.bench mixprec --runs fp32,fp16,bf16  # which runs (fp16-noscale: fp16 with S = 1)
