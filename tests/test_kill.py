@@ -174,3 +174,20 @@ def test_a_force_restart_killed_anywhere_never_mixes_two_runs(tmp_path, corpora)
     status, err = _tinylm(["train", "--data", new_corpus, "--out", out, *SETTINGS, "--force"])
     assert status == 0, err
     _assert_same_run(_result(out), expected)
+
+
+def test_an_fp16_run_killed_anywhere_then_resumed_gives_the_uninterrupted_run(tmp_path, corpora):
+    """Mixed precision adds state to a step (the loss scale, in state.json): it resumes exactly too."""
+    corpus, fp16 = corpora[0], ["--precision", "fp16"]
+    reference = tmp_path / "reference"
+    status, err = _tinylm(["train", "--data", corpus, "--out", reference, *SETTINGS, *fp16])
+    assert status == 0, err
+    expected = _result(reference)
+    assert json.load(open(reference / runs.STATE))["loss_scale"]["clean_steps"] == MAX_ITERS
+    out = str(tmp_path / "killed")
+    for kill_at in KILL_POINTS:
+        status, err = _tinylm(_continue(out, corpus, fp16), kill_at=kill_at)
+        assert status == -signal.SIGKILL, (kill_at, err)
+    _finish(out, corpus)
+    _assert_same_run(_result(out), expected)
+    assert json.load(open(os.path.join(out, runs.STATE)))["loss_scale"]["clean_steps"] == MAX_ITERS  # carried over

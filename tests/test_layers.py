@@ -21,7 +21,7 @@ LAYERS = [
     ("generate", ["tinylm.generate"]),
     ("quant", ["tinylm.quant"]),
     ("io", ["tinylm.io"]),
-    ("train", ["tinylm.train"]),
+    ("train", ["tinylm.train", "tinylm.amp"]),
     ("entry points", ["tinylm.cli", "tinylm.commands", "tinylm.bench", "tinylm.__main__", "tinylm"]),
 ]
 # old module names kept for one release; they re-export their new homes and nothing may import them

@@ -32,12 +32,16 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from tinylm import process
+from tinylm.amp import PRECISIONS, LossScaler, autocast, check_supported
 from tinylm.autograd import no_grad
 from tinylm.data import get_batch
 from tinylm.io.loader import parameter_estimate
 from tinylm.io.runs import run_lock, save_checkpoint
 from tinylm.optim import AdamW, clip_grad_norm, cosine_schedule
 from tinylm.progress import Progress
+from tinylm.quant.plan import validate_plan
+from tinylm.quant.precisions import canonical_precision
+from tinylm.quant.qat import fake_quantize, strip_fake_quantize
 
 # -----------------------------------------------------------------------------------------------------
 # configuration
@@ -60,6 +64,11 @@ class TrainConfig:
     eval_iters     batches of the fixed evaluation set (per split)
     seed           seeds the batch order (the model's weights and dropout have GPT's own seed)
     data, val_fraction, clean   how the corpus was prepared (recorded in config.json by `tinylm train`)
+    precision      'fp32', or mixed precision: 'fp16' (fp16 compute, fp32 master weights, loss scaling)
+                   or 'bf16' (emulated); tinylm.amp says which operations run in which precision
+    loss_scale     with fp16: 'dynamic' (tinylm.amp.LossScaler's rule) or a fixed number (1: no scaling)
+    qat            quantization-aware training: a precision plan {layer: precision} (tinylm.quant);
+                   the forward pass uses the weights as the plan will store them (tinylm.quant.qat)
     """
 
     batch_size: int = 12
@@ -79,6 +88,9 @@ class TrainConfig:
     data: str | None = None
     val_fraction: float = 0.1
     clean: bool = True
+    precision: str = "fp32"
+    loss_scale: str | float = "dynamic"
+    qat: dict | None = None
 
     def __post_init__(self):
         for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
@@ -101,6 +113,19 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} is {getattr(self, name)}; expected 0 <= {name} < 1")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig: val_fraction is {self.val_fraction}; expected between 0 and 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig: precision is {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        scale = self.loss_scale
+        if scale != "dynamic" and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                   or not math.isfinite(scale) or scale <= 0):
+            raise ValueError(f"TrainConfig: loss_scale is {scale!r}; expected 'dynamic' or a number > 0")
+        if self.qat is not None:
+            if not isinstance(self.qat, dict) or not self.qat:
+                raise ValueError(f"TrainConfig: qat is {self.qat!r}; expected a precision plan {{layer: precision}}")
+            self.qat = {name: canonical_precision(p) for name, p in self.qat.items()}
+            if self.precision != "fp32":
+                raise ValueError(f"TrainConfig: quantization-aware training (qat) runs in fp32; it cannot be "
+                                 f"combined with precision {self.precision!r}")
 
     @property
     def decay_iters(self):
@@ -224,6 +249,7 @@ class TrainResult:
     seconds: float
     tokens_per_second: float
     optimizer: object = field(repr=False, default=None)
+    loss_scaler: object = field(repr=False, default=None)  # mixed precision: its final scale, skipped steps
 
     @property
     def val_loss(self):
@@ -252,6 +278,9 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
     stop_at             stop after this step instead of max_iters (the schedule still spans max_iters):
                         a long run can be trained in pieces
     verbose             a progress line and one line per evaluation on stderr
+
+    config.precision fp16/bf16 and config.qat wrap the model's layers while it trains (tinylm.amp,
+    tinylm.quant.qat); it is a plain fp32 model again when train returns, holding the trained weights.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
@@ -289,6 +318,17 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
                              "resume exactly") from None
         step, best_val_loss = resume.step, resume.state.get("best_val_loss", float("inf"))
         history = resume.history or new_history()
+    if config.qat is not None:
+        validate_plan(model, config.qat)  # a plan naming layers this model does not have: an error now
+    if config.precision != "fp32":
+        check_supported(model.config)
+    scaler = None
+    if config.precision != "fp32":  # bf16 has fp32's range: no scaling unless a scale is asked for
+        fixed = config.loss_scale != "dynamic" or config.precision == "bf16"
+        scaler = LossScaler(init_scale=1.0 if config.loss_scale == "dynamic" else config.loss_scale,
+                            dynamic=False) if fixed else LossScaler()
+        if resume is not None and "loss_scale" in resume.state:
+            scaler.load_state_dict(resume.state["loss_scale"])
 
     def measure():
         """Loss on the fixed evaluation batches of both splits, recorded in the history."""
@@ -305,19 +345,25 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
     def save(rng_state, dropout_state):
         train_state = {"config": config.to_dict(), "step": step, "rng": rng_state, "dropout_rng": dropout_state,
                        "best_val_loss": best_val_loss, "history": history}
+        if scaler is not None:
+            train_state["loss_scale"] = scaler.state_dict()
         save_checkpoint(run_dir, model, tokenizer, optimizer, train_state)
 
-    model.train()
-    if step == 0 and not history["eval"]:
-        measure()  # the loss before any training: ~ln(vocab_size) for a fresh model
     tokens_per_step = config.batch_size * config.grad_accum * block_size
     progress = Progress(total=end - step, what="steps", enabled=verbose)
     start_step, t0, updating = step, time.perf_counter(), False
     generators = rng.bit_generator.state, model.dropout_rng.bit_generator.state  # as of the last whole step
-    writing = contextlib.ExitStack()  # one training at a time writes a run folder (io.runs.run_lock)
-    if saving:
-        writing.enter_context(run_lock(run_dir))
+    writing = contextlib.ExitStack()  # undone in `finally`, last first
     try:
+        if saving:
+            writing.enter_context(run_lock(run_dir))  # one training at a time writes a run folder
+        writing.enter_context(autocast(model, config.precision))  # fp16/bf16: half-precision layers
+        if config.qat is not None:
+            fake_quantize(model, config.qat)  # the plan's weights in the forward pass
+            writing.callback(strip_fake_quantize, model)
+        model.train()
+        if step == 0 and not history["eval"]:
+            measure()  # the loss before any training: ~ln(vocab_size) for a fresh model
         while step < end:
             lr = config.lr_at(step)
             for group in optimizer.param_groups:
@@ -330,15 +376,23 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
                 _, loss = model(x, y)
                 if config.grad_accum > 1:
                     loss = loss * (1.0 / config.grad_accum)  # the mean over all micro-batches
-                loss.backward()
                 step_loss += loss.item()
+                if scaler is None:
+                    loss.backward()
+                else:
+                    with np.errstate(over="ignore", invalid="ignore"):  # an overflow: found by unscale, step skipped
+                        (loss * scaler.scale).backward()  # fp16: gradients S times larger while half
             if not math.isfinite(step_loss):
                 raise ValueError(f"train: the loss became {step_loss} at step {step}; the run diverged "
                                  "(try a lower --lr or a smaller --grad-clip)")
-            if config.grad_clip > 0:
+            finite = scaler is None or scaler.unscale(params)  # master gradients / S; any inf or NaN?
+            if finite and config.grad_clip > 0:
                 clip_grad_norm(params, config.grad_clip)
             updating = True  # from here until the step is recorded, an interrupt must not save
-            optimizer.step()
+            if finite:
+                optimizer.step()  # an fp16 gradient that overflowed: no update this step
+            if scaler is not None:
+                scaler.update(finite)  # halve S after an overflow, double it after a long clean run
             step += 1
             history["step"].append(step)
             history["loss"].append(step_loss)
@@ -348,7 +402,8 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
 
             elapsed = time.perf_counter() - t0
             where = f"step {step} | " if start_step else ""  # a resumed run's count starts at 0 again
-            progress.update(step - start_step, extra=f"{where}loss {step_loss:.4f} | lr {lr:.2e} | "
+            scale = "" if scaler is None else f"loss scale {scaler.scale:g} | "
+            progress.update(step - start_step, extra=f"{where}loss {step_loss:.4f} | lr {lr:.2e} | {scale}"
                                                       f"{(step - start_step) * tokens_per_step / elapsed:,.0f} tok/s")
             if step % config.eval_interval == 0 or step == end:
                 measure()
@@ -366,4 +421,4 @@ def train(model, train_data, val_data, config, *, tokenizer=None, run_dir=None, 
     seconds = time.perf_counter() - t0
     return TrainResult(step=step, history=history, best_val_loss=best_val_loss, seconds=seconds,
                        tokens_per_second=(step - start_step) * tokens_per_step / max(seconds, 1e-9),
-                       optimizer=optimizer)
+                       optimizer=optimizer, loss_scaler=scaler)

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from tinylm import kernels
 from tinylm.autograd.engine import Tensor
 
 
@@ -276,6 +277,10 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
         dq = dS k * scale   dk = dS^T q * scale
     Masked positions have P = 0, so they get dS = 0 with no extra work.
 
+    float16 q, k, v (mixed-precision training, tinylm.amp): the scores, the softmax and the products are
+    computed in fp32 from the exactly widened values (`_fp32`, fp32 products and sums, like matmul_f16);
+    P and y are stored in float16, and the engine rounds dq, dk, dv to float16 like their inputs.
+
     Grouped-query attention: k and v may have size 1 on a leading axis where q has more, e.g. q
     (B, n_kv_head, group, Tq, hs) against k, v (B, n_kv_head, 1, Tk, hs): NumPy's matmul broadcasts one
     key/value head to every query head of its group without copying it, and the backward sums dk and dv
@@ -288,7 +293,7 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
     if causal and Tq > Tk:
         raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, got Tq={Tq}, Tk={Tk}")
     scale = 1.0 / math.sqrt(hs)
-    S = np.matmul(q.data, np.swapaxes(k.data, -1, -2))  # (B, nh, Tq, Tk)
+    S = np.matmul(_fp32(q.data), np.swapaxes(_fp32(k.data), -1, -2))  # (B, nh, Tq, Tk)
     S *= scale
     if causal:
         S += _causal_bias(Tq, Tk, S.dtype)
@@ -303,26 +308,59 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
         keep = (rng.random(P.shape, dtype=np.float32) >= dropout_p).astype(P.dtype)  # (B, nh, Tq, Tk) of 0/1
         keep *= P.dtype.type(1.0 / (1.0 - dropout_p))
         Pd = P * keep
-    y = np.matmul(Pd, v.data)  # (B, nh, Tq, hs)
+    y = _like(np.matmul(Pd, _fp32(v.data)), q)  # (B, nh, Tq, hs)
+    if q.dtype == np.float16:  # what backward keeps, stored like the activations
+        P, Pd = _like(P, q), (None if keep is None else _like(Pd, q))
+    if keep is None:
+        Pd = P
 
     def backward(g):
-        gv = np.matmul(np.swapaxes(Pd, -1, -2), g) if v.requires_grad else None  # (B, nh, Tk, hs)
+        g = _fp32(g)
+        gv = np.matmul(np.swapaxes(_fp32(Pd), -1, -2), g) if v.requires_grad else None  # (B, nh, Tk, hs)
         gq = gk = None
         if q.requires_grad or k.requires_grad:
-            dP = np.matmul(g, np.swapaxes(v.data, -1, -2))  # (B, nh, Tq, Tk)
+            dP = np.matmul(g, np.swapaxes(_fp32(v.data), -1, -2))  # (B, nh, Tq, Tk)
             if keep is not None:
                 dP *= keep
             dS = dP
-            dS -= (dP * P).sum(axis=-1, keepdims=True)
-            dS *= P
+            Pf = _fp32(P)
+            dS -= (dP * Pf).sum(axis=-1, keepdims=True)
+            dS *= Pf
             dS *= scale
             if q.requires_grad:
-                gq = np.matmul(dS, k.data)  # (B, nh, Tq, hs)
+                gq = np.matmul(dS, _fp32(k.data))  # (B, nh, Tq, hs)
             if k.requires_grad:
-                gk = np.matmul(np.swapaxes(dS, -1, -2), q.data)  # (B, nh, Tk, hs)
-        return gq, _sum_to(gk, k.shape), _sum_to(gv, v.shape)
+                gk = np.matmul(np.swapaxes(dS, -1, -2), _fp32(q.data))  # (B, nh, Tk, hs)
+        return _like(gq, q), _like(_sum_to(gk, k.shape), k), _like(_sum_to(gv, v.shape), v)
 
     return Tensor._make(y, (q, k, v), backward)
+
+
+def _fp32(a):
+    """a float16 array widened (exactly) to float32 for the math; any other array as it is."""
+    return kernels.f16_to_f32(a).reshape(a.shape) if a.dtype == np.float16 else a
+
+
+def _like(a, t):
+    """float32 result `a` stored in float16 (round to nearest even) when tensor `t` is float16; else a.
+    (The C conversion: NumPy's astype is ~10x slower, and far slower still for subnormal values.)"""
+    if a is None or t.dtype != np.float16:
+        return a
+    return kernels.f32_to_f16(a.astype(np.float32, copy=False)).reshape(a.shape)
+
+
+def _in_fp32(fn, x):
+    """fn (an elementwise op) of a float16 x computed in fp32, its result stored in float16, as a GPU
+    kernel does (load half, compute in fp32 registers, store half). Nothing fp32 is kept for backward:
+    it recomputes fn in fp32 from x and runs fn's own backward."""
+    y = _like(fn(Tensor(_fp32(x.data))).data, x)  # a Tensor without grad: no graph recorded
+
+    def backward(g):
+        xf = Tensor(_fp32(x.data), requires_grad=True)
+        fn(xf).backward(_fp32(g))
+        return (_like(xf.grad, x),)
+
+    return Tensor._make(y, (x,), backward)
 
 
 def _sum_to(g, shape):
@@ -345,6 +383,8 @@ def gelu(x):
     0.5 (1 - tanh^2 u) = 2 s (1 - s), the derivative is
         dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx = s + 2 x s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
     """
+    if x.dtype == np.float16:  # mixed precision (tinylm.amp): fp32 math, float16 in and out
+        return _in_fp32(gelu, x)
     d = x.data
     s = d * d  # (...,) every step below reuses this one buffer
     s *= -2.0 * _GELU_C * _GELU_A

@@ -5,6 +5,8 @@
     tinylm train --out runs/manual --resume --max-iters 2000      # continue (and extend) a run
     tinylm train --data ../shared/data/tinyshakespeare.txt --out runs/llama --arch llama --n-kv-head 2
     tinylm train --size board --data ../shared/data/tinyshakespeare.txt --out runs/board   # for a board
+    tinylm train --data builtin --out runs/half --precision fp16     # fp16 compute, fp32 master weights
+    tinylm train --out runs/manual --resume --qat int4 --max-iters 2300   # quantization-aware fine-tuning
 
 A folder that already holds a run is never overwritten by accident: pass --resume to continue it or
 --force to start again from scratch (the old run is deleted as a whole before the new one writes).
@@ -22,7 +24,10 @@ GPT_OPTIONS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "n_expert
 MODEL_OPTIONS = ("size", "vocab_size", "tokenizer", "arch", *GPT_OPTIONS, "data", "val_fraction", "no_clean")
 # TrainConfig fields set from options of the same name
 TRAIN_OPTIONS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
-                 "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed", "val_fraction")
+                 "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed", "val_fraction", "precision",
+                 "loss_scale")
+# quantization-aware training writes the quantized model here, inside the run folder, when it ends
+QAT_FOLDER = "qat"
 
 # --size presets: defaults for the options above (an option given on the command line wins).
 # board: ~240k parameters, like llama2.c's stories260K, sized for an STM32F405 (1 MB flash, 128 KB SRAM
@@ -105,7 +110,37 @@ def register(sub):
     g.add_argument("--eval-iters", type=int, help="batches per evaluation of each split (default 20)")
     g.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (default 1337)")
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    g = p.add_argument_group("precision (tutorial 10)")
+    g.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                   help="compute precision of a new run: fp32, or mixed precision with fp32 master weights: "
+                        "fp16 (fp16 activations and gradients, matmuls with fp32 sums, norms/softmax/loss in "
+                        "fp32, dynamic loss scaling) or bf16 (emulated in float32 arrays, no memory saved) "
+                        "(default fp32)")
+    g.add_argument("--loss-scale", type=_loss_scale, metavar="{dynamic,N}",
+                   help="with --precision fp16: 'dynamic' (start at 65536, skip the step and halve on inf/NaN, "
+                        "double after 2000 clean steps) or a fixed scale; 1 = none (default dynamic)")
+    g.add_argument("--qat", metavar="PLAN",
+                   help="with --resume: fine-tune the run with fake quantization in the forward pass "
+                        "(straight-through estimator, scales recomputed from the weights at every step). PLAN "
+                        "is a plan JSON file or one precision for every layer (int4, int4:g32, int8, fp16 ...). "
+                        "The run folder keeps the fp32 weights (so it resumes exactly) with the plan in "
+                        "config.json; fine-tuning runs in fp32 (a run trained with --precision fp16 continues "
+                        "in fp32); when training ends the quantized model is saved in RUN_DIR/qat/ (a "
+                        "quantized model folder: tinylm.load, eval and generate read it, and export does "
+                        "for the precisions its format takes, e.g. --format c: fp16 and int8)")
     p.set_defaults(func=run)
+
+
+def _loss_scale(text):
+    if text.lower() == "dynamic":
+        return "dynamic"
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise ValueError(f"expected 'dynamic' or a number > 0, got {text!r}")
+    return value
 
 
 def _yes_no(text):
@@ -136,6 +171,8 @@ def run(args):
 
 
 def new_run(args):
+    if args.qat is not None:
+        raise ValueError("--qat fine-tunes a trained run: use it with --resume (and a larger --max-iters)")
     if args.data is None:
         raise ValueError("--data is required to start a run (a file, a folder, or 'builtin')")
     from tinylm.model import GPTConfig
@@ -238,6 +275,12 @@ def _resume_locked_run(args):
     config = dict(checkpoint.train_config)
     if args.max_iters is not None:
         config["max_iters"] = args.max_iters
+    if args.qat is not None:
+        config["qat"] = qat_plan(checkpoint.model, args.qat, config.get("qat"))
+        if config.get("precision", "fp32") != "fp32":
+            print(f"--qat: the run trained in {config['precision']}; quantization-aware fine-tuning runs in fp32 "
+                  "(on the same fp32 master weights)", file=sys.stderr)
+            config["precision"] = "fp32"
     try:
         train_config = TrainConfig.from_dict(config)
     except ValueError as exc:
@@ -251,7 +294,38 @@ def _resume_locked_run(args):
     result = train(checkpoint.model, train_ids, val_ids, train_config, tokenizer=checkpoint.tokenizer,
                    run_dir=args.out, resume=checkpoint, verbose=not args.quiet)
     report(args.out, (checkpoint.model, checkpoint.tokenizer, result))
+    if train_config.qat is not None:
+        save_qat_model(args.out, checkpoint.model, checkpoint.tokenizer, train_config.qat)
     return 0
+
+
+def qat_plan(model, text, current=None):
+    """The plan --qat names (a plan file or one precision), checked against the model, canonical."""
+    from tinylm.quant import load_plan, uniform_plan, validate_plan
+
+    if not os.path.exists(text) and (os.sep in text or text.endswith(".json")):
+        raise FileNotFoundError(f"--qat {text}: no such plan file (expected a plan JSON file or one precision "
+                                "for every layer, e.g. int4)")
+    try:
+        plan = validate_plan(model, load_plan(text)) if os.path.exists(text) else uniform_plan(model, text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--qat {text}: {exc}") from None
+    if current is not None and current != plan:
+        raise ValueError(f"--qat {text}: this run already fine-tunes for another plan (config.json's train.qat); "
+                         "resume it without --qat, or start from a copy of the run before quantization-aware "
+                         "training")
+    return plan
+
+
+def save_qat_model(out, model, tokenizer, plan):
+    """The fine-tuned fp32 weights quantized by the QAT plan, as a quantized model folder out/qat/."""
+    from tinylm.fileio import removed_on_failure
+    from tinylm.io.quantized import META_FILE, TOKENIZER_FILE, WEIGHTS_FILE, save_quantized
+
+    folder = os.path.join(out, QAT_FOLDER)
+    with removed_on_failure(folder, [META_FILE, WEIGHTS_FILE, TOKENIZER_FILE]):
+        save_quantized(folder, model, plan, tokenizer=tokenizer)
+    print(f"saved the quantized model in {folder}/ (tinylm.load, eval, generate and export read it)")
 
 
 def report(out, run):
@@ -262,6 +336,9 @@ def report(out, run):
     print(f"step {result.step}: train loss {result.train_loss:.4f}, val loss {result.val_loss:.4f} "
           f"(perplexity {perplexity(result.val_loss):.2f}), {result.seconds:.1f} s, "
           f"{result.tokens_per_second:,.0f} tokens/s")
+    if result.loss_scaler is not None:
+        print(f"mixed precision: loss scale {result.loss_scaler.scale:g}, {result.loss_scaler.skipped} steps skipped "
+              "for an inf/NaN gradient")
     print(f"saved in {out}/ (model.npz, tokenizer.json, loss.csv"
           + (", loss.png" if os.path.exists(os.path.join(out, "loss.png")) else "") + ")")
 
