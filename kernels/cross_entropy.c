@@ -10,24 +10,25 @@
 
 /* log(x) for a positive finite float, in double: x = 2^k m with m in [sqrt(1/2), sqrt(2)), and
  * log m = 2 atanh(f) = 2 (f + f^3/3 + f^5/5 + ...) with f = (m - 1) / (m + 1), |f| <= 0.1716; the terms
- * up to f^15 leave an error below 1e-13, far under float rounding. (Used once per row: a row's sum.) */
+ * up to f^15 leave an error below 1e-13, far under float rounding. (Used once per row: a row's sum.)
+ * Written with the double operations the other kernels already use (float -> double, +, *, /; no
+ * subtraction or comparison in double), so a microcontroller links no further helper from libgcc. */
 static float tl_log(float x)
 {
     uint32_t bits;
     memcpy(&bits, &x, sizeof bits);
-    int k = (int)(bits >> 23) - 127;                     /* x >= 1 here (a sum whose largest term is 1) */
+    float k = (float)((int32_t)(bits >> 23) - 127);      /* x >= 1 here (a sum whose largest term is 1) */
     bits = (bits & 0x007fffffu) | 0x3f800000u;           /* m in [1, 2) */
     float mf;
     memcpy(&mf, &bits, sizeof mf);
-    double m = (double)mf;
-    if (m > 1.4142135623730951) {
-        m = m * 0.5;
-        k = k + 1;
+    if (mf > 1.41421356f) {                              /* (exact halving: m / 2 in [0.707, 1)) */
+        mf = mf * 0.5f;
+        k = k + 1.0f;
     }
-    const double f = (m - 1.0) / (m + 1.0), f2 = f * f;
+    const double f = (double)(mf - 1.0f) / ((double)mf + 1.0), f2 = f * f;   /* mf - 1 is exact (Sterbenz) */
     double series = 1.0 / 15.0;
     for (int i = 13; i >= 1; i -= 2)
-        series = series * f2 + 1.0 / (double)i;          /* 1 + f^2/3 + f^4/5 + ... + f^14/15 */
+        series = series * f2 + 1.0 / (double)(float)i;   /* 1 + f^2/3 + f^4/5 + ... + f^14/15 */
     return (float)((double)k * 0.6931471805599453 + 2.0 * f * series);
 }
 

@@ -9,9 +9,14 @@
 #define GELU_K3 0x1.b6676cp-3f       /* (float)(6 * sqrt(2/pi) * 0.044715) = 0.21406445 */
 
 /* Blocks of GELU_BLOCK values: t for the block, one tinylm_exp_f32 call over it (its loop vectorizes,
- * a call per value would not), then y. The stack buffers are 2 x 512 bytes: 128 values per block ran
- * GELU 1.5x faster than 64 on an AVX-512 Xeon (fewer short loops), 256 hardly faster again. */
+ * a call per value would not), then y. On a PC with SIMD, 128 values per block (2 x 512 bytes of stack)
+ * ran GELU 1.5x faster than 64 on an AVX-512 Xeon (fewer short loops; 256 hardly faster again); a
+ * microcontroller keeps 64 (2 x 256 bytes of its small stack). */
+#if defined(__AVX2__) || defined(__AVX512F__)
 #define GELU_BLOCK 128
+#else
+#define GELU_BLOCK 64
+#endif
 
 void tinylm_gelu_f32(const float *restrict x, float *restrict y, size_t n)
 {
