@@ -27,7 +27,9 @@ static float sum8(const float *restrict x, float shift, size_t n, int squares)
     return s;
 }
 
-/* 1 / sqrt(v) for v = var + eps (or mean square + eps), with IEEE's answers at the edges */
+/* 1 / sqrt(v) for v = var + eps (or mean square + eps), with IEEE's answers at the edges: what
+ * tinylm_layernorm_f32 computes in line (written out there, so that the C runtime's forward compiles to
+ * the same code it did before the backward passes joined this file) */
 static float inv_sqrt(float v)
 {
     if (v > 0.0f && v <= 3.4028234663852886e38f)
@@ -35,7 +37,7 @@ static float inv_sqrt(float v)
     return v == 0.0f ? 1.0f / 0.0f : (v > 0.0f ? 0.0f : v - v);  /* 1/sqrt(0), 1/sqrt(inf), NaN */
 }
 
-/* mean and rstd of one row of C values, in the contract's order */
+/* mean and rstd of one row of C values, in the contract's order: tinylm_layernorm_f32's */
 static void row_stats(const float *restrict xr, size_t C, float eps, float *mean, float *rstd)
 {
     *mean = sum8(xr, 0.0f, C, 0) / (float)C;
@@ -48,8 +50,13 @@ void tinylm_layernorm_f32(const float *restrict x, const float *restrict w, cons
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
-        float mean, rstd;
-        row_stats(xr, C, eps, &mean, &rstd);
+        const float mean = sum8(xr, 0.0f, C, 0) / (float)C;
+        const float v = sum8(xr, mean, C, 1) / (float)C + eps;        /* var + eps */
+        float rstd;
+        if (v > 0.0f && v <= 3.4028234663852886e38f)
+            rstd = 1.0f / (float)tl_sqrt_newton((double)v);
+        else
+            rstd = v == 0.0f ? 1.0f / 0.0f : (v > 0.0f ? 0.0f : v - v);  /* 1/sqrt(0), 1/sqrt(inf), NaN */
         for (size_t i = 0; i < C; i++) {
             const float h = (xr[i] - mean) * rstd;            /* xhat */
             yr[i] = b ? h * w[i] + b[i] : h * w[i];
