@@ -1,4 +1,5 @@
-/* embedding.c -- embedding lookups from fp32, fp16 and int8 tables (contract in tinylm_kernels.h). */
+/* embedding.c -- embedding lookups from fp32, fp16 and int8 tables, the fp32 lookup's backward (the
+ * scatter-add), and the residual add (contracts in tinylm_kernels.h). */
 #include <string.h>
 
 #include "tinylm_kernels.h"
@@ -31,4 +32,18 @@ void tinylm_residual_add_f32(float *restrict x, const float *restrict r, size_t 
 {
     for (size_t i = 0; i < n; i++)
         x[i] = x[i] + r[i];
+}
+
+/* The backward of tinylm_embedding_f32: every row of dy goes back to the table row it was read from;
+ * an id read twice gets both, added in the order of i. */
+void tinylm_embedding_backward_f32(const int32_t *restrict ids, const float *restrict dy, float *restrict dtable,
+                                   size_t n, size_t V, size_t C)
+{
+    memset(dtable, 0, V * C * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float *row = dtable + (size_t)ids[i] * C;
+        const float *src = dy + i * C;
+        for (size_t c = 0; c < C; c++)
+            row[c] = row[c] + src[c];
+    }
 }

@@ -1,5 +1,5 @@
-/* softmax.c -- softmax over the last axis: fp32 (optionally causal), fp16 storage, and an
- * integer-only int8 version. Contract and error bounds: tinylm_kernels.h. */
+/* softmax.c -- softmax over the last axis: fp32 (optionally causal) and its backward, fp16 storage, and
+ * an integer-only int8 version. Contract and error bounds: tinylm_kernels.h. */
 #include "tinylm_kernels.h"
 #include "half.h"
 
@@ -123,6 +123,31 @@ void tinylm_softmax_f32(const float *restrict x, float *restrict y, size_t rows,
             yr[j] = 0.0f;
     }
 #endif
+}
+
+/* The backward of the fp32 softmax: with y = softmax(x), dy_i/dx_j = y_i (delta_ij - y_j), so
+ * dx = y (dy - sum(dy y)), times the scale a scaled softmax (attention) multiplied its input by. Masked
+ * entries of a causal row have y = 0, hence dx = 0: they are written, not read. */
+void tinylm_softmax_backward_f32(const float *restrict y, const float *restrict dy, float *restrict dx,
+                                 size_t rows, size_t cols, size_t causal_tq, float scale)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *yr = y + r * cols, *dyr = dy + r * cols;
+        float *dxr = dx + r * cols;
+        const size_t visible = causal_tq ? (r % causal_tq) + (cols - causal_tq) + 1 : cols;
+        float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        size_t j = 0;
+        for (; j + 8 <= visible; j += 8)                 /* 8 partial sums: the compiler vectorizes */
+            for (size_t k = 0; k < 8; k++)
+                acc[k] += dyr[j + k] * yr[j + k];
+        float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; j < visible; j++)
+            s += dyr[j] * yr[j];
+        for (j = 0; j < visible; j++)
+            dxr[j] = ((dyr[j] - s) * yr[j]) * scale;
+        for (j = visible; j < cols; j++)
+            dxr[j] = 0.0f;
+    }
 }
 
 /* ---- fp16 storage, fp32 math ------------------------------------------------------------------

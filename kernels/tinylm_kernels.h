@@ -227,6 +227,67 @@ void tinylm_residual_add_f32(float *x, const float *r, size_t n);
 void tinylm_attention_f32(const float *q, const float *k, const float *v, float *y, float *scratch,
                           size_t n_head, size_t head_size, size_t T, size_t stride, float scale);
 
+/* ==== training's kernels: the backward passes, cross-entropy, AdamW (one block) ================
+ * What tinylm.autograd calls when the C backend is present (tinylm/autograd/functional.py,
+ * tinylm/optim.py). Each backward sits in the file of its forward. None is exact against its NumPy
+ * reference (own exp / log / square root, summation order) except where a line says "Exact"; the
+ * bounds are the ones tests/test_kernels_train.py checks. A backward recomputes what it needs from
+ * the forward's input (mean and rstd of a row, sigmoid of GELU) rather than taking it from a buffer.
+ *
+ * tinylm_gelu_backward_f32 (gelu.c): dx[i] = dy[i] * GELU'(x[i]), in fp32 in this order, with
+ *     s = 1 / (tinylm_exp_f32(t) + 1) (t as in tinylm_gelu_f32: s = sigmoid(2u)) and K3 = (float)(6
+ *     sqrt(2/pi) 0.044715):   d = ((((x*x) * K3 + K2) * x) * (1 - s) + 1) * s;   dx = d * dy
+ *   Within 2e-6 * (|dx| + |dy|) + 1e-30 of the reference (which uses NumPy's exp).
+ * tinylm_layernorm_backward_f32 (layernorm.c): for x, w, dy (rows, C), with mean, rstd of each row
+ *   computed exactly as tinylm_layernorm_f32 does, xhat = (x - mean) * rstd, dxhat = dy * w:
+ *     dx = ((dxhat - a) - xhat * b) * rstd,   a = (sum dxhat) / C,  b = (sum dxhat * xhat) / C
+ *     dw[c] = sum over rows of dy * xhat;  db[c] = sum over rows of dy (rows in order; db may be NULL)
+ *   (sums over a row in 8 interleaved partial sums as in tinylm_layernorm_f32). Within
+ *   1e-5 * (1 + |v|) of the reference for each output v, for rows of a few thousand values.
+ * tinylm_rmsnorm_f32 (layernorm.c): y = (x * rstd) * w,  rstd = 1 / sqrt((sum x^2) / C + eps)
+ *   (Llama's norm; same sums and square root as tinylm_layernorm_f32). Within 1e-5 * (1 + |y|).
+ * tinylm_rmsnorm_backward_f32 (layernorm.c): xhat = x * rstd, dxhat = dy * w,
+ *     dx = (dxhat - xhat * b) * rstd,  b = (sum dxhat * xhat) / C;   dw[c] = sum over rows of dy * xhat
+ *   Within 1e-5 * (1 + |v|).
+ * tinylm_softmax_backward_f32 (softmax.c): y = softmax output (rows, cols), dy its gradient:
+ *     dx = ((dy - s) * y) * scale,   s = sum over the visible columns of dy * y   (8 partial sums)
+ *   causal_tq as in tinylm_softmax_f32: masked entries (y = 0) get dx = 0 and are not read.
+ *   scale folds in the factor of a scaled softmax (attention's 1/sqrt(hs)); 1 for a plain softmax.
+ *   Within 1e-6 * (|dx| + scale * max|dy * y| * cols) of the reference.
+ * tinylm_cross_entropy_f32 (cross_entropy.c): logits z (N, V), targets (N,) int32 in [0, V) or < 0
+ *   (ignored). Per row: max; e = tinylm_exp_f32(z - max); sum of e (8 partial sums);
+ *     probs = e / sum   (the softmax, kept for the backward)
+ *     nll = log(sum) - (z[target] - max)   (log: tinylm's own, in double, rounded to float);  0 when ignored
+ *   Within 2e-6 * (1 + nll) for nll, 1e-6 + 2e-6 * p for probs, against the reference.
+ * tinylm_cross_entropy_backward_f32: dz = (probs - onehot(target)) * scale per row, 0 for ignored rows
+ *   (scale = dloss / n_valid). Exact (given the same probs).
+ * tinylm_adamw_f32 (adamw.c): one AdamW step over n values, in place, in this order (fp32, no FMA):
+ *     p = p * decay;   m = m * beta1 + g * (1 - beta1)    [the float one_minus_beta1 is passed]
+ *     v = v * beta2 + (g * g) * one_minus_beta2;   p = p + (m / (sqrt(v) + eps_hat)) * step
+ *   with decay = 1 - lr wd, eps_hat = eps sqrt(1 - beta2^t), step = -lr sqrt(1 - beta2^t) / (1 - beta1^t)
+ *   computed by the caller (tinylm.optim.AdamW) and rounded to float. Exact (sqrt correctly rounded:
+ *   the SIMD instruction, or the portable Newton square root of layernorm.c but for rare double-
+ *   rounding cases).
+ * tinylm_embedding_backward_f32 (embedding.c): dtable (V, C) = 0, then dtable[ids[i]] += dy[i] (C
+ *   values) for i = 0 .. n-1 in order: the scatter-add. The caller checks 0 <= ids[i] < V. Exact.
+ */
+void tinylm_gelu_backward_f32(const float *x, const float *dy, float *dx, size_t n);
+void tinylm_layernorm_backward_f32(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                                   float *db, size_t rows, size_t C, float eps);
+void tinylm_rmsnorm_f32(const float *x, const float *w, float *y, size_t rows, size_t C, float eps);
+void tinylm_rmsnorm_backward_f32(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                                 size_t rows, size_t C, float eps);
+void tinylm_softmax_backward_f32(const float *y, const float *dy, float *dx, size_t rows, size_t cols,
+                                 size_t causal_tq, float scale);
+void tinylm_cross_entropy_f32(const float *logits, const int32_t *targets, float *probs, float *nll,
+                              size_t N, size_t V);
+void tinylm_cross_entropy_backward_f32(const float *probs, const int32_t *targets, float *dlogits,
+                                       size_t N, size_t V, float scale);
+void tinylm_adamw_f32(float *p, const float *g, float *m, float *v, size_t n, float decay, float beta1,
+                      float one_minus_beta1, float beta2, float one_minus_beta2, float eps_hat, float step);
+void tinylm_embedding_backward_f32(const int32_t *ids, const float *dy, float *dtable, size_t n, size_t V,
+                                   size_t C);
+
 /* cffi-end */
 
 #endif /* TINYLM_KERNELS_H */

@@ -20,24 +20,30 @@ rng = np.random.default_rng(0)
 f32 = np.float32
 
 
-def test_layernorm_matches_autograd_within_contract():
+def test_layernorm_matches_autograd_within_contract(monkeypatch):
+    monkeypatch.setenv("TINYLM_KERNELS", "numpy")  # the model's NumPy math (float32 autograd runs C otherwise)
     for C in (1, 7, 64, 768, 3072):
         x = (rng.standard_normal((5, C)) * 3 + 1).astype(f32)
         w, b = rng.standard_normal(C).astype(f32), rng.standard_normal(C).astype(f32)
         want = layer_norm(Tensor(x), Tensor(w), Tensor(b)).data
+        monkeypatch.delenv("TINYLM_KERNELS")
         got = kernels.layernorm_f32(x, w, b)
+        monkeypatch.setenv("TINYLM_KERNELS", "numpy")
         assert np.all(np.abs(got - want) <= 1e-5 * (1 + np.abs(want))), C
         np.testing.assert_array_equal(ref.layernorm_f32(x, w, b), want)   # the reference IS the model's math
+    monkeypatch.delenv("TINYLM_KERNELS")
     nob = kernels.layernorm_f32(x, w)
     assert np.allclose(nob, ref.layernorm_f32(x, w), atol=1e-5)
     assert np.isnan(kernels.layernorm_f32(np.array([[1, np.nan]], f32), np.ones(2, f32))).all()
 
 
-def test_gelu_matches_autograd_within_contract():
+def test_gelu_matches_autograd_within_contract(monkeypatch):
     x = np.concatenate([rng.standard_normal(10000) * 4, np.linspace(-100, 100, 2001),
                         [0.0, -0.0, 1e-30, -1e-30, 50.0, -50.0, -1e30]]).astype(f32)
+    monkeypatch.setenv("TINYLM_KERNELS", "numpy")     # the model's NumPy math (float32 autograd runs C otherwise)
     with np.errstate(over="ignore"):                     # (-1e30)^2 overflows, in the model too
         want = gelu(Tensor(x)).data
+    monkeypatch.delenv("TINYLM_KERNELS")
     got = kernels.gelu_f32(x)
     np.testing.assert_array_equal(ref.gelu_f32(x), want)
     assert np.all(np.abs(got - want) <= 1e-6 * np.abs(want) + 1e-37)

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from tinylm import kernels
 from tinylm.autograd import Tensor, no_grad
 
 # ----------------------------------------------------------------------------------------------
@@ -206,6 +207,9 @@ class AdamW(Optimizer):
         m = beta1 * m + (1 - beta1) * g                  (running mean of g)
         v = beta2 * v + (1 - beta2) * g^2                (running mean of g^2)
         p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+    For float32 parameters with tinylm's C kernels built, each parameter's update is one pass of
+    tinylm.kernels.adamw_f32 (the same operations in the same order, so the same bits); the NumPy code
+    below is the reference, and runs otherwise (or with TINYLM_KERNELS=numpy in the environment).
     """
 
     state_names = ("exp_avg", "exp_avg_sq")
@@ -224,6 +228,7 @@ class AdamW(Optimizer):
         """One update of every parameter that has a gradient (in place: a few passes over each array and one
         scratch array, since this runs over every weight of the model at every step)."""
         j = 0
+        use_c = kernels.backend() == "c"
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
@@ -237,6 +242,11 @@ class AdamW(Optimizer):
                     st["exp_avg_sq"] = np.zeros_like(p.data)
                 st["step"] += 1
                 t, m, v = st["step"], st["exp_avg"], st["exp_avg_sq"]
+                bias1, root2 = 1.0 - b1 ** t, math.sqrt(1.0 - b2 ** t)
+                if use_c and p.dtype == np.float32 and g.dtype == np.float32 and p.data.flags.c_contiguous:
+                    kernels.adamw_f32(p.data, g, m, v, 1.0 - lr * wd if wd else 1.0, b1, b2, eps * root2,
+                                      -lr * root2 / bias1)
+                    continue
                 f = p.dtype.type
                 if wd:
                     p.data *= f(1.0 - lr * wd)
@@ -249,7 +259,6 @@ class AdamW(Optimizer):
                 v += tmp  # v = b2 v + (1 - b2) g^2
                 # (lr / bias1) m / (sqrt(v) / sqrt(bias2) + eps), written with one division less:
                 #   = (lr sqrt(bias2) / bias1) m / (sqrt(v) + eps sqrt(bias2))
-                bias1, root2 = 1.0 - b1 ** t, math.sqrt(1.0 - b2 ** t)
                 np.sqrt(v, out=tmp)
                 tmp += f(eps * root2)
                 np.divide(m, tmp, out=tmp)

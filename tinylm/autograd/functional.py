@@ -7,6 +7,14 @@ fused form is both faster and lighter: `cross_entropy` composed from log, exp an
 backward that its code implements, and tests/test_autograd_fused.py checks every one against finite
 differences and against the composed version.
 
+Two paths, one result. For float32 tensors, when tinylm's C kernels are built (tinylm._kernels), the
+element-wise work of gelu, layer_norm, rms_norm, softmax, scaled_dot_product_attention's softmax,
+cross_entropy and embedding's backward runs in C (tinylm.kernels: each kernel's contract is in
+kernels/tinylm_kernels.h). The NumPy code below is the readable reference and the fallback: it runs for
+other dtypes (the float64 gradient checks), without the extension, and when TINYLM_KERNELS=numpy is set in
+the environment (read at every call, so a test can switch). Both give the same values within float32
+rounding; tests/test_autograd_c.py checks every op on both paths.
+
     >>> x = Tensor(np.array([[1.0, 2.0, 3.0]]), requires_grad=True)
     >>> y = softmax(x)
     >>> [round(v, 4) for v in y.data[0].tolist()]
@@ -20,6 +28,11 @@ import numpy as np
 
 from tinylm import kernels
 from tinylm.autograd.engine import Tensor
+
+
+def _c_path(*arrays):
+    """True when these arrays go to the C kernels: all float32 and tinylm.kernels.backend() is 'c'."""
+    return all(a.dtype == np.float32 for a in arrays) and kernels.backend() == "c"
 
 
 def linear(x, weight, bias=None):
@@ -54,6 +67,9 @@ def softmax(x, axis=-1):
     Backward: with y = softmax(x), dy_i/dx_j = y_i (delta_ij - y_j), so
         dx = y * (g - sum(g * y))          (sum over the softmax axis)
     """
+    if axis in (-1, x.ndim - 1) and x.ndim and _c_path(x.data):
+        y = kernels.softmax_f32(x.data)
+        return Tensor._make(y, (x,), lambda g: (kernels.softmax_backward_f32(y, g),))
     y = np.exp(x.data - x.data.max(axis=axis, keepdims=True))
     y /= y.sum(axis=axis, keepdims=True)
 
@@ -87,6 +103,8 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
     the variance (d rstd/dx_j = -rstd * xhat_j / C).  dweight = sum_rows(g * xhat), dbias = sum_rows(g).
     """
     data = x.data
+    if _c_path(data, weight.data, *(() if bias is None else (bias.data,))):
+        return _layer_norm_c(x, weight, bias, eps)
     xc = data - data.mean(axis=-1, keepdims=True)  # (..., C)
     rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
     xhat = xc
@@ -116,6 +134,19 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
     return Tensor._make(y, parents, backward)
 
 
+def _layer_norm_c(x, weight, bias, eps):
+    """layer_norm with tinylm's C kernels: the same math, mean and rstd recomputed in the backward."""
+    y = kernels.layernorm_f32(x.data, weight.data, None if bias is None else bias.data, eps)
+
+    def backward(g):
+        gx, gw, gb = kernels.layernorm_backward_f32(x.data, weight.data, g, eps, bias=bias is not None)
+        return (gx if x.requires_grad else None, gw if weight.requires_grad else None,
+                gb if bias is not None and bias.requires_grad else None)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._make(y, parents, backward)
+
+
 def rms_norm(x, weight, eps=1e-5):
     """Llama's norm: scale the last axis by the inverse of its root mean square, then by weight.
 
@@ -131,6 +162,11 @@ def rms_norm(x, weight, eps=1e-5):
     [0.8485, 1.1314]
     """
     data = x.data
+    if _c_path(data, weight.data):  # the C kernels: the same math, rstd recomputed in the backward
+        def backward_c(g):
+            gx, gw = kernels.rmsnorm_backward_f32(data, weight.data, g, eps)
+            return (gx if x.requires_grad else None, gw if weight.requires_grad else None)
+        return Tensor._make(kernels.rmsnorm_f32(data, weight.data, eps), (x, weight), backward_c)
     rstd = 1.0 / np.sqrt((data * data).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
     xhat = data * rstd  # (..., C)
     y = xhat * weight.data  # (..., C)
@@ -229,6 +265,15 @@ def cross_entropy(logits, targets, ignore_index=-1):
         raise ValueError(f"cross_entropy: target {bad} is outside 0 .. {V - 1} (and is not ignore_index "
                          f"{ignore_index})")
     n_valid = int(valid.sum())
+    if _c_path(z):  # the C kernels: softmax and -log p_t per row, then the same backward
+        t_c = np.where(valid, t, -1)  # the kernels' mark of an ignored row
+        probs_c, nll_c = kernels.cross_entropy_f32(z, t_c)
+        loss = np.asarray(nll_c.sum() / max(n_valid, 1), dtype=logits.dtype)
+
+        def backward_c(g):
+            scale = g / max(n_valid, 1)
+            return (kernels.cross_entropy_backward_f32(probs_c, t_c, scale).reshape(logits.shape),)
+        return Tensor._make(loss, (logits,), backward_c)
     rows = np.arange(len(t))
     t_safe = np.where(valid, t, 0)
 
@@ -295,11 +340,15 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
     scale = 1.0 / math.sqrt(hs)
     S = np.matmul(_fp32(q.data), np.swapaxes(_fp32(k.data), -1, -2))  # (B, nh, Tq, Tk)
     S *= scale
-    if causal:
-        S += _causal_bias(Tq, Tk, S.dtype)
-    S -= S.max(axis=-1, keepdims=True)
-    P = np.exp(S, out=S)  # (B, nh, Tq, Tk), in place
-    P /= P.sum(axis=-1, keepdims=True)
+    use_c = _c_path(S)
+    if use_c:  # the C kernels: the mask is the kernel's causal argument, no (Tq, Tk) bias is added
+        P = kernels.softmax_f32(S, causal=causal)  # (B, nh, Tq, Tk)
+    else:
+        if causal:
+            S += _causal_bias(Tq, Tk, S.dtype)
+        S -= S.max(axis=-1, keepdims=True)
+        P = np.exp(S, out=S)  # (B, nh, Tq, Tk), in place
+        P /= P.sum(axis=-1, keepdims=True)
     keep = None
     Pd = P
     if dropout_p > 0.0:
@@ -322,11 +371,14 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
             dP = np.matmul(g, np.swapaxes(_fp32(v.data), -1, -2))  # (B, nh, Tq, Tk)
             if keep is not None:
                 dP *= keep
-            dS = dP
-            Pf = _fp32(P)
-            dS -= (dP * Pf).sum(axis=-1, keepdims=True)
-            dS *= Pf
-            dS *= scale
+            Pf = _fp32(P)  # (B, nh, Tq, Tk): float16 under mixed precision, the math in fp32
+            if use_c:
+                dS = kernels.softmax_backward_f32(Pf, dP, causal=causal, scale=scale)
+            else:
+                dS = dP
+                dS -= (dP * Pf).sum(axis=-1, keepdims=True)
+                dS *= Pf
+                dS *= scale
             if q.requires_grad:
                 gq = np.matmul(dS, _fp32(k.data))  # (B, nh, Tq, hs)
             if k.requires_grad:
@@ -386,6 +438,8 @@ def gelu(x):
     if x.dtype == np.float16:  # mixed precision (tinylm.amp): fp32 math, float16 in and out
         return _in_fp32(gelu, x)
     d = x.data
+    if _c_path(d):  # the C kernels: the same formulas; sigmoid(2u) recomputed in the backward
+        return Tensor._make(kernels.gelu_f32(d), (x,), lambda g: (kernels.gelu_backward_f32(d, g),))
     s = d * d  # (...,) every step below reuses this one buffer
     s *= -2.0 * _GELU_C * _GELU_A
     s -= 2.0 * _GELU_C
@@ -463,6 +517,8 @@ def embedding(weight, idx):
     out = weight.data[idx]  # (..., C)
 
     def backward(g):
+        if _c_path(g):
+            return (kernels.embedding_backward_f32(idx, g, V),)  # (V, C), the C scatter-add
         return (_add_rows(idx.reshape(-1), g.reshape(-1, C), V),)  # (V, C)
 
     return Tensor._make(out, (weight,), backward)

@@ -8,6 +8,8 @@ backward of exactly the same computation (same float32 arrays, same BLAS), in th
 and, when tinylm.model is present, the whole small GPT (4 layers, vocab 65) against the same GPT
 written by hand, plus the AdamW step. Last, two fused operations (cross-entropy, attention) against
 the same math composed from the engine's small operations.
+With tinylm's C kernels built, the engine's element-wise work runs in C (the printed path says which), so a
+ratio below 1.00 is the C kernels' gain; TINYLM_KERNELS=numpy measures the engine on its NumPy code alone.
 The figure that matters is the ratio engine / hand-written (1.00 = no overhead); absolute times move
 with whatever else the machine is doing. Single-threaded BLAS unless told otherwise
 (python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 when it is unset):
@@ -316,8 +318,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats = 1
+    from tinylm import kernels
+    path = "C kernels (tinylm._kernels)" if kernels.backend() == "c" else "NumPy (TINYLM_KERNELS=numpy or no C build)"
     print(f"tinylm autograd engine vs hand-written NumPy (float32, median of {args.repeats}; "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, NumPy {np.__version__})")
+    print(f"engine's element-wise ops (GELU, norms, softmax, cross-entropy, AdamW) run in: {path}")
     print(f"{'workload':<44} {'engine ms':>10} {'numpy ms':>10} {'ratio':>7}")
     small = dict(B=2, T=8) if args.quick else {}
     mlp = bench_mlp(args.repeats, N=16 if args.quick else 768)

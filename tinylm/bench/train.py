@@ -19,7 +19,15 @@ residual projections / sqrt(2 n_layer)), batches and schedule, trained by PyTorc
 whole validation split.
 
 Both run on one core: python -m tinylm.bench sets OPENBLAS_NUM_THREADS=1 when it is unset, and PyTorch
-is limited to one thread with torch.set_num_threads unless --threads says otherwise.
+is limited to one thread with torch.set_num_threads unless --threads says otherwise. For 2 threads:
+
+    OPENBLAS_NUM_THREADS=2 python -m tinylm.bench train --max-iters 0 --threads 2
+
+Which path tinylm's step ran is printed: "C" when tinylm's C kernels are built (the element-wise work of
+the autograd ops and AdamW runs in them; matrix products stay NumPy's BLAS), "NumPy" otherwise. With the
+C kernels, the NumPy path (TINYLM_KERNELS=numpy) is timed in the same rounds too, so the gain of the C
+kernels is a ratio measured side by side. Targets (issue 18): tinylm / PyTorch <= 0.8x on 1 thread and
+<= 1.0x on 2 threads.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=F
 TRAIN = dict(batch_size=12, lr=1e-3, min_lr=1e-4, warmup_iters=100, beta1=0.9, beta2=0.99, weight_decay=0.1,
              grad_clip=1.0)
 TARGET_VAL_LOSS = 1.88
+TARGET_RATIO = {1: 0.8, 2: 1.0}  # tinylm / PyTorch ms per step, by thread count (issue 18)
 
 
 def parse_args(argv):
@@ -48,7 +57,9 @@ def parse_args(argv):
     p.add_argument("--timing-steps", type=int, default=10, help="steps per timing round")
     p.add_argument("--rounds", type=int, default=5, help="timing rounds (alternating tinylm / PyTorch)")
     p.add_argument("--threads", type=int, default=1, help="PyTorch threads (tinylm's BLAS threads come from "
-                                                          "OPENBLAS_NUM_THREADS)")
+                                                          "OPENBLAS_NUM_THREADS: set it to the same number)")
+    p.add_argument("--no-numpy-path", action="store_true",
+                   help="do not also time tinylm's NumPy path (TINYLM_KERNELS=numpy) when the C kernels are built")
     p.add_argument("--out", default=None, help="run folder to save the trained model in (default: not saved)")
     p.add_argument("--seed", type=int, default=1337, help="seed of weights and batches")
     p.add_argument("--torch-loss", action="store_true",
@@ -196,9 +207,33 @@ def ms_per_step(step, n):
     return (time.perf_counter() - t0) * 1e3 / n
 
 
+def kernels_path():
+    """'C' when tinylm's autograd runs its element-wise work in the C kernels, else 'NumPy'."""
+    from tinylm import kernels
+    return "C" if kernels.backend() == "c" else "NumPy"
+
+
+def on_numpy_path(step):
+    """step, run with TINYLM_KERNELS=numpy: tinylm's NumPy reference path."""
+    def numpy_step():
+        old = os.environ.get("TINYLM_KERNELS")
+        os.environ["TINYLM_KERNELS"] = "numpy"
+        try:
+            step()
+        finally:
+            if old is None:
+                del os.environ["TINYLM_KERNELS"]
+            else:
+                os.environ["TINYLM_KERNELS"] = old
+    return numpy_step
+
+
 def measure_speed(train_ids, args):
-    """Median ms/step of tinylm (and PyTorch), alternating rounds so both see the same machine load."""
+    """Median ms/step of tinylm (and its NumPy path, and PyTorch), alternating rounds so all see the same
+    machine load."""
     steppers = {"tinylm": tinylm_stepper(train_ids, args.seed)}
+    if kernels_path() == "C" and not args.no_numpy_path:
+        steppers["tinylm-numpy"] = on_numpy_path(tinylm_stepper(train_ids, args.seed))
     torch_step = torch_stepper(train_ids, args.seed, args.threads)
     if torch_step is not None:
         steppers["pytorch"] = torch_step
@@ -236,15 +271,36 @@ def main(argv=None):
     print(f"Shakespeare, byte-level: {len(train_ids):,} train / {len(val_ids):,} val tokens; "
           + ", ".join(f"{k}={v}" for k, v in env.items()))
     print(f"model: {MODEL}, batch_size {TRAIN['batch_size']}")
+    from tinylm import kernels
+    from tinylm.bench.runtime import cpu_model
+    path = kernels_path()
+    info = kernels.build_info()
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); tinylm path: {path}"
+          + (f" (tinylm._kernels, SIMD: {info['simd']})" if path == "C" else
+             f" ({kernels.ENV_VAR}={info['env'][kernels.ENV_VAR]}, or the C kernels are not built)"))
+    blas = os.environ.get("OPENBLAS_NUM_THREADS")
+    if blas != str(args.threads):
+        print(f"note: OPENBLAS_NUM_THREADS={blas} but --threads {args.threads}: tinylm and PyTorch use different "
+              "thread counts")
 
     speed = measure_speed(train_ids, args)
-    line = f"ms/step (median of {args.rounds} rounds of {args.timing_steps}): tinylm {speed['tinylm']:.1f}"
+    line = f"ms/step (median of {args.rounds} rounds of {args.timing_steps}): tinylm ({path}) {speed['tinylm']:.1f}"
+    if "tinylm-numpy" in speed:
+        line += f", tinylm (NumPy) {speed['tinylm-numpy']:.1f}"
     if "pytorch" in speed:
-        line += (f", PyTorch {speed['pytorch']:.1f} ({args.threads} thread(s)); "
-                 f"tinylm / PyTorch = {speed['tinylm'] / speed['pytorch']:.2f}x")
-    else:
-        line += " (PyTorch not importable: no comparison)"
+        line += f", PyTorch {speed['pytorch']:.1f} ({args.threads} thread(s))"
     print(line, flush=True)
+    if "pytorch" in speed:
+        for name in ("tinylm", "tinylm-numpy"):
+            if name in speed:
+                ratio = speed[name] / speed["pytorch"]
+                label = f"tinylm ({path if name == 'tinylm' else 'NumPy'}) / PyTorch"
+                target = TARGET_RATIO.get(args.threads)
+                verdict = "" if target is None else (f" (target <= {target}x on {args.threads} thread(s): "
+                                                     f"{'met' if ratio <= target else 'not met'})")
+                print(f"{label} = {ratio:.2f}x{verdict}", flush=True)
+    else:
+        print("(PyTorch not importable: no comparison)", flush=True)
 
     if args.max_iters > 0:
         result, full_val = run_training(tokenizer, train_ids, val_ids, args)

@@ -705,3 +705,212 @@ def attention_f32(q, k, v, n_head, scale=None):
                              _ptr(ffi, "float *", y), _ptr(ffi, "float *", scratch), int(n_head), C // n_head,
                              T, C, float(scale))
     return y
+
+
+# ---- training's kernels: backward passes, cross-entropy, AdamW ---------------------------------------
+# What tinylm.autograd and tinylm.optim call for float32 tensors when the C backend is in use (each falls
+# back to its reference in tinylm.kernels.reference otherwise). Same checks as above: dtype, shape,
+# contiguity (a non-contiguous input is copied). adamw_f32 alone updates its arrays in place.
+
+__all__ += ["gelu_backward_f32", "layernorm_backward_f32", "rmsnorm_f32", "rmsnorm_backward_f32",
+            "softmax_backward_f32", "cross_entropy_f32", "cross_entropy_backward_f32", "adamw_f32",
+            "embedding_backward_f32"]
+
+
+def _same_shape(fn, name, a, like, like_name):
+    a = _array(fn, name, a, np.float32)
+    if a.shape != like.shape:
+        raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {like.shape} like {like_name}")
+    return a
+
+
+def _norm_args(fn, x, w, dy, eps):
+    """x (..., C), w (C,), dy like x (or None) and eps checked for the norms' kernels."""
+    x = _array(fn, "x", x, np.float32)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{fn}: x has shape {x.shape}; expected (..., C) with C >= 1")
+    C = x.shape[-1]
+    w = _array(fn, "w", w, np.float32, 1)
+    if w.shape != (C,):
+        raise ValueError(f"{fn}: w has shape {w.shape}; expected ({C},) to match x's C={C}")
+    if dy is not None:
+        dy = _same_shape(fn, "dy", dy, x, "x")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 <= eps < 1:
+        raise ValueError(f"{fn}: eps is {eps!r}; expected a number in [0, 1)")
+    return x, w, dy, C
+
+
+def gelu_backward_f32(x, dy):
+    """dx = dy * GELU'(x) for float32 x and dy of one shape (see reference.gelu_backward_f32)."""
+    x = _array("gelu_backward_f32", "x", x, np.float32)
+    dy = _same_shape("gelu_backward_f32", "dy", dy, x, "x")
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.gelu_backward_f32(x, dy)
+    ffi, lib = c
+    dx = np.empty(x.shape, np.float32)
+    lib.tinylm_gelu_backward_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", dy), _ptr(ffi, "float *", dx),
+                                 x.size)
+    return dx
+
+
+def layernorm_backward_f32(x, w, dy, eps=1e-5, bias=True):
+    """(dx (..., C), dw (C,), db (C,) or None when bias=False) of layernorm_f32(x, w, b, eps) given dy like x
+    (see reference.layernorm_backward_f32)."""
+    x, w, dy, C = _norm_args("layernorm_backward_f32", x, w, dy, eps)
+    c = _c()
+    if c is None or x.size == 0:
+        dx, dw, db = reference.layernorm_backward_f32(x, w, dy, eps)
+        return dx, dw, db if bias else None
+    ffi, lib = c
+    dx, dw = np.empty(x.shape, np.float32), np.empty(C, np.float32)
+    db = np.empty(C, np.float32) if bias else None
+    lib.tinylm_layernorm_backward_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", dy),
+                                      _ptr(ffi, "float *", dx), _ptr(ffi, "float *", dw),
+                                      ffi.NULL if db is None else _ptr(ffi, "float *", db), x.size // C, C, float(eps))
+    return dx, dw, db
+
+
+def rmsnorm_f32(x, w, eps=1e-5):
+    """Llama's RMSNorm over the last axis of float32 x (..., C) with w (C,) (see reference.rmsnorm_f32)."""
+    x, w, _, C = _norm_args("rmsnorm_f32", x, w, None, eps)
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.rmsnorm_f32(x, w, eps)
+    ffi, lib = c
+    y = np.empty(x.shape, np.float32)
+    lib.tinylm_rmsnorm_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", y),
+                           x.size // C, C, float(eps))
+    return y
+
+
+def rmsnorm_backward_f32(x, w, dy, eps=1e-5):
+    """(dx (..., C), dw (C,)) of rmsnorm_f32(x, w, eps) given dy like x (see reference.rmsnorm_backward_f32)."""
+    x, w, dy, C = _norm_args("rmsnorm_backward_f32", x, w, dy, eps)
+    c = _c()
+    if c is None or x.size == 0:
+        return reference.rmsnorm_backward_f32(x, w, dy, eps)
+    ffi, lib = c
+    dx, dw = np.empty(x.shape, np.float32), np.empty(C, np.float32)
+    lib.tinylm_rmsnorm_backward_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", dy),
+                                    _ptr(ffi, "float *", dx), _ptr(ffi, "float *", dw), x.size // C, C, float(eps))
+    return dx, dw
+
+
+def softmax_backward_f32(y, dy, causal=False, scale=1.0):
+    """dx = ((dy - sum(dy * y)) * y) * scale over the last axis, y = softmax_f32(x, causal) (see
+    reference.softmax_backward_f32); with causal=True the masked entries are 0 without being read."""
+    fn = "softmax_backward_f32"
+    y = _softmax_input(fn, y, np.float32)
+    dy = _same_shape(fn, "dy", dy, y, "y")
+    causal_tq = 0
+    if causal:
+        if y.ndim < 2 or y.shape[-1] < y.shape[-2]:
+            raise ValueError(f"{fn}: y has shape {y.shape}; causal=True expects (..., Tq, Tk) with Tk >= Tq")
+        causal_tq = y.shape[-2]
+    c = _c()
+    if c is None or y.size == 0:
+        dx = reference.softmax_backward_f32(y, dy, scale)
+        if causal:
+            dx[..., ~reference._causal_visible(y.shape)] = 0.0
+        return dx
+    ffi, lib = c
+    dx = np.empty(y.shape, np.float32)
+    T = y.shape[-1]
+    lib.tinylm_softmax_backward_f32(_ptr(ffi, "float *", y), _ptr(ffi, "float *", dy), _ptr(ffi, "float *", dx),
+                                    y.size // T, T, causal_tq, float(scale))
+    return dx
+
+
+def _targets(fn, targets, N, V):
+    t = np.asarray(targets)
+    if t.dtype == bool or t.dtype.kind not in "iu" or t.shape != (N,):
+        raise ValueError(f"{fn}: targets has shape {t.shape} and dtype {t.dtype}; expected ({N},) integer ids")
+    if t.size and t.max() >= V:
+        raise ValueError(f"{fn}: targets must be < V={V} (negative ids are ignored rows)")
+    return np.ascontiguousarray(np.maximum(t, -1), dtype=np.int32)
+
+
+def cross_entropy_f32(logits, targets):
+    """(probs (N, V), nll (N,)) of float32 logits (N, V) and integer targets (N,); a negative target is an
+    ignored row, nll 0 (see reference.cross_entropy_f32)."""
+    fn = "cross_entropy_f32"
+    z = _array(fn, "logits", logits, np.float32, 2)
+    N, V = z.shape
+    if V < 1:
+        raise ValueError(f"{fn}: logits has shape {z.shape}; expected (N, V) with V >= 1")
+    t = _targets(fn, targets, N, V)
+    c = _c()
+    if c is None or N == 0:
+        return reference.cross_entropy_f32(z, t)
+    ffi, lib = c
+    probs, nll = np.empty((N, V), np.float32), np.empty(N, np.float32)
+    lib.tinylm_cross_entropy_f32(_ptr(ffi, "float *", z), _ptr(ffi, "int32_t *", t), _ptr(ffi, "float *", probs),
+                                 _ptr(ffi, "float *", nll), N, V)
+    return probs, nll
+
+
+def cross_entropy_backward_f32(probs, targets, scale):
+    """dlogits (N, V) = (probs - onehot(targets)) * scale, zero rows where targets < 0
+    (see reference.cross_entropy_backward_f32)."""
+    fn = "cross_entropy_backward_f32"
+    probs = _array(fn, "probs", probs, np.float32, 2)
+    N, V = probs.shape
+    t = _targets(fn, targets, N, V)
+    c = _c()
+    if c is None or probs.size == 0:
+        return reference.cross_entropy_backward_f32(probs, t, scale)
+    ffi, lib = c
+    d = np.empty((N, V), np.float32)
+    lib.tinylm_cross_entropy_backward_f32(_ptr(ffi, "float *", probs), _ptr(ffi, "int32_t *", t),
+                                          _ptr(ffi, "float *", d), N, V, float(scale))
+    return d
+
+
+def adamw_f32(p, g, m, v, decay, beta1, beta2, eps_hat, step):
+    """One AdamW step IN PLACE on the float32 arrays p (the parameter), m, v (its two moments), given its
+    gradient g, all of one shape and contiguous (they are updated where they are: no copy is made).
+    decay = 1 - lr wd, eps_hat = eps sqrt(1 - beta2^t), step = -lr sqrt(1 - beta2^t) / (1 - beta1^t)
+    (see reference.adamw_f32 and tinylm.optim.AdamW)."""
+    fn = "adamw_f32"
+    for name, a in (("p", p), ("g", g), ("m", m), ("v", v)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+            raise TypeError(f"{fn}: {name} is {getattr(a, 'dtype', type(a).__name__)}; expected a float32 ndarray")
+        if a.shape != p.shape:
+            raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {p.shape} like p")
+        if name != "g" and not (a.flags.c_contiguous and a.flags.writeable):
+            raise ValueError(f"{fn}: {name} must be a writeable C-contiguous array (it is updated in place)")
+    g = g if g.flags.c_contiguous else np.ascontiguousarray(g)
+    c = _c()
+    if c is None or p.size == 0:
+        p[...], m[...], v[...] = reference.adamw_f32(p, g, m, v, decay, beta1, beta2, eps_hat, step)
+        return
+    ffi, lib = c
+    f = np.float32
+    lib.tinylm_adamw_f32(_ptr(ffi, "float *", p), _ptr(ffi, "float *", g), _ptr(ffi, "float *", m),
+                         _ptr(ffi, "float *", v), p.size, f(decay), f(beta1), f(1.0 - beta1), f(beta2),
+                         f(1.0 - beta2), f(eps_hat), f(step))
+
+
+def embedding_backward_f32(ids, dy, V):
+    """dtable (V, C) float32: the rows of dy (..., C) added into the rows `ids` (...) they were read from
+    (see reference.embedding_backward_f32)."""
+    fn = "embedding_backward_f32"
+    dy = _array(fn, "dy", dy, np.float32)
+    ids = np.asarray(ids)
+    if ids.dtype == bool or ids.dtype.kind not in "iu" or dy.shape[:-1] != ids.shape or dy.ndim < 1:
+        raise ValueError(f"{fn}: ids {ids.shape} {ids.dtype} and dy {dy.shape} do not fit; expected integer ids "
+                         "(...) and dy (..., C)")
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"{fn}: ids must be in 0 .. {V - 1} (the table's rows)")
+    C = dy.shape[-1]
+    flat, rows = ids.reshape(-1), dy.reshape(-1, C)
+    c = _c()
+    if c is None or V * C == 0:
+        return reference.embedding_backward_f32(flat, rows, V)
+    ffi, lib = c
+    flat = np.ascontiguousarray(flat, dtype=np.int32)
+    out = np.empty((V, C), np.float32)
+    lib.tinylm_embedding_backward_f32(_ptr(ffi, "int32_t *", flat), _ptr(ffi, "float *", rows),
+                                      _ptr(ffi, "float *", out), flat.size, V, C)
+    return out

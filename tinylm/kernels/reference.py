@@ -369,3 +369,120 @@ def attention_f32(q, k, v, n_head, scale):
     p = np.exp(s - s.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
     return (p @ vh).reshape(C).astype(np.float32)                             # (C,)
+
+
+# ---- training's kernels: backward passes, cross-entropy, AdamW (tinylm_kernels.h, "training's kernels") ----
+# The math of tinylm.autograd.functional's backward closures and of tinylm.optim.AdamW, as pure functions
+# of float32 arrays. Bounds of the C kernels against these (stated in the header, checked by the tests):
+GELU_BACKWARD_RTOL = 2e-6              # |dx - ref| <= 2e-6 * (|ref| + |dy|) + 1e-30
+NORM_BACKWARD_TOL = 1e-5               # layer norm / RMSNorm forward and backward: 1e-5 * (1 + |v|)
+SOFTMAX_BACKWARD_TOL = 1e-6            # |dx - ref| <= 1e-6 * (|ref| + scale * max|dy * y| * cols)
+CROSS_ENTROPY_NLL_TOL = 2e-6           # |nll - ref| <= 2e-6 * (1 + nll)
+GELU_K3 = np.float32(6.0 * 0.7978845608028654 * 0.044715)      # (float)(6 sqrt(2/pi) 0.044715)
+
+
+def gelu_backward_f32(x, dy):
+    """dx = dy * GELU'(x) for float32 x, dy of one shape (tinylm_gelu_backward_f32):
+    s = sigmoid(2u) as in gelu_f32, GELU'(x) = ((K3 x^2 + K2) x (1 - s) + 1) s.
+
+    >>> gelu_backward_f32(np.array([0.0, 1.0], np.float32), np.ones(2, np.float32)).round(4)
+    array([0.5  , 1.083], dtype=float32)
+    """
+    one = np.float32(1.0)
+    with np.errstate(over="ignore"):
+        s = one / (np.exp(((x * x) * GELU_K1 - GELU_K2) * x) + one)  # sigmoid(2u)
+        d = (((x * x) * GELU_K3 + GELU_K2) * x) * (one - s)
+    return ((d + one) * s) * dy
+
+
+def layernorm_backward_f32(x, w, dy, eps=1e-5):
+    """(dx, dw, db) of y = layernorm_f32(x, w, b) for x, dy (..., C), w (C,) (tinylm_layernorm_backward_f32):
+        dx = ((dxhat - mean(dxhat)) - xhat * mean(dxhat * xhat)) * rstd,   dxhat = dy * w
+        dw = sum over rows of dy * xhat,   db = sum over rows of dy
+    """
+    C = x.shape[-1]
+    xc = x - x.mean(axis=-1, keepdims=True)                      # (..., C)
+    rstd = np.float32(1.0) / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + np.float32(eps))  # (..., 1)
+    xhat = xc * rstd
+    dxhat = dy * w
+    dx = ((dxhat - dxhat.mean(axis=-1, keepdims=True)) - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)) * rstd
+    return dx, (dy * xhat).reshape(-1, C).sum(axis=0), dy.reshape(-1, C).sum(axis=0)
+
+
+def rmsnorm_f32(x, w, eps=1e-5):
+    """Llama's RMSNorm over the last axis (tinylm_rmsnorm_f32): y = (x * rstd) * w, rstd = 1/sqrt(mean(x^2) + eps).
+
+    >>> rmsnorm_f32(np.array([[3.0, 4.0]], np.float32), np.ones(2, np.float32), eps=0.0).round(4)
+    array([[0.8485, 1.1314]], dtype=float32)
+    """
+    rstd = np.float32(1.0) / np.sqrt((x * x).mean(axis=-1, keepdims=True) + np.float32(eps))  # (..., 1)
+    return (x * rstd) * w
+
+
+def rmsnorm_backward_f32(x, w, dy, eps=1e-5):
+    """(dx, dw) of y = rmsnorm_f32(x, w) (tinylm_rmsnorm_backward_f32):
+        dx = (dxhat - xhat * mean(dxhat * xhat)) * rstd,   dw = sum over rows of dy * xhat
+    """
+    C = x.shape[-1]
+    rstd = np.float32(1.0) / np.sqrt((x * x).mean(axis=-1, keepdims=True) + np.float32(eps))  # (..., 1)
+    xhat = x * rstd
+    dxhat = dy * w
+    dx = (dxhat - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)) * rstd
+    return dx, (dy * xhat).reshape(-1, C).sum(axis=0)
+
+
+def softmax_backward_f32(y, dy, scale=1.0):
+    """dx = ((dy - sum(dy * y)) * y) * scale over the last axis (tinylm_softmax_backward_f32), y = softmax(x).
+
+    >>> softmax_backward_f32(np.array([[0.5, 0.5]], np.float32), np.array([[1.0, 0.0]], np.float32))
+    array([[ 0.25, -0.25]], dtype=float32)
+    """
+    return ((dy - (dy * y).sum(axis=-1, keepdims=True)) * y) * np.float32(scale)
+
+
+def cross_entropy_f32(logits, targets):
+    """(probs (N, V), nll (N,)) for logits (N, V) float32 and targets (N,) ids, < 0 ignored (nll 0)
+    (tinylm_cross_entropy_f32): probs = softmax(z), nll = log(sum exp(z - max)) - (z[t] - max).
+
+    >>> cross_entropy_f32(np.zeros((1, 4), np.float32), np.array([2]))[1].round(4)   # ln 4
+    array([1.3863], dtype=float32)
+    """
+    N = logits.shape[0]
+    zmax = logits.max(axis=1, keepdims=True)                     # (N, 1)
+    e = np.exp(logits - zmax)                                    # (N, V)
+    total = e.sum(axis=1, keepdims=True)                         # (N, 1)
+    valid = targets >= 0
+    picked = logits[np.arange(N), np.where(valid, targets, 0)] - zmax[:, 0]
+    nll = np.where(valid, np.log(total[:, 0]) - picked, np.float32(0.0)).astype(np.float32)
+    return e / total, nll
+
+
+def cross_entropy_backward_f32(probs, targets, scale):
+    """dlogits = (probs - onehot(targets)) * scale, rows with targets < 0 zero (tinylm_cross_entropy_backward_f32)."""
+    d = probs * np.float32(scale)
+    rows = np.flatnonzero(targets >= 0)
+    d[rows, targets[rows]] = (probs[rows, targets[rows]] - np.float32(1.0)) * np.float32(scale)
+    d[targets < 0] = 0.0
+    return d
+
+
+def adamw_f32(p, g, m, v, decay, beta1, beta2, eps_hat, step):
+    """One AdamW step (tinylm_adamw_f32) on float32 arrays, returned as new (p, m, v):
+        m = m b1 + g (1 - b1);  v = v b2 + (g g)(1 - b2);  p = p decay + (m / (sqrt(v) + eps_hat)) step
+    every scalar rounded to float32 first, as the kernel receives it.
+    """
+    f = np.float32
+    m = m * f(beta1) + g * f(1.0 - beta1)
+    v = v * f(beta2) + (g * g) * f(1.0 - beta2)
+    return p * f(decay) + (m / (np.sqrt(v) + f(eps_hat))) * f(step), m, v
+
+
+def embedding_backward_f32(ids, dy, V):
+    """dtable (V, C) = the rows of dy (n, C) added into rows ids (n,), in order (tinylm_embedding_backward_f32).
+
+    >>> embedding_backward_f32(np.array([1, 1]), np.ones((2, 2), np.float32), 3).tolist()
+    [[0.0, 0.0], [2.0, 2.0], [0.0, 0.0]]
+    """
+    out = np.zeros((V, dy.shape[1]), np.float32)
+    np.add.at(out, ids, dy)                                      # unbuffered, in the order of ids
+    return out
