@@ -76,6 +76,7 @@ static inline void tl_linear_s8_amx_tiles(const int8_t *x_q, size_t M, size_t K,
     _tile_loadd(5, a1, s1);
     _tile_loadd(6, bp, 64);
     _tile_loadd(7, bp + 16 * group_size, 64);
+    __asm__ __volatile__("" : : : "memory");     /* the loads read the pads before they change */
     for (g = 0; g < gc; g++) {
         _tile_zero(0);
         _tile_zero(1);
@@ -94,6 +95,7 @@ static inline void tl_linear_s8_amx_tiles(const int8_t *x_q, size_t M, size_t K,
             _tile_loadd(5, a1, s1);
             _tile_loadd(6, bn, 64);
             _tile_loadd(7, bn + 16 * group_size, 64);
+            __asm__ __volatile__("" : : : "memory");   /* the loads read the pads before they change */
         }
         _tile_stored(0, c[g], 128);
         _tile_stored(1, c[g] + 16, 128);
