@@ -59,8 +59,8 @@ static inline void tl_linear_s8_amx_sums(const int32_t (*c)[32 * 32], size_t gc,
 }
 
 /* The int32 dots of gc consecutive groups of group_size <= 64 bytes (one tile step each) for rows
- * m .. m + 31 of x_q and the 32 packed rows at bp (group g at bp + g * 2 * 16 * group_size), group g0's
- * first column k0: c[g] as tl_gemm_s8_amx_block would give them, one group after the other, but with the
+ * m .. m + 31 of x_q (the first group at column k0) and the 32 packed rows at bp (group g at
+ * bp + g * 2 * 16 * group_size): c[g] as tl_gemm_s8_amx_block would give them, group after group, but with the
  * A and B tiles of group g + 1 loaded before group g's sums are stored, so that those loads do not wait
  * behind the stores (which wait for the multiplications). */
 static inline void tl_linear_s8_amx_tiles(const int8_t *x_q, size_t M, size_t K, size_t m, size_t k0,
