@@ -18,7 +18,9 @@
  * 32-bit words, tl_gemm_s8_avx512_transpose16. Eight tiles: a 32 x 32 block of y in four C tiles
  * (0..3), two A tiles (4, 5: rows m .. m+15, m+16 .. m+31), two B tiles (6, 7: rows n0 .. n0+15,
  * n0+16 .. n0+31 of w); each step of 64 columns is 4 tile loads and 4 TDPBSSD (the classic 2 x 2
- * register blocking of a matmul, with tiles for registers).
+ * register blocking of a matmul, with tiles for registers). tl_gemm_s8_amx loads each step's tiles
+ * right after the previous step's multiplications, and a block's first tiles before the previous
+ * block's sums are stored: the loads do not queue behind those stores (512^3: ~0.134 -> ~0.128 ms).
  *
  * Edges: w is packed with zeros past K (and rows past N repeat the last row; those columns of y are
  * not stored); an A tile reads 64 bytes per row, so one whose rows pass M or whose bytes would pass
@@ -128,6 +130,22 @@ static inline void tl_gemm_s8_amx_block(const int8_t *x, size_t M, size_t K, siz
     __asm__ __volatile__("" : : : "memory");               /* c is read after the stores */
 }
 
+/* Tiles 4 and 5 := rows m .. m + 15 and m + 16 .. m + 31 of x at column k (64 bytes; pads: 2 x 16 x 64
+ * bytes for the copies of tl_gemm_s8_amx_rows), tiles 6 and 7 := the packed step at bs. */
+static inline void tl_gemm_s8_amx_load(const int8_t *x, size_t M, size_t K, size_t m, size_t k, const int8_t *bs,
+                                       int8_t *pads)
+{
+    size_t s0, s1;
+    const int8_t *a0 = tl_gemm_s8_amx_rows(x, M, K, m, k, 64, pads, &s0);
+    const int8_t *a1 = tl_gemm_s8_amx_rows(x, M, K, m + 16, k, 64, pads + 16 * 64, &s1);
+    __asm__ __volatile__("" : : : "memory");               /* the pads are written before the loads */
+    _tile_loadd(4, a0, s0);
+    _tile_loadd(5, a1, s1);
+    _tile_loadd(6, bs, 64);
+    _tile_loadd(7, bs + 16 * 64, 64);
+    __asm__ __volatile__("" : : : "memory");               /* the loads read the pads before they change */
+}
+
 /* y (M, N) int32 = x @ w.T. For each block of TL_AMX_KC columns, the rows of w are packed in panels
  * of 32, as many as fit TL_AMX_B_BYTES (L2), and every 32 rows of x meet all of them in turn: those
  * rows of x (at most 64 KB) stay in L1 while the packed w streams by in order. The sums of earlier
@@ -138,11 +156,13 @@ static void tl_gemm_s8_amx(const int8_t *x, const int8_t *w, int32_t *y, size_t 
     __m512i b_lines[TL_AMX_B_BYTES / 64], c_lines[32 * 32 / 16];   /* 64-byte aligned: a row of */
     int8_t *bp = (int8_t *)(void *)b_lines;                         /* a tile is one cache line */
     int32_t *c = (int32_t *)(void *)c_lines;
+    __m512i pad_lines[2 * 16];                                      /* zero-padded A tiles */
+    int8_t *pads = (int8_t *)(void *)pad_lines;
     size_t k0, n1, m, q, i, v;
     tl_amx_configure(64);
     for (k0 = 0; k0 < K; k0 += TL_AMX_KC) {
         size_t kc = K - k0 < TL_AMX_KC ? K - k0 : TL_AMX_KC;
-        size_t panel = (kc + 63) / 64 * 2 * 16 * 64;                /* bytes of one packed panel */
+        size_t steps = (kc + 63) / 64, panel = steps * 2 * 16 * 64;  /* bytes of one packed panel */
         size_t per_block = TL_AMX_B_BYTES / panel;                  /* panels packed together */
         for (n1 = 0; n1 < N; n1 += 32 * per_block) {
             size_t panels = (N - n1 + 31) / 32 < per_block ? (N - n1 + 31) / 32 : per_block;
@@ -151,13 +171,33 @@ static void tl_gemm_s8_amx(const int8_t *x, const int8_t *w, int32_t *y, size_t 
                 tl_gemm_s8_amx_pack(w + n0 * K, K, N - n0 < 32 ? N - n0 : 32, k0, kc, 64, bp + q * panel);
             }
             __asm__ __volatile__("" : : : "memory");       /* bp is written before the tile loads */
-            for (m = 0; m < M; m += 32)
+            for (m = 0; m < M; m += 32) {
+                tl_gemm_s8_amx_load(x, M, K, m, k0, bp, pads);
                 for (q = 0; q < panels; q++) {
-                    size_t n0 = n1 + 32 * q, nr = N - n0 < 32 ? N - n0 : 32;
+                    size_t n0 = n1 + 32 * q, nr = N - n0 < 32 ? N - n0 : 32, s;
                     __mmask16 lanes[2];                     /* the columns n0 .. n0 + nr - 1 of y */
                     lanes[0] = tl_dot_s8_avx512_lanes16(nr);
                     lanes[1] = tl_dot_s8_avx512_lanes16(nr > 16 ? nr - 16 : 0);
-                    tl_gemm_s8_amx_block(x, M, K, m, k0, kc, 64, bp + q * panel, c);
+                    _tile_zero(0);                          /* the block of y at rows m, columns n0 */
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    for (s = 0; s < steps; s++) {           /* step s's tiles are loaded: multiply, */
+                        _tile_dpbssd(0, 4, 6);              /* then load the next step's, or the next */
+                        _tile_dpbssd(1, 4, 7);              /* block's first (before this block's */
+                        _tile_dpbssd(2, 5, 6);              /* stores, so as not to wait behind them) */
+                        _tile_dpbssd(3, 5, 7);
+                        if (s + 1 < steps)
+                            tl_gemm_s8_amx_load(x, M, K, m, k0 + 64 * (s + 1), bp + q * panel + 2 * (s + 1) * 16 * 64,
+                                                pads);
+                        else if (q + 1 < panels)
+                            tl_gemm_s8_amx_load(x, M, K, m, k0, bp + (q + 1) * panel, pads);
+                    }
+                    _tile_stored(0, c, 128);
+                    _tile_stored(1, c + 16, 128);
+                    _tile_stored(2, c + 16 * 32, 128);
+                    _tile_stored(3, c + 16 * 32 + 16, 128);
+                    __asm__ __volatile__("" : : : "memory");   /* c is read after the stores */
                     for (i = 0; i < 32 && m + i < M; i++)
                         for (v = 0; v < 2; v++) {
                             int32_t *yr = y + (m + i) * N + n0 + 16 * v;
@@ -167,6 +207,7 @@ static void tl_gemm_s8_amx(const int8_t *x, const int8_t *w, int32_t *y, size_t 
                             _mm512_mask_storeu_epi32(yr, lanes[v], sum);
                         }
                 }
+            }
         }
     }
     _tile_release();

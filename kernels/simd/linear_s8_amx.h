@@ -58,6 +58,53 @@ static inline void tl_linear_s8_amx_sums(const int32_t (*c)[32 * 32], size_t gc,
     }
 }
 
+/* The int32 dots of gc consecutive groups of group_size <= 64 bytes (one tile step each) for rows
+ * m .. m + 31 of x_q (the first group at column k0) and the 32 packed rows at bp (group g at
+ * bp + g * 2 * 16 * group_size): c[g] as tl_gemm_s8_amx_block would give them, group after group, but with the
+ * A and B tiles of group g + 1 loaded before group g's sums are stored, so that those loads do not wait
+ * behind the stores (which wait for the multiplications). */
+static inline void tl_linear_s8_amx_tiles(const int8_t *x_q, size_t M, size_t K, size_t m, size_t k0,
+                                          size_t group_size, const int8_t *bp, size_t gc, int32_t (*c)[32 * 32])
+{
+    __m512i pad_lines[2 * 16];                    /* zero-padded A tiles, 64-byte aligned */
+    int8_t *pad0 = (int8_t *)(void *)pad_lines, *pad1 = pad0 + 16 * 64;
+    size_t g, s0, s1;
+    const int8_t *a0 = tl_gemm_s8_amx_rows(x_q, M, K, m, k0, group_size, pad0, &s0);
+    const int8_t *a1 = tl_gemm_s8_amx_rows(x_q, M, K, m + 16, k0, group_size, pad1, &s1);
+    __asm__ __volatile__("" : : : "memory");     /* the pads are written before the loads */
+    _tile_loadd(4, a0, s0);
+    _tile_loadd(5, a1, s1);
+    _tile_loadd(6, bp, 64);
+    _tile_loadd(7, bp + 16 * group_size, 64);
+    __asm__ __volatile__("" : : : "memory");     /* the loads read the pads before they change */
+    for (g = 0; g < gc; g++) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+        if (g + 1 < gc) {                         /* the next group's tiles */
+            const int8_t *bn = bp + (g + 1) * 2 * 16 * group_size;
+            a0 = tl_gemm_s8_amx_rows(x_q, M, K, m, k0 + (g + 1) * group_size, group_size, pad0, &s0);
+            a1 = tl_gemm_s8_amx_rows(x_q, M, K, m + 16, k0 + (g + 1) * group_size, group_size, pad1, &s1);
+            __asm__ __volatile__("" : : : "memory");
+            _tile_loadd(4, a0, s0);
+            _tile_loadd(5, a1, s1);
+            _tile_loadd(6, bn, 64);
+            _tile_loadd(7, bn + 16 * group_size, 64);
+            __asm__ __volatile__("" : : : "memory");   /* the loads read the pads before they change */
+        }
+        _tile_stored(0, c[g], 128);
+        _tile_stored(1, c[g] + 16, 128);
+        _tile_stored(2, c[g] + 16 * 32, 128);
+        _tile_stored(3, c[g] + 16 * 32 + 16, 128);
+    }
+    __asm__ __volatile__("" : : : "memory");     /* c is read after the stores */
+}
+
 /* Groups on tiles: blocks of 32 rows of w_q and as many whole groups as fit TL_AMX_KC columns
  * (packed once, with their weight scales transposed into sw), met by every 32 rows of x_q, a chunk
  * of TL_AMX_GROUPS groups at a time: their int32 dots go through the tiles into one half of c, then
@@ -93,9 +140,14 @@ static void tl_linear_s8_amx_groups(const int8_t *restrict x_q, const float *res
             for (m = 0; m < M; m += 32)
                 for (g1 = 0; g1 < ng + TL_AMX_GROUPS; g1 += TL_AMX_GROUPS) {
                     size_t h = g1 / TL_AMX_GROUPS % 2, p = g1 - TL_AMX_GROUPS;   /* p: the previous chunk */
-                    for (g = 0; g1 + g < ng && g < TL_AMX_GROUPS; g++)
-                        tl_gemm_s8_amx_block(x_q, M, K, m, (g0 + g1 + g) * group_size, group_size, step,
-                                             bp + (g1 + g) * (group_size / step) * 2 * 16 * step, c[h][g]);
+                    if (group_size <= 64 && g1 < ng)     /* one tile step per group */
+                        tl_linear_s8_amx_tiles(x_q, M, K, m, (g0 + g1) * group_size, group_size,
+                                               bp + g1 * 2 * 16 * group_size,
+                                               ng - g1 < TL_AMX_GROUPS ? ng - g1 : TL_AMX_GROUPS, c[h]);
+                    else
+                        for (g = 0; g1 + g < ng && g < TL_AMX_GROUPS; g++)
+                            tl_gemm_s8_amx_block(x_q, M, K, m, (g0 + g1 + g) * group_size, group_size, step,
+                                                 bp + (g1 + g) * (group_size / step) * 2 * 16 * step, c[h][g]);
                     if (g1 > 0) {
                         size_t gc = ng - p < TL_AMX_GROUPS ? ng - p : TL_AMX_GROUPS;
                         tl_linear_s8_amx_sums((const int32_t (*)[32 * 32])c[1 - h], gc,
