@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -22,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from tinylm.bench.machine import cpu_model  # noqa: E402
 from tinylm.data import encode_corpus, train_val_split  # noqa: E402
 from tinylm.io.runs import save_checkpoint  # noqa: E402
 from tinylm.model import GPT, GPTConfig  # noqa: E402
@@ -37,14 +37,6 @@ CANDIDATES = ("fp16", "int8:g32", "int4:g32")
 FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.95)  # budgets: uniform int4:g32 bytes + this x (int8:g32 - int4:g32)
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=1000)
@@ -55,7 +47,7 @@ def main(argv=None):
                         help="also save the trained fp32 model as a run folder (chapter 10 reads "
                              "tutorials/data/shakespeare-small, written this way)")
     args = parser.parse_args(argv)
-    print(f"CPU: {cpu_name()}")
+    print(f"CPU: {cpu_model()}")
 
     with open(args.corpus, encoding="utf-8") as f:
         text = f.read()

@@ -26,13 +26,13 @@ import copy
 import json
 import math
 import os
-import platform
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from tinylm.bench.machine import cpu_model  # noqa: E402
 from tinylm.bench.train import DEFAULT_DATA, MODEL, TRAIN, load_shakespeare  # noqa: E402
 from tinylm.io.runs import load_model  # noqa: E402
 from tinylm.model import GPT, GPTConfig  # noqa: E402
@@ -44,14 +44,6 @@ from tinylm.train import TrainConfig, evaluate, train  # noqa: E402
 PRECISION = "int4:g32"
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="a trained benchmark run folder (default: train one)")
@@ -60,7 +52,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the fine-tuning")
     parser.add_argument("--save", action="store_true", help="write benchmarks/qat_int4.json")
     args = parser.parse_args(argv)
-    print(f"CPU: {cpu_name()}")
+    print(f"CPU: {cpu_model()}")
 
     tokenizer, (train_ids, val_ids) = load_shakespeare(args.data)
     t0 = time.time()
@@ -80,7 +72,7 @@ def main(argv=None):
 
     plan = uniform_plan(model, PRECISION)
     fp32_loss = val_loss(model)
-    out = {"cpu": cpu_name(), "model": "tinylm.bench train (4 x 4 x 128, 2000 steps)", "precision": PRECISION,
+    out = {"cpu": cpu_model(), "model": "tinylm.bench train (4 x 4 x 128, 2000 steps)", "precision": PRECISION,
            "qat_iters": args.qat_iters, "lr": args.lr, "fp32_bytes": weight_bytes(model)["total"],
            "int4_bytes": weight_bytes(apply_plan(model, plan))["total"], "fp32_val_loss": fp32_loss,
            "rows": {"before": {"int4_val_loss": val_loss(apply_plan(model, plan)), "fp32_val_loss": fp32_loss}}}
