@@ -172,6 +172,29 @@ def _matmul_args(fn, x, w, b, dtype):
     return x, w, b
 
 
+def _same_shape(fn, name, a, like, like_name):
+    a = _array(fn, name, a, np.float32)
+    if a.shape != like.shape:
+        raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {like.shape} like {like_name}")
+    return a
+
+
+def _norm_args(fn, x, w, dy, eps):
+    """x (..., C), w (C,), dy like x (or None) and eps checked for the norms' kernels."""
+    x = _array(fn, "x", x, np.float32)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{fn}: x has shape {x.shape}; expected (..., C) with C >= 1")
+    C = x.shape[-1]
+    w = _array(fn, "w", w, np.float32, 1)
+    if w.shape != (C,):
+        raise ValueError(f"{fn}: w has shape {w.shape}; expected ({C},) to match x's C={C}")
+    if dy is not None:
+        dy = _same_shape(fn, "dy", dy, x, "x")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 <= eps < 1:
+        raise ValueError(f"{fn}: eps is {eps!r}; expected a number in [0, 1)")
+    return x, w, dy, C
+
+
 def _check_s8_range(fn, name, a):
     if a.size and a.min() < -127:
         raise ValueError(f"{fn}: {name} contains -128; expected int8 values in [-127, 127] "
@@ -584,19 +607,11 @@ def layernorm_f32(x, w, b=None, eps=1e-5):
     """LayerNorm over the last axis of float32 x (..., C) with w (C,), b (C,) or None
     (see reference.layernorm_f32)."""
     fn = "layernorm_f32"
-    x = _array(fn, "x", x, np.float32)
-    if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"{fn}: x has shape {x.shape}; expected (..., C) with C >= 1")
-    C = x.shape[-1]
-    w = _array(fn, "w", w, np.float32, 1)
-    if w.shape != (C,):
-        raise ValueError(f"{fn}: w has shape {w.shape}; expected ({C},) to match x's C={C}")
+    x, w, _, C = _norm_args(fn, x, w, None, eps)
     if b is not None:
         b = _array(fn, "b", b, np.float32, 1)
         if b.shape != (C,):
             raise ValueError(f"{fn}: b has shape {b.shape}; expected ({C},) to match x's C={C}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 <= eps < 1:
-        raise ValueError(f"{fn}: eps is {eps!r}; expected a number in [0, 1)")
     c = _c()
     if c is None or x.size == 0:
         return reference.layernorm_f32(x, w, b, eps)
@@ -715,29 +730,6 @@ def attention_f32(q, k, v, n_head, scale=None):
 __all__ += ["gelu_backward_f32", "layernorm_backward_f32", "rmsnorm_f32", "rmsnorm_backward_f32",
             "softmax_backward_f32", "cross_entropy_f32", "cross_entropy_backward_f32", "adamw_f32",
             "embedding_backward_f32"]
-
-
-def _same_shape(fn, name, a, like, like_name):
-    a = _array(fn, name, a, np.float32)
-    if a.shape != like.shape:
-        raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {like.shape} like {like_name}")
-    return a
-
-
-def _norm_args(fn, x, w, dy, eps):
-    """x (..., C), w (C,), dy like x (or None) and eps checked for the norms' kernels."""
-    x = _array(fn, "x", x, np.float32)
-    if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"{fn}: x has shape {x.shape}; expected (..., C) with C >= 1")
-    C = x.shape[-1]
-    w = _array(fn, "w", w, np.float32, 1)
-    if w.shape != (C,):
-        raise ValueError(f"{fn}: w has shape {w.shape}; expected ({C},) to match x's C={C}")
-    if dy is not None:
-        dy = _same_shape(fn, "dy", dy, x, "x")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 <= eps < 1:
-        raise ValueError(f"{fn}: eps is {eps!r}; expected a number in [0, 1)")
-    return x, w, dy, C
 
 
 def gelu_backward_f32(x, dy):
