@@ -18,20 +18,28 @@
 #define GELU_BLOCK 64
 #endif
 
+/* e[i] = exp(-2u) for the m <= GELU_BLOCK values of xb, u = sqrt(2/pi) (x + 0.044715 x^3): +inf for very
+ * negative x (and then y = -0). The part of a block that forward and backward share. */
+static inline void gelu_exp_neg2u(const float *restrict xb, float *restrict e, size_t m)
+{
+    float t[GELU_BLOCK];
+    for (size_t i = 0; i < m; i++) {
+        const float d = xb[i];
+        float u = d * d;
+        u = u * GELU_K1;
+        u = u - GELU_K2;
+        t[i] = u * d;                       /* t = -2u */
+    }
+    tinylm_exp_f32(t, e, m);
+}
+
 void tinylm_gelu_f32(const float *restrict x, float *restrict y, size_t n)
 {
-    float t[GELU_BLOCK], e[GELU_BLOCK];
+    float e[GELU_BLOCK];
     for (size_t start = 0; start < n; start += GELU_BLOCK) {
         const size_t m = n - start < GELU_BLOCK ? n - start : GELU_BLOCK;
         const float *xb = x + start;
-        for (size_t i = 0; i < m; i++) {
-            const float d = xb[i];
-            float u = d * d;
-            u = u * GELU_K1;
-            u = u - GELU_K2;
-            t[i] = u * d;                   /* t = -2u,  u = sqrt(2/pi) (x + 0.044715 x^3) */
-        }
-        tinylm_exp_f32(t, e, m);            /* exp(-2u): +inf for very negative x, and then y = -0 */
+        gelu_exp_neg2u(xb, e, m);
         for (size_t i = 0; i < m; i++)
             y[start + i] = xb[i] * (1.0f / (e[i] + 1.0f));   /* x * sigmoid(2u) */
     }
@@ -42,18 +50,11 @@ void tinylm_gelu_f32(const float *restrict x, float *restrict y, size_t n)
  * forward: s is recomputed from x rather than kept. */
 void tinylm_gelu_backward_f32(const float *restrict x, const float *restrict dy, float *restrict dx, size_t n)
 {
-    float t[GELU_BLOCK], e[GELU_BLOCK];
+    float e[GELU_BLOCK];
     for (size_t start = 0; start < n; start += GELU_BLOCK) {
         const size_t m = n - start < GELU_BLOCK ? n - start : GELU_BLOCK;
         const float *xb = x + start;
-        for (size_t i = 0; i < m; i++) {
-            const float d = xb[i];
-            float u = d * d;
-            u = u * GELU_K1;
-            u = u - GELU_K2;
-            t[i] = u * d;                   /* -2u */
-        }
-        tinylm_exp_f32(t, e, m);
+        gelu_exp_neg2u(xb, e, m);
         for (size_t i = 0; i < m; i++) {
             const float d = xb[i];
             const float s = 1.0f / (e[i] + 1.0f);            /* sigmoid(2u) */
