@@ -19,6 +19,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))      # run from a checkout, uninstalled
 
+from gen_vectors import c_array, f32_bits  # noqa: E402  (tests/c: the folder of this script)
+
 from tinylm.kernels import reference as ref  # noqa: E402
 
 NORM = dict(ROWS=5, C=45)          # C not a multiple of 8: the partial sums' tail is exercised
@@ -27,17 +29,6 @@ SM = dict(B=2, TQ=6, TK=9)         # causal score matrices (Tq < Tk: the queries
 CE = dict(N=7, V=29)
 ADAM_N = 53                        # not a multiple of 16: the SIMD loop and the portable tail
 EMB = dict(V=6, C=10, N=9)
-
-
-def c_array(ctype, name, values, per_line=12):
-    values = [int(v) for v in np.asarray(values).ravel()]
-    fmt = "0x{:08x}u" if ctype == "uint32_t" else "{}"
-    lines = [", ".join(fmt.format(v) for v in values[i:i + per_line]) for i in range(0, len(values), per_line)]
-    return f"static const {ctype} {name}[{len(values)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n"
-
-
-def bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
 
 
 def f32(rng, *shape, scale=1.0):
@@ -53,7 +44,7 @@ def vectors(seed):
     tol_norm = ref.NORM_BACKWARD_TOL
 
     def arrays(pairs):
-        return [c_array("uint32_t", n, bits(a)) for n, a in pairs]
+        return [c_array("uint32_t", n, f32_bits(a)) for n, a in pairs]
 
     g = np.concatenate([f32(rng, GELU_N - 6, scale=4), np.array([0, -0.0, 30, -30, -100, 1e-30], np.float32)])
     gdy = f32(rng, GELU_N)
