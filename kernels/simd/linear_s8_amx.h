@@ -160,28 +160,14 @@ static void tl_linear_s8_amx_groups(const int8_t *restrict x_q, const float *res
     _tile_release();
 }
 
-/* One group per row: the int32 dots on tiles into y's memory (as int32, through vector loads and
- * stores only), then in place y = (0 + (x_scale * w_scale) * (float)dot) + b. */
+/* One group per row: the int32 dots on tiles into y's memory, then the VNNI path's per-channel
+ * epilogue (simd/linear_s8_avx512.h) makes them y = (0 + (x_scale * w_scale) * (float)dot) + b in place. */
 static void tl_linear_s8_amx_channel(const int8_t *restrict x_q, const float *restrict x_scale,
                                      const int8_t *restrict w_q, const float *restrict w_scale,
                                      const float *restrict b, float *restrict y, size_t M, size_t N, size_t K)
 {
-    size_t m, n0;
     tl_gemm_s8_amx(x_q, w_q, (int32_t *)(void *)y, M, N, K);
-    for (m = 0; m < M; m++) {
-        const __m512 sx = _mm512_set1_ps(x_scale[m]);
-        for (n0 = 0; n0 < N; n0 += 16) {
-            __mmask16 live = tl_dot_s8_avx512_lanes16(N - n0);
-            float *yr = y + m * N + n0;
-            __m512 dot = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, yr));
-            __m512 acc = _mm512_add_ps(_mm512_setzero_ps(),
-                                       _mm512_mul_ps(_mm512_mul_ps(sx, _mm512_maskz_loadu_ps(live, w_scale + n0)),
-                                                     dot));
-            if (b)
-                acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(live, b + n0));
-            _mm512_mask_storeu_ps(yr, live, acc);
-        }
-    }
+    tl_linear_s8_avx512_scale_dots(x_scale, w_scale, b, y, M, N);
 }
 
 static void tl_linear_s8_amx(const int8_t *restrict x_q, const float *restrict x_scale,

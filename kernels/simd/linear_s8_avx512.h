@@ -82,16 +82,13 @@ static void tl_linear_s8_avx512_groups(const int8_t *restrict x_q, const float *
     }
 }
 
-/* One group per row (per-channel scales): the int32 dots of tl_gemm_s8_avx512 go into
- * y's memory first (as int32, through vector loads and stores only), then each becomes, in place,
- * y = (0 + (x_scale * w_scale) * (float)dot) + b: the portable loop's operations for G = 1. */
-static void tl_linear_s8_avx512_channel(const int8_t *restrict x_q, const float *restrict x_scale,
-                                        const int8_t *restrict w_q, const float *restrict w_scale,
-                                        const float *restrict b, float *restrict y,
-                                        size_t M, size_t N, size_t K)
+/* The int32 dots (M, N) that a GEMM wrote into y's memory (through vector loads and stores only)
+ * become, in place, y = (0 + (x_scale * w_scale) * (float)dot) + b: the portable loop's operations for
+ * one group per row. Shared by the VNNI and the AMX per-channel paths. */
+static void tl_linear_s8_avx512_scale_dots(const float *restrict x_scale, const float *restrict w_scale,
+                                           const float *restrict b, float *restrict y, size_t M, size_t N)
 {
     size_t m, n0;
-    tl_gemm_s8_avx512(x_q, w_q, (int32_t *)(void *)y, M, N, K);
     for (m = 0; m < M; m++) {
         const __m512 sx = _mm512_set1_ps(x_scale[m]);
         for (n0 = 0; n0 < N; n0 += 16) {
@@ -106,6 +103,17 @@ static void tl_linear_s8_avx512_channel(const int8_t *restrict x_q, const float 
             _mm512_mask_storeu_ps(yr, live, acc);
         }
     }
+}
+
+/* One group per row (per-channel scales): the int32 dots of tl_gemm_s8_avx512 go into y's memory first,
+ * then tl_linear_s8_avx512_scale_dots makes them floats in place. */
+static void tl_linear_s8_avx512_channel(const int8_t *restrict x_q, const float *restrict x_scale,
+                                        const int8_t *restrict w_q, const float *restrict w_scale,
+                                        const float *restrict b, float *restrict y,
+                                        size_t M, size_t N, size_t K)
+{
+    tl_gemm_s8_avx512(x_q, w_q, (int32_t *)(void *)y, M, N, K);
+    tl_linear_s8_avx512_scale_dots(x_scale, w_scale, b, y, M, N);
 }
 
 /* Few rows of x (a token at a time): 16 rows of w_q at a time read as stored (simd/dot_s8_avx512.h), for
