@@ -1,4 +1,6 @@
-/* matmul_f32.c -- y (M, N) = x (M, K) @ w (N, K).T (+ b), fp32. Contract: tinylm_kernels.h. */
+/* matmul_f32.c -- the fp32 matmuls, contracts in tinylm_kernels.h:
+ *   tinylm_matmul_f32     y (M, N) = x (M, K) @ w (N, K).T (+ b)    a Linear layer's forward
+ *   tinylm_matmul_nn_f32  y (M, N) = x (M, K) @ w (K, N)            its backward's dx = dy @ W */
 #include "tinylm_kernels.h"
 
 #if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
@@ -31,4 +33,27 @@ void tinylm_matmul_f32(const float *restrict x, const float *restrict w, const f
         }
     }
 #endif
+}
+
+void tinylm_matmul_nn_f32(const float *restrict x, const float *restrict w, float *restrict y,
+                          size_t M, size_t N, size_t K)
+{
+    size_t m, n, k;
+#if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+    if (M >= 6 && K > 0) {                /* the packed GEMM, with w packed from its K-first rows */
+        tl_matmul_f32_avx512_packed(x, w, 1, y, M, N, K);
+        return;
+    }
+#endif
+    for (m = 0; m < M; m++) {             /* y[m, :] = sum over k of x[m, k] * w[k, :], row by row */
+        float *ym = y + m * N;                       /* row m of y: (N,) */
+        for (n = 0; n < N; n++)
+            ym[n] = 0.0f;
+        for (k = 0; k < K; k++) {
+            const float xmk = x[m * K + k];
+            const float *wk = w + k * N;             /* row k of w: (N,) */
+            for (n = 0; n < N; n++)
+                ym[n] += xmk * wk[n];
+        }
+    }
 }

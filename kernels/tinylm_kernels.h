@@ -58,9 +58,15 @@ void tinylm_f16_to_f32(const uint16_t *h, float *x, size_t n);
  * multiply-adds, and for few rows of x keep 8 partial sums per output). Error bound used by the
  * tests: |y - y_exact| <= K * 2^-23 * sum|x*w| + |y_exact| * 2^-23.
  * IEEE semantics otherwise: a NaN or inf in a row of x / w gives NaN or inf in its outputs.
+ * Rows may be split between calls (threads): calls that each start at a multiple of 12 rows and
+ * have at least 12 rows give, within one build, the same bits as one call on all the rows.
  */
 void tinylm_matmul_f32(const float *x, const float *w, const float *b, float *y,
                        size_t M, size_t N, size_t K);
+/* tinylm_matmul_nn_f32: y (M, N) = x (M, K) @ w (K, N), both row-major, no bias: w as it is stored,
+ * not transposed (a Linear layer's backward, dx = dy @ W with W (out, in), has this form). Same error
+ * bound, IEEE semantics and row splitting as tinylm_matmul_f32. */
+void tinylm_matmul_nn_f32(const float *x, const float *w, float *y, size_t M, size_t N, size_t K);
 
 /* ---- fp16 matmul (matmul_f16.c) ---------------------------------------------------------------
  * Same as tinylm_matmul_f32 with x and w stored as binary16: every element is converted exactly to

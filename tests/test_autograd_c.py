@@ -80,6 +80,8 @@ def ce(targets):
 
 
 T8 = np.array([1, 0, 3, -1, 2, 4, 4, 0])   # one ignored target (-1)
+# Linear runs on tinylm's GEMMs where the build has the AVX-512 packed GEMM, on NumPy's BLAS elsewhere
+GEMMS = {"matmul_f32", "matmul_nn_f32"} if kernels.packed_gemm_f32() else set()
 CASES = {  # name: (f, arrays, the kernels the C path must call)
     "gelu": (F.gelu, [rand32(3, 7, scale=2)], {"gelu_f32", "gelu_backward_f32"}),
     "layer_norm": (lambda x, w, b: F.layer_norm(x, w, b), [rand32(2, 3, 10), rand32(10) + 1, rand32(10)],
@@ -87,6 +89,8 @@ CASES = {  # name: (f, arrays, the kernels the C path must call)
     "layer_norm_no_bias": (lambda x, w: F.layer_norm(x, w), [rand32(4, 9), rand32(9) + 1],
                            {"layernorm_f32", "layernorm_backward_f32"}),
     "rms_norm": (F.rms_norm, [rand32(2, 3, 10), rand32(10) + 1], {"rmsnorm_f32", "rmsnorm_backward_f32"}),
+    "linear": (F.linear, [rand32(2, 9, 10), rand32(7, 10), rand32(7)], GEMMS),         # 18 rows: packed
+    "linear_few_rows": (F.linear, [rand32(3, 40), rand32(33, 40)], GEMMS),            # 3 rows: row loops
     "softmax": (F.softmax, [rand32(3, 6)], {"softmax_f32", "softmax_backward_f32"}),
     "attention_causal": (attention(True), [rand32(2, 2, 5, 4, seed=1), rand32(2, 2, 5, 4, seed=2),
                                            rand32(2, 2, 5, 4, seed=3)], {"softmax_f32", "softmax_backward_f32"}),

@@ -32,6 +32,48 @@ def test_matmul_f32_and_f16_add_every_block_of_the_packed_gemm(M, N, K):
     assert_matmul_close(kernels.matmul_f16(xh, wh, b), xh.astype(np.float32), wh.astype(np.float32), b)
 
 
+@pytest.mark.parametrize("M, N, K", [(5, 19, 45),         # few rows: the row-by-row loop
+                                     (6, 32, 16),         # one tile, half used
+                                     (25, 300, 1100),     # past the K blocks and a partial 32-column sliver
+                                     (13, 400, 513),      # past an N block (384 or 256 columns)
+                                     (600, 40, 17)])
+def test_matmul_nn_f32_is_the_product_with_w_as_stored(M, N, K):
+    """matmul_nn_f32(x, w) = x @ w with w (K, N): the bound of matmul_f32 against x @ (w.T).T."""
+    rng = np.random.default_rng(M * N + K)
+    x, w = rand_f32(rng, (M, K)), rand_f32(rng, (K, N))
+    y = kernels.matmul_nn_f32(x, w)
+    assert y.shape == (M, N) and y.dtype == np.float32
+    assert_matmul_close(y, x, np.ascontiguousarray(w.T), None)
+
+
+def test_matmul_nn_f32_propagates_nan_and_inf_like_ieee():
+    rng = np.random.default_rng(3)
+    x, w = rand_f32(rng, (20, 40)), rand_f32(rng, (40, 50))
+    x[3, 7], w[5, 11] = np.nan, np.inf
+    y = kernels.matmul_nn_f32(x, w)
+    assert np.isnan(y[3]).all()                                  # a NaN in row 3 of x: all of row 3
+    assert np.isinf(y[np.arange(20) != 3, 11]).all()             # an inf in w: its column, elsewhere
+    assert np.isfinite(np.delete(np.delete(y, 3, axis=0), 11, axis=1)).all()
+
+
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_matmuls_split_across_threads_give_the_bits_of_one_thread(threads, monkeypatch):
+    """matmul_f32 and matmul_nn_f32 cut their rows into blocks at multiples of 12 rows, one per thread;
+    tinylm_kernels.h promises the bits of a single call."""
+    rng = np.random.default_rng(int(threads))
+    x, w, wt, b = rand_f32(rng, (770, 200)), rand_f32(rng, (130, 200)), rand_f32(rng, (200, 130)), rand_f32(rng, (130,))
+    monkeypatch.setenv("TINYLM_NUM_THREADS", "1")
+    one = kernels.matmul_f32(x, w, b), kernels.matmul_nn_f32(x, wt)
+    blocks = []
+    real = kernels.run_rows
+    monkeypatch.setattr(kernels, "run_rows", lambda fn, rows, **kw: (blocks.append(rows), real(fn, rows, **kw)))
+    monkeypatch.setenv("TINYLM_NUM_THREADS", threads)
+    split = kernels.matmul_f32(x, w, b), kernels.matmul_nn_f32(x, wt)
+    assert blocks == [770, 770]                                  # both went through the row split
+    for a, c in zip(one, split):
+        np.testing.assert_array_equal(bits32(a), bits32(c))
+
+
 def test_simd_build_is_blocked_for_this_machines_caches():
     """kernels/build.py passes the L1D and L2 sizes it found (getconf on Linux) to a -march=native
     build; a portable build gets none (the Cortex-M builds never see them)."""

@@ -29,6 +29,9 @@
  *       on the stack: no malloc): NC = min(L2 / 2, 512 KB) / (4 * KC), a multiple of TL_GEMM_NR.
  * e.g. 48 KB L1D, 2 MB L2 (Intel Sapphire Rapids): KC = 512, NC = 256; 32 KB, 1 MB (AMD Zen 4):
  * KC = 336, NC = 384.
+ * The same loops give tinylm_matmul_nn_f32's y = x @ w for a w stored K-first, (K, N): only the packing
+ * of w differs (plain row loads instead of 16 x 16 transposes), the packed block and the micro-kernel
+ * are the same.
  * Edges: rows of x past M and rows of w past N are packed as zeros (their results are not stored;
  * the last columns of a tile are stored with a lane mask); K is cut in blocks of KC, whose sums
  * are added into y one after the other. The bias is added last.
@@ -135,6 +138,23 @@ static void TL_CAT(TL_NAME, _pack_w)(const TL_T *w, size_t N, size_t K, size_t n
     }
 }
 
+/* The same packing for a w stored K-first, w (K, N) row-major (tinylm_matmul_nn_f32's b): bp[k * 32 + j]
+ * = w[k0 + k, n0 + 32 s + j]. Each step k reads 32 consecutive values of a row of w: no transpose. */
+static void TL_CAT(TL_NAME, _pack_w_kn)(const TL_T *w, size_t N, size_t n0, size_t nc, size_t k0, size_t kc,
+                                        float *bp)
+{
+    size_t s, h, k;
+    for (s = 0; s * TL_GEMM_NR < nc; s++) {
+        float *out = bp + s * kc * TL_GEMM_NR;
+        for (h = 0; h < TL_GEMM_NR; h += 16) {
+            size_t col0 = n0 + s * TL_GEMM_NR + h, n = col0 >= N ? 0 : N - col0 < 16 ? N - col0 : 16;
+            for (k = 0; k < kc; k++)
+                _mm512_storeu_ps(out + k * TL_GEMM_NR + h,
+                                 n ? TL_LOAD16(w + (k0 + k) * N + col0, n) : _mm512_setzero_ps());
+        }
+    }
+}
+
 /* Pack rows m .. m + mr - 1 of x (mr <= TL_GEMM_MR; the other rows of the tile are zeros), columns
  * k0 .. k0 + kc - 1, as fp32 into ap[k * TL_GEMM_MR + i] = x[m + i, k0 + k]. */
 static void TL_CAT(TL_NAME, _pack_x)(const TL_T *x, size_t K, size_t m, size_t mr, size_t k0, size_t kc,
@@ -153,8 +173,9 @@ static void TL_CAT(TL_NAME, _pack_x)(const TL_T *x, size_t K, size_t m, size_t m
     }
 }
 
-/* y = x @ w.T without the bias */
-static void TL_CAT(TL_NAME, _packed)(const TL_T *x, const TL_T *w, float *y, size_t M, size_t N, size_t K)
+/* y = x @ w.T without the bias; w is (N, K) as stored by nn.Linear, or (K, N) when k_first (y = x @ w) */
+static void TL_CAT(TL_NAME, _packed)(const TL_T *x, const TL_T *w, int k_first, float *y, size_t M, size_t N,
+                                     size_t K)
 {
     float bp[TL_GEMM_KC * TL_GEMM_NC];                      /* the packed block of w: <= 512 KB of stack */
     float ap[TL_GEMM_KC * TL_GEMM_MR];                      /* TL_GEMM_MR packed rows of x */
@@ -163,7 +184,10 @@ static void TL_CAT(TL_NAME, _packed)(const TL_T *x, const TL_T *w, float *y, siz
         size_t nc = N - n0 < TL_GEMM_NC ? N - n0 : TL_GEMM_NC;
         for (k0 = 0; k0 < K; k0 += TL_GEMM_KC) {
             size_t kc = K - k0 < TL_GEMM_KC ? K - k0 : TL_GEMM_KC;
-            TL_CAT(TL_NAME, _pack_w)(w, N, K, n0, nc, k0, kc, bp);
+            if (k_first)
+                TL_CAT(TL_NAME, _pack_w_kn)(w, N, n0, nc, k0, kc, bp);
+            else
+                TL_CAT(TL_NAME, _pack_w)(w, N, K, n0, nc, k0, kc, bp);
             for (m = 0; m < M; m += TL_GEMM_MR) {
                 size_t mr = M - m < TL_GEMM_MR ? M - m : TL_GEMM_MR;
                 TL_CAT(TL_NAME, _pack_x)(x, K, m, mr, k0, kc, ap);
@@ -195,7 +219,7 @@ static void TL_NAME(const TL_T *restrict x, const TL_T *restrict w, const float 
         TL_SMALL(x, w, b, y, M, N, K);
         return;
     }
-    TL_CAT(TL_NAME, _packed)(x, w, y, M, N, K);
+    TL_CAT(TL_NAME, _packed)(x, w, 0, y, M, N, K);
     if (b)
         for (m = 0; m < M; m++)
             for (n = 0; n < N; n++)

@@ -34,13 +34,14 @@ import warnings
 import numpy as np
 
 from tinylm.kernels import reference
+from tinylm.kernels.threads import num_threads, run_rows
 
 __all__ = [
     "backend", "build_info", "f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_f16", "matmul_s8",
     "quantize_s8", "dequantize_s8", "linear_s8", "LinearS8", "softmax_f32", "softmax_f16", "softmax_s8",
     "quantize_s4", "dequantize_s4", "linear_s4", "LinearS4",
     "layernorm_f32", "gelu_f32", "embedding", "residual_add_f32", "attention_f32",
-    "amx_available",
+    "amx_available", "matmul_nn_f32", "packed_gemm_f32",
 ]
 
 ENV_VAR = "TINYLM_KERNELS"
@@ -235,8 +236,25 @@ def f16_to_f32(h):
 
 # ---- matmul ---------------------------------------------------------------------------------------
 
+# A matmul is split by rows across threads (tinylm.kernels.threads) when each thread gets at least this
+# many multiply-adds (~10 us of work: far more than handing a block to a thread costs). The blocks start
+# at multiples of 12 rows and have at least 12, which tinylm_kernels.h promises gives the same bits.
+_MIN_MACS_PER_THREAD = 1 << 20
+_ROW_ALIGN = 12
+
+
+def _matmul_rows(call, M, N, K):
+    """call(r0, r1) on rows r0 .. r1 - 1, split across threads when the product is big enough."""
+    min_rows = max(_ROW_ALIGN, -(-_MIN_MACS_PER_THREAD // max(N * K, 1)))
+    if M < 2 * min_rows or num_threads() == 1:
+        call(0, M)
+    else:
+        run_rows(call, M, align=_ROW_ALIGN, min_rows=min_rows)
+
+
 def matmul_f32(x, w, b=None):
-    """y (M, N) = x (M, K) @ w (N, K).T + b (N,), all float32 (see reference.matmul_f32)."""
+    """y (M, N) = x (M, K) @ w (N, K).T + b (N,), all float32 (see reference.matmul_f32).
+    Large products are split by rows across num_threads() threads (same bits as one thread)."""
     x, w, b = _matmul_args("matmul_f32", x, w, b, np.float32)
     c = _c()
     if c is None or x.size == 0 or w.size == 0:
@@ -244,10 +262,43 @@ def matmul_f32(x, w, b=None):
     ffi, lib = c
     (M, K), N = x.shape, w.shape[0]
     y = np.empty((M, N), np.float32)
-    lib.tinylm_matmul_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", w),
-                          ffi.NULL if b is None else _ptr(ffi, "float *", b),
-                          _ptr(ffi, "float *", y), M, N, K)
+    xp, wp, yp = _ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", y)
+    bp = ffi.NULL if b is None else _ptr(ffi, "float *", b)
+    _matmul_rows(lambda r0, r1: lib.tinylm_matmul_f32(xp + r0 * K, wp, bp, yp + r0 * N, r1 - r0, N, K),
+                 M, N, K)
     return y
+
+
+def matmul_nn_f32(x, w):
+    """y (M, N) = x (M, K) @ w (K, N), float32, w not transposed (see reference.matmul_nn_f32): a Linear
+    layer's dx = dy @ W. Split by rows across threads like matmul_f32."""
+    fn = "matmul_nn_f32"
+    x, w = _array(fn, "x", x, np.float32, 2), _array(fn, "w", w, np.float32, 2)  # (M, K), (K, N)
+    (M, K), N = x.shape, w.shape[1]
+    if w.shape[0] != K:
+        raise ValueError(f"{fn}: w has shape {w.shape}; expected ({K}, N) to match x's K={K}")
+    c = _c()
+    if c is None or x.size == 0 or w.size == 0:
+        return reference.matmul_nn_f32(x, w)
+    ffi, lib = c
+    y = np.empty((M, N), np.float32)
+    xp, wp, yp = _ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", y)
+    _matmul_rows(lambda r0, r1: lib.tinylm_matmul_nn_f32(xp + r0 * K, wp, yp + r0 * N, r1 - r0, N, K), M, N, K)
+    return y
+
+
+def packed_gemm_f32() -> bool:
+    """True when matmul_f32 and matmul_nn_f32 run the AVX-512 packed GEMM (simd/matmul_avx512.h), which
+    `python -m tinylm.bench kernels` measures at or above NumPy's OpenBLAS: then a Linear layer's
+    forward and its dx use them (tinylm.autograd.functional.linear). Other builds leave Linear to NumPy."""
+    if backend() != "c":
+        return False
+    if not _packed_gemm_cache:  # the build does not change while the process runs: asked once
+        _packed_gemm_cache.append("avx512f" in build_info()["simd"].split())
+    return _packed_gemm_cache[0]
+
+
+_packed_gemm_cache = []     # [] until asked, then [True or False]
 
 
 def matmul_f16(x, w, b=None):

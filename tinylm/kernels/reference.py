@@ -94,6 +94,12 @@ def matmul_f32(x, w, b=None):
     return y.astype(np.float32)
 
 
+def matmul_nn_f32(x, w):
+    """y (M, N) = x (M, K) @ w (K, N), float32, w as stored (tinylm_matmul_nn_f32): summed in float64
+    and rounded once, like matmul_f32, whose error bound the C kernel meets."""
+    return (x.astype(np.float64) @ w.astype(np.float64)).astype(np.float32)   # (M, K) @ (K, N)
+
+
 def matmul_f16(x, w, b=None):
     """y (M, N) float32 = x (M, K) float16 @ w (N, K).T float16 + b (N,) float32.
 
