@@ -8,17 +8,26 @@
 #include "tinylm_kernels.h"
 #include "newton_sqrt.h"
 
-/* sum of n floats in 8 interleaved partial sums (i = j mod 8), added pairwise, then the tail: a
- * fixed order the compiler can vectorize (a single running sum it may not reorder). */
+#if defined(__AVX2__)
+#include "simd/layernorm_avx2.h"
+#endif
+
+/* sum of (x[i] - shift), or of its square, over n floats in 8 interleaved partial sums (i = j mod 8),
+ * added pairwise, then the tail: a fixed order that vectorizes (the 8 partial sums are one vector of 8
+ * lanes, simd/layernorm_avx2.h on x86) where a single running sum could not be reordered. */
 static float sum8(const float *restrict x, float shift, size_t n, int squares)
 {
     float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     size_t i = 0;
+#if defined(__AVX2__)
+    i = tl_layernorm_avx2_sum8(x, shift, n, squares, acc);
+#else
     for (; i + 8 <= n; i += 8)
         for (size_t j = 0; j < 8; j++) {
             const float d = x[i + j] - shift;
             acc[j] += squares ? d * d : d;
         }
+#endif
     float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     for (; i < n; i++) {
         const float d = x[i] - shift;
@@ -72,12 +81,16 @@ static void row_grad_sums(const float *restrict xr, const float *restrict w, con
     float acc_a[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     float acc_b[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     size_t i = 0;
+#if defined(__AVX2__)
+    i = tl_layernorm_avx2_grad_sums8(xr, w, dyr, C, mean, rstd, acc_a, acc_b);
+#else
     for (; i + 8 <= C; i += 8)
         for (size_t j = 0; j < 8; j++) {
             const float dh = dyr[i + j] * w[i + j];            /* dxhat */
             acc_a[j] += dh;
             acc_b[j] += dh * ((xr[i + j] - mean) * rstd);
         }
+#endif
     float sa = ((acc_a[0] + acc_a[1]) + (acc_a[2] + acc_a[3])) + ((acc_a[4] + acc_a[5]) + (acc_a[6] + acc_a[7]));
     float sb = ((acc_b[0] + acc_b[1]) + (acc_b[2] + acc_b[3])) + ((acc_b[4] + acc_b[5]) + (acc_b[6] + acc_b[7]));
     for (; i < C; i++) {
