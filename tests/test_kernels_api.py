@@ -231,3 +231,15 @@ def test_kernel_paths_name_the_variant_each_build_chooses():
     assert "KC=512, NC=256" in xeon[0] and xeon[1].startswith("matmul_s8/linear_s8: AMX-INT8 tiles at M >= 16")
     refused = kernel_paths("avx512f avx512bw avx512vnni amx-int8 avx2 fma portable", "", amx=False)
     assert "the OS refused the tiles" in refused[1]
+
+
+def test_bench_header_names_the_path_of_training_linear_and_the_thread_count(monkeypatch):
+    from tinylm.bench.machine import describe
+
+    monkeypatch.setenv("TINYLM_NUM_THREADS", "3")
+    lines = [line for line in describe() if "training's Linear" in line]
+    if kernels.backend() != "c":
+        assert lines == []
+        return
+    assert len(lines) == 1 and "on 3 thread(s)" in lines[0]
+    assert ("tinylm's matmul_f32" in lines[0]) == kernels.packed_gemm_f32()

@@ -81,4 +81,8 @@ def describe():
     if info["backend"] != "c":
         return lines + ["kernels: NumPy references (the C extension is not in use)"]
     lines.append(f"kernels: C, SIMD {info['simd']}; flags {info['flags']}")
-    return lines + ["  " + line for line in kernel_paths(info["simd"], info["flags"], kernels.amx_available())]
+    lines += ["  " + line for line in kernel_paths(info["simd"], info["flags"], kernels.amx_available())]
+    linear = ("tinylm's matmul_f32 / matmul_nn_f32, dW NumPy's BLAS" if kernels.packed_gemm_f32()
+              else "NumPy's BLAS")
+    return lines + [f"  training's Linear (forward, dx): {linear}; C matmuls on {kernels.num_threads()} "
+                    f"thread(s) (rows split in a Python pool: TINYLM_NUM_THREADS, else OPENBLAS_NUM_THREADS)"]
