@@ -294,6 +294,41 @@ void tinylm_adamw_f32(float *p, const float *g, float *m, float *v, size_t n, fl
 void tinylm_embedding_backward_f32(const int32_t *ids, const float *dy, float *dtable, size_t n, size_t V,
                                    size_t C);
 
+/* ---- fused attention for training (sdpa.c) ----------------------------------------------------------
+ * Scaled dot-product attention over B * n_head heads, its forward and its backward, fp32: what
+ * tinylm.autograd's scaled_dot_product_attention runs for float32 tensors.
+ * Operands are (B, n_head, T, hs) tensors seen through strides, so that q, k, v can be read straight out
+ * of the (B, T, 3C) output of the qkv linear layer and dq, dk, dv written straight into its gradient:
+ * element (b, h, t, i) of an operand with strides s is at [b * s.batch + h * s.head + t * s.row + i]
+ * (the hs values of a position are contiguous). q, y, dy, dq have T = Tq; k, v, dk, dv have T = Tk.
+ * p (B * n_head, Tq, Tk) is contiguous: the probabilities, saved by the forward for the backward.
+ * Masking: causal = 1 makes the queries the LAST Tq of Tk positions (Tq <= Tk): query i sees keys
+ * j <= i + (Tk - Tq); causal = 0 lets every query see every key. Per head, fp32:
+ *     S = (q k^T) * scale    (only the visible entries are computed)
+ *     P = tinylm_softmax_f32(S) row by row, causal_tq = Tq when causal;  masked P are exactly 0
+ *     y = P v
+ * tinylm_sdpa_f32: writes y and p. scratch: (Tq + hs) * Tk floats of the caller's.
+ * tinylm_sdpa_backward_f32: from q, k, v, the forward's p and dy (the gradient of y):
+ *     dv = P^T dy;  dP = dy v^T;  dS = tinylm_softmax_backward_f32(P, dP) * scale;  dq = dS k;  dk = dS^T q
+ *   writes every element of dq, dk, dv (each is written, not accumulated: they may be three disjoint
+ *   parts of one buffer, but overlap no input). scratch: (2 * Tq + hs) * Tk floats of the caller's.
+ * Tq, Tk, hs >= 1. Not exact (own exp, summation order; the SIMD path fuses multiply-adds): each output
+ * o (y, p, dq, dk, dv) is within 1e-5 * (1 + max|o_ref|) of the reference (max over the head), for
+ * inputs of size ~1, hs <= 256 and Tk up to a few thousand. A NaN or inf in an input row spreads NaN
+ * as in the matrix products of the reference (0 * inf, masked probabilities included).
+ */
+typedef struct tinylm_strides {
+    size_t batch, head, row;   /* elements between consecutive batches, heads, positions */
+} tinylm_strides;
+void tinylm_sdpa_f32(const float *q, tinylm_strides qs, const float *k, tinylm_strides ks,
+                     const float *v, tinylm_strides vs, float *y, tinylm_strides ys, float *p, float *scratch,
+                     size_t B, size_t n_head, size_t Tq, size_t Tk, size_t hs, int causal, float scale);
+void tinylm_sdpa_backward_f32(const float *q, tinylm_strides qs, const float *k, tinylm_strides ks,
+                              const float *v, tinylm_strides vs, const float *p,
+                              const float *dy, tinylm_strides dys, float *dq, tinylm_strides dqs,
+                              float *dk, tinylm_strides dks, float *dv, tinylm_strides dvs, float *scratch,
+                              size_t B, size_t n_head, size_t Tq, size_t Tk, size_t hs, int causal, float scale);
+
 /* cffi-end */
 
 #endif /* TINYLM_KERNELS_H */

@@ -137,6 +137,57 @@ def test_embedding_backward_is_exact_and_adds_repeated_ids(rng):
     np.testing.assert_allclose(got.sum(0), dy.reshape(-1, 16).sum(0), rtol=1e-5, atol=1e-5)
 
 
+def _qkv_views(rng, B, nh, Tq, Tk, hs):
+    """q (B, nh, Tq, hs), k, v (B, nh, Tk, hs) as the model makes them: permuted slices of (B, T, 3C) arrays."""
+    C = nh * hs
+    q = f32(rng, B, Tq, 3 * C)[..., :C].reshape(B, Tq, nh, hs).transpose(0, 2, 1, 3)
+    kv = f32(rng, B, Tk, 3 * C)
+    k = kv[..., C:2 * C].reshape(B, Tk, nh, hs).transpose(0, 2, 1, 3)
+    v = kv[..., 2 * C:].reshape(B, Tk, nh, hs).transpose(0, 2, 1, 3)
+    return q, k, v
+
+
+SDPA_SHAPES = [  # B, nh, Tq, Tk, hs, causal
+    (2, 4, 64, 64, 32, True),          # the baby training config's heads
+    (1, 3, 5, 13, 17, True),           # Tq < Tk (a KV cache), hs not a multiple of 16, Tq not of 4
+    (2, 2, 9, 6, 33, False),           # non-causal, Tq > Tk
+    (1, 1, 1, 1, 1, True),
+    (1, 2, 70, 70, 128, True),         # a wide head, keys past two vectors of 32
+]
+
+
+@needs_c
+@pytest.mark.parametrize("B,nh,Tq,Tk,hs,causal", SDPA_SHAPES)
+def test_sdpa_forward_and_backward_are_within_their_bound_on_strided_views(rng, B, nh, Tq, Tk, hs, causal):
+    q, k, v = _qkv_views(rng, B, nh, Tq, Tk, hs)
+    dy = f32(rng, B, Tq, nh, hs).transpose(0, 2, 1, 3)
+    y, p = kernels.sdpa_f32(q, k, v, causal)
+    ry, rp = ref.sdpa_f32(q, k, v, causal)
+    grads = kernels.sdpa_backward_f32(q, k, v, p, dy, causal)
+    rgrads = ref.sdpa_backward_f32(q, k, v, rp, dy, causal)
+    for got, want in zip((y, p) + grads, (ry, rp) + rgrads):
+        assert got.shape == want.shape
+        assert_within(got, want, ref.SDPA_TOL * (1 + np.abs(want).max(axis=(2, 3), keepdims=True)))
+    if causal:
+        assert (p[..., ~ref._causal_visible(p.shape)] == 0).all()
+
+
+@needs_c
+def test_sdpa_writes_its_gradients_into_one_qkv_buffer(rng):
+    """dq, dk, dv as the three parts of one (B, T, 3C) gradient: every element written, nothing else touched."""
+    B, nh, T, hs = 2, 3, 10, 8
+    C = nh * hs
+    q, k, v = _qkv_views(rng, B, nh, T, T, hs)
+    y, p = kernels.sdpa_f32(q, k, v)
+    dy = f32(rng, B, nh, T, hs)
+    buf = np.full((B, T, 3 * C + 1), np.nan, np.float32)         # one column past 3C: must stay NaN
+    parts = [buf[..., i * C:(i + 1) * C].reshape(B, T, nh, hs).transpose(0, 2, 1, 3) for i in range(3)]
+    kernels.sdpa_backward_f32(q, k, v, p, dy, dq=parts[0], dk=parts[1], dv=parts[2])
+    assert np.isfinite(buf[..., :3 * C]).all() and np.isnan(buf[..., 3 * C]).all()
+    for got, want in zip(parts, kernels.sdpa_backward_f32(q, k, v, p, dy)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_numpy_backend_gives_the_references(monkeypatch, rng):
     """TINYLM_KERNELS=numpy: the wrappers run the references (the fallback when C is missing)."""
     monkeypatch.setenv("TINYLM_KERNELS", "numpy")
@@ -182,6 +233,7 @@ def test_the_header_states_the_bounds_the_tests_use():
     assert f"Within {fmt(ref.NORM_BACKWARD_TOL)} * (1 + |v|)" in text
     assert f"Within {fmt(ref.SOFTMAX_BACKWARD_TOL)} * (|dx| + scale * max|dy * y| * cols)" in text
     assert f"Within {fmt(ref.CROSS_ENTROPY_NLL_TOL)} * (1 + nll) for nll" in text
+    assert f"within {fmt(ref.SDPA_TOL)} * (1 + max|o_ref|) of the reference" in text
 
 
 # ---- the same kernels in plain C, under the sanitizers ---------------------------------------------
@@ -211,7 +263,7 @@ def test_golden_c_test_of_the_training_kernels_under_sanitizers(train_vectors, t
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout.endswith("PASSED: 0 kernel(s) failed\n"), run.stdout + run.stderr
-    assert run.stdout.count(" ok") == 15
+    assert run.stdout.count(" ok") == 20
 
 
 @pytest.mark.skipif(GCC is None, reason="gcc not found")

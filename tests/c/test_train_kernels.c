@@ -1,5 +1,5 @@
 /* test_train_kernels.c -- training's kernels (backward passes, RMSNorm, cross-entropy, AdamW, the
- * embedding scatter-add) against vectors from the NumPy references.
+ * embedding scatter-add, fused attention) against vectors from the NumPy references.
  *
  *     python tests/c/gen_train_vectors.py /tmp/tv/train_vectors.h
  *     gcc -std=c99 -Wall -Wextra -Werror -Ikernels -I/tmp/tv kernels/[a-z]*.c tests/c/test_train_kernels.c
@@ -57,6 +57,11 @@ static float sy[SM_N], sdy[SM_N], sdx[SM_N];
 static float cz[CE_NV], cprobs[CE_NV], cnll[TV_CE_N], cdz[CE_NV];
 static float ap[TV_ADAM_N], ag[TV_ADAM_N], am[TV_ADAM_N], av[TV_ADAM_N];
 static float edy[TV_EMB_N * TV_EMB_C], etable[TV_EMB_V * TV_EMB_C];
+#define SDPA_NQ (TV_SDPA_B * TV_SDPA_NH * TV_SDPA_TQ * TV_SDPA_HS)     /* q, y, dy, dq: (B, nh, Tq, hs) */
+#define SDPA_NK (TV_SDPA_B * TV_SDPA_NH * TV_SDPA_TK * TV_SDPA_HS)     /* k, v, dk, dv: (B, nh, Tk, hs) */
+#define SDPA_NP (TV_SDPA_B * TV_SDPA_NH * TV_SDPA_TQ * TV_SDPA_TK)     /* p: (B * nh, Tq, Tk) */
+static float tq[SDPA_NQ], tk[SDPA_NK], tv[SDPA_NK], ty[SDPA_NQ], tdy[SDPA_NQ], tp[SDPA_NP];
+static float tdq[SDPA_NQ], tdk[SDPA_NK], tdv[SDPA_NK], tscratch[(2 * TV_SDPA_TQ + TV_SDPA_HS) * TV_SDPA_TK];
 
 int main(void)
 {
@@ -107,6 +112,25 @@ int main(void)
     tinylm_embedding_backward_f32(emb_ids, edy, etable, TV_EMB_N, TV_EMB_V, TV_EMB_C);
     report("embedding_backward_f32", count_exact(etable, emb_dtable, TV_EMB_V * TV_EMB_C), TV_EMB_V * TV_EMB_C,
            "exact");
+
+    load(sdpa_q, tq, SDPA_NQ);
+    load(sdpa_k, tk, SDPA_NK);
+    load(sdpa_v, tv, SDPA_NK);
+    load(sdpa_dy, tdy, SDPA_NQ);
+    {
+        const tinylm_strides qs = {TV_SDPA_NH * TV_SDPA_TQ * TV_SDPA_HS, TV_SDPA_TQ * TV_SDPA_HS, TV_SDPA_HS};
+        const tinylm_strides ks = {TV_SDPA_NH * TV_SDPA_TK * TV_SDPA_HS, TV_SDPA_TK * TV_SDPA_HS, TV_SDPA_HS};
+        const float scale = 1.0f / 4.358898944f;                       /* 1 / sqrt(19) */
+        tinylm_sdpa_f32(tq, qs, tk, ks, tv, ks, ty, qs, tp, tscratch, TV_SDPA_B, TV_SDPA_NH, TV_SDPA_TQ,
+                        TV_SDPA_TK, TV_SDPA_HS, 1, scale);
+        report("sdpa_f32 y", count_within(ty, sdpa_y, sdpa_y_tol, SDPA_NQ), SDPA_NQ, "bound");
+        report("sdpa_f32 p", count_within(tp, sdpa_p, sdpa_p_tol, SDPA_NP), SDPA_NP, "bound");
+        tinylm_sdpa_backward_f32(tq, qs, tk, ks, tv, ks, tp, tdy, qs, tdq, qs, tdk, ks, tdv, ks, tscratch,
+                                 TV_SDPA_B, TV_SDPA_NH, TV_SDPA_TQ, TV_SDPA_TK, TV_SDPA_HS, 1, scale);
+        report("sdpa_backward_f32 dq", count_within(tdq, sdpa_dq, sdpa_dq_tol, SDPA_NQ), SDPA_NQ, "bound");
+        report("sdpa_backward_f32 dk", count_within(tdk, sdpa_dk, sdpa_dk_tol, SDPA_NK), SDPA_NK, "bound");
+        report("sdpa_backward_f32 dv", count_within(tdv, sdpa_dv, sdpa_dv_tol, SDPA_NK), SDPA_NK, "bound");
+    }
 
     printf("%s: %d kernel(s) failed\n", failures ? "FAILED" : "PASSED", failures);
     return failures;

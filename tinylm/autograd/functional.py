@@ -340,6 +340,10 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
     (B, n_kv_head, group, Tq, hs) against k, v (B, n_kv_head, 1, Tk, hs): NumPy's matmul broadcasts one
     key/value head to every query head of its group without copying it, and the backward sums dk and dv
     over that axis (a value used `group` times receives `group` gradients).
+
+    float32 with the C backend, no dropout, and q, k, v of one leading shape (no grouped-query broadcast)
+    and one hs: the whole op, forward and backward, is the fused C kernel pair kernels.sdpa_f32 /
+    sdpa_backward_f32 (`_sdpa_c`). The NumPy code below is its reference and the fallback for the rest.
     """
     Tq, hs, Tk = q.shape[-2], q.shape[-1], k.shape[-2]
     if k.shape[-1] != hs or v.shape[-2] != Tk:
@@ -347,6 +351,9 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
                          f"expected q (..., Tq, hs), k (..., Tk, hs), v (..., Tk, hv)")
     if causal and Tq > Tk:
         raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, got Tq={Tq}, Tk={Tk}")
+    if (dropout_p == 0.0 and q.ndim >= 2 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and v.shape[-1] == hs
+            and _c_path(q.data, k.data, v.data)):
+        return _sdpa_c(q, k, v, causal)
     scale = 1.0 / math.sqrt(hs)
     S = np.matmul(_fp32(q.data), np.swapaxes(_fp32(k.data), -1, -2))  # (B, nh, Tq, Tk)
     S *= scale
@@ -396,6 +403,36 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, rng=None):
         return _like(gq, q), _like(_sum_to(gk, k.shape), k), _like(_sum_to(gv, v.shape), v)
 
     return Tensor._make(y, (q, k, v), backward)
+
+
+
+def _heads(a):
+    """An (..., T, hs) array as (N, nh, T, hs), the kernels' 4 axes: a view for 3 or more axes."""
+    return a.reshape((-1,) + a.shape[-3:]) if a.ndim >= 3 else a.reshape((1, 1) + a.shape)
+
+
+def _position_major(B, nh, T, hs):
+    """An empty (B, nh, T, hs) float32 array laid out (B, T, nh, hs) in memory: what attention hands on is
+    permuted back to (B, T, nh * hs) next, and for this layout that permute and reshape are views."""
+    return np.empty((B, T, nh, hs), np.float32).transpose(0, 2, 1, 3)
+
+
+def _sdpa_c(q, k, v, causal):
+    """scaled_dot_product_attention with the fused C kernels: q, k, v are read where they are (the strided
+    views a split and permute of the qkv activation make need no copy), P is kept for the backward, and y,
+    dq, dk, dv are made position-major (`_position_major`)."""
+    q4, k4, v4 = _heads(q.data), _heads(k.data), _heads(v.data)  # (N, nh, Tq, hs), 2 x (N, nh, Tk, hs)
+    N, nh, Tq, hs = q4.shape
+    Tk = k4.shape[2]
+    y, p = kernels.sdpa_f32(q4, k4, v4, causal, out=_position_major(N, nh, Tq, hs))  # (N, nh, Tq, hs), (N, nh, Tq, Tk)
+
+    def backward(g):
+        gq, gk, gv = _position_major(N, nh, Tq, hs), _position_major(N, nh, Tk, hs), _position_major(N, nh, Tk, hs)
+        kernels.sdpa_backward_f32(q4, k4, v4, p, _heads(g), causal, dq=gq, dk=gk, dv=gv)
+        return (gq.reshape(q.shape) if q.requires_grad else None, gk.reshape(k.shape) if k.requires_grad else None,
+                gv.reshape(v.shape) if v.requires_grad else None)
+
+    return Tensor._make(y.reshape(q.shape), (q, k, v), backward)
 
 
 def _fp32(a):

@@ -957,3 +957,113 @@ def embedding_backward_f32(ids, dy, V):
     lib.tinylm_embedding_backward_f32(_ptr(ffi, "int32_t *", flat), _ptr(ffi, "float *", rows),
                                       _ptr(ffi, "float *", out), flat.size, V, C)
     return out
+
+
+# ---- fused attention for training -------------------------------------------------------------------
+# The operands are (B, nh, T, hs) arrays that may be strided views (a permuted slice of a (B, T, 3C) qkv
+# activation): the C kernels take each one's strides instead of a contiguous copy. Only the hs values of
+# a position must be contiguous; any other view is copied first.
+
+__all__ += ["sdpa_f32", "sdpa_backward_f32"]
+
+
+def _heads(fn, name, a, shape=None):
+    """(a, its (batch, head, row) strides in elements) for a float32 (B, nh, T, hs) array, viewed as it
+    is when its last axis is contiguous and its other strides non-negative, else copied."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+        raise TypeError(f"{fn}: {name} has dtype {getattr(a, 'dtype', type(a).__name__)}; expected float32")
+    if a.ndim != 4 or (shape is not None and a.shape != shape):
+        want = "(B, nh, T, hs)" if shape is None else str(shape)
+        raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {want}")
+    st = a.strides
+    if (a.shape[3] > 1 and st[3] != 4) or min(st) < 0 or any(s % 4 for s in st):
+        a = np.ascontiguousarray(a)
+        st = a.strides
+    return a, (st[0] // 4, st[1] // 4, st[2] // 4)
+
+
+def _head_out(fn, name, out, shape):
+    """An output view the caller passed (checked like an input, never copied: it must be written where
+    it is), or a new contiguous array of `shape`."""
+    if out is None:
+        out = np.empty(shape, np.float32)
+    a, strides = _heads(fn, name, out, shape)
+    if a is not out or not out.flags.writeable:
+        raise ValueError(f"{fn}: {name} must be a writeable view whose last axis is contiguous")
+    return out, strides
+
+
+def _sdpa_shapes(fn, q, k, v, causal):
+    """(q, k, v, their strides, (B, nh, Tq, Tk, hs)) after the checks both passes make."""
+    q, qs = _heads(fn, "q", q)
+    B, nh, Tq, hs = q.shape
+    k, ks = _heads(fn, "k", k)
+    if k.shape[:2] != (B, nh) or k.shape[3] != hs:
+        raise ValueError(f"{fn}: k has shape {k.shape}; expected ({B}, {nh}, Tk, {hs}) to match q {q.shape}")
+    Tk = k.shape[2]
+    v, vs = _heads(fn, "v", v, k.shape)
+    if min(Tq, Tk, hs) < 1 or (causal and Tq > Tk):
+        raise ValueError(f"{fn}: q {q.shape} and k {k.shape}; expected Tq, Tk, hs >= 1"
+                         + (" and Tq <= Tk (causal)" if causal else ""))
+    return q, k, v, (qs, ks, vs), (B, nh, Tq, Tk, hs)
+
+
+def _address(ffi, a):
+    """A float pointer to the first element of the (possibly strided) float32 array a, which the caller
+    keeps alive during the call."""
+    return ffi.cast("float *", a.__array_interface__["data"][0])
+
+
+def sdpa_f32(q, k, v, causal=True, scale=None, out=None):
+    """(y (B, nh, Tq, hs), p (B, nh, Tq, Tk)): scaled dot-product attention of float32 q (B, nh, Tq, hs) and
+    k, v (B, nh, Tk, hs), any of them a strided view (see reference.sdpa_f32). causal=True: the queries
+    are the last Tq positions. scale defaults to 1/sqrt(hs). out, when given, is a writeable (B, nh, Tq, hs)
+    view y is written into (e.g. a permuted (B, Tq, nh, hs) buffer), and is returned as y.
+
+    >>> y, p = sdpa_f32(*np.ones((3, 1, 1, 2, 4), np.float32))
+    >>> p[0, 0].tolist()
+    [[1.0, 0.0], [0.5, 0.5]]
+    """
+    fn = "sdpa_f32"
+    q, k, v, (qs, ks, vs), (B, nh, Tq, Tk, hs) = _sdpa_shapes(fn, q, k, v, causal)
+    y, ys = _head_out(fn, "out", out, q.shape)
+    scale = np.float32(1.0 / np.sqrt(hs) if scale is None else scale)
+    c = _c()
+    if c is None or B * nh == 0:
+        y[...], p = reference.sdpa_f32(q, k, v, causal, scale)
+        return y, p
+    ffi, lib = c
+    p = np.empty((B, nh, Tq, Tk), np.float32)
+    scratch = np.empty((Tq + hs) * Tk, np.float32)
+    lib.tinylm_sdpa_f32(_address(ffi, q), qs, _address(ffi, k), ks, _address(ffi, v), vs, _address(ffi, y), ys,
+                        _ptr(ffi, "float *", p), _ptr(ffi, "float *", scratch), B, nh, Tq, Tk, hs, int(causal),
+                        float(scale))
+    return y, p
+
+
+def sdpa_backward_f32(q, k, v, p, dy, causal=True, scale=None, dq=None, dk=None, dv=None):
+    """(dq, dk, dv) of sdpa_f32(q, k, v, causal, scale) given its p and dy (B, nh, Tq, hs), the gradient of y
+    (see reference.sdpa_backward_f32). dq, dk, dv, when given, are writeable views the gradients are
+    written into (e.g. three parts of one (B, T, 3C) buffer: they may share a buffer, not elements);
+    every element of each is written."""
+    fn = "sdpa_backward_f32"
+    q, k, v, (qs, ks, vs), (B, nh, Tq, Tk, hs) = _sdpa_shapes(fn, q, k, v, causal)
+    p = _array(fn, "p", p, np.float32)
+    if p.shape != (B, nh, Tq, Tk):
+        raise ValueError(f"{fn}: p has shape {p.shape}; expected {(B, nh, Tq, Tk)} (the forward's probabilities)")
+    dy, dys = _heads(fn, "dy", dy, q.shape)
+    dq, dqs = _head_out(fn, "dq", dq, q.shape)
+    dk, dks = _head_out(fn, "dk", dk, k.shape)
+    dv, dvs = _head_out(fn, "dv", dv, k.shape)
+    scale = np.float32(1.0 / np.sqrt(hs) if scale is None else scale)
+    c = _c()
+    if c is None or B * nh == 0:
+        dq[...], dk[...], dv[...] = reference.sdpa_backward_f32(q, k, v, p, dy, causal, scale)
+        return dq, dk, dv
+    ffi, lib = c
+    scratch = np.empty((2 * Tq + hs) * Tk, np.float32)
+    lib.tinylm_sdpa_backward_f32(_address(ffi, q), qs, _address(ffi, k), ks, _address(ffi, v), vs,
+                                 _ptr(ffi, "float *", p), _address(ffi, dy), dys, _address(ffi, dq), dqs,
+                                 _address(ffi, dk), dks, _address(ffi, dv), dvs, _ptr(ffi, "float *", scratch),
+                                 B, nh, Tq, Tk, hs, int(causal), float(scale))
+    return dq, dk, dv

@@ -492,3 +492,37 @@ def embedding_backward_f32(ids, dy, V):
     out = np.zeros((V, dy.shape[1]), np.float32)
     np.add.at(out, ids, dy)                                      # unbuffered, in the order of ids
     return out
+
+
+# ---- fused attention for training ------------------------------------------------------------------
+SDPA_TOL = 1e-5                        # each output o: |o - ref| <= 1e-5 * (1 + max|ref| over its head)
+
+
+def sdpa_f32(q, k, v, causal=True, scale=None):
+    """(y (B, nh, Tq, hs), p (B, nh, Tq, Tk)) of scaled dot-product attention (tinylm_sdpa_f32): q (B, nh, Tq, hs),
+    k, v (B, nh, Tk, hs); with causal=True the queries are the last Tq positions (query i sees keys
+    j <= i + Tk - Tq). scale defaults to 1/sqrt(hs).
+        S = (q k^T) * scale        p = softmax_f32(S, causal)        y = p v
+
+    >>> y, p = sdpa_f32(*np.ones((3, 1, 1, 2, 4), np.float32))
+    >>> p[0, 0].tolist(), y[0, 0, 1].tolist()
+    ([[1.0, 0.0], [0.5, 0.5]], [1.0, 1.0, 1.0, 1.0])
+    """
+    scale = np.float32(1.0 / np.sqrt(q.shape[-1]) if scale is None else scale)
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale            # (B, nh, Tq, Tk)
+    p = softmax_f32(s, causal=causal)                           # (B, nh, Tq, Tk), masked entries 0
+    return np.matmul(p, v), p                                   # (B, nh, Tq, hs)
+
+
+def sdpa_backward_f32(q, k, v, p, dy, causal=True, scale=None):
+    """(dq, dk, dv) of sdpa_f32 given its probabilities p and dy, the gradient of y (tinylm_sdpa_backward_f32):
+        dv = p^T dy     dp = dy v^T     ds = softmax_backward_f32(p, dp, scale)     dq = ds k     dk = ds^T q
+    (masked entries have p = 0, hence ds = 0).
+    """
+    scale = np.float32(1.0 / np.sqrt(q.shape[-1]) if scale is None else scale)
+    dv = np.matmul(np.swapaxes(p, -1, -2), dy)                 # (B, nh, Tk, hs)
+    dp = np.matmul(dy, np.swapaxes(v, -1, -2))                 # (B, nh, Tq, Tk)
+    ds = softmax_backward_f32(p, dp, scale)                     # (B, nh, Tq, Tk), times scale
+    if causal:
+        ds[..., ~_causal_visible(p.shape)] = 0.0                # (0 * inf stays out of the masked entries)
+    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
