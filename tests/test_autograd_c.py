@@ -114,6 +114,7 @@ CASES = {  # name: (f, arrays, the kernels the C path must call)
     "attention_3d_odd_hs": (attention(True), [rand32(3, 4, 7, seed=1), rand32(3, 6, 7, seed=2),
                                               rand32(3, 6, 7, seed=3)], SDPA),
     "attention_qkv_views": (attention_from_qkv, [rand32(2, 6, 3 * 2 * 5, seed=4)], SDPA),
+    "self_attention": (lambda qkv: F.self_attention(qkv, 2), [rand32(2, 5, 24, seed=4)], {"sdpa_f32", "sdpa_backward_f32"}),
     "cross_entropy": (ce(T8), [rand32(8, 5, scale=2)], {"cross_entropy_f32", "cross_entropy_backward_f32"}),
     "embedding": (lambda w: F.embedding(w, np.array([[1, 3, 1], [0, 3, 3]])), [rand32(5, 4)],
                   {"embedding_backward_f32"}),
@@ -190,3 +191,23 @@ def test_training_losses_are_the_same_on_both_paths(arch, monkeypatch, spy):
     np_losses = train_losses(config)
     assert c_losses[-1] < c_losses[0] - 0.2                        # it learns: the losses compared are moving
     np.testing.assert_allclose(c_losses, np_losses, rtol=2e-6, atol=0)
+
+
+def test_self_attention_is_split_heads_attention_and_merge_on_both_paths(monkeypatch):
+    """The fused op against the steps it stands for, composed from the engine's split, reshape and
+    permute and scaled_dot_product_attention (on the NumPy path: no kernel in the composed version)."""
+    B, T, nh, hs = 2, 7, 3, 4
+    C = nh * hs
+
+    def composed(qkv):
+        q, k, v = (t.reshape(B, T, nh, hs).permute(0, 2, 1, 3) for t in F.split(qkv, [C, C, C], axis=-1))
+        return F.scaled_dot_product_attention(q, k, v, causal=True).permute(0, 2, 1, 3).reshape(B, T, C)
+
+    qkv = rand32(B, T, 3 * C, seed=9)
+    fused, fused_grads, _ = run(lambda t: F.self_attention(t, nh), [qkv])
+    monkeypatch.setenv("TINYLM_KERNELS", "numpy")
+    steps, step_grads, _ = run(composed, [qkv])
+    np.testing.assert_allclose(fused, steps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused_grads[0], step_grads[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"self_attention: qkv has shape \(2, 7, 36\); expected \(B, T, 3 \* C\)"):
+        F.self_attention(Tensor(qkv), 5)

@@ -4,7 +4,7 @@
                     beside its backward), no_grad, cat, split
     functional.py   the fused operations a transformer needs, each with its hand-derived backward:
                     linear, softmax, log_softmax, layer_norm, rms_norm, rope, cross_entropy,
-                    scaled_dot_product_attention, gelu, swiglu, dropout, embedding, index_add
+                    scaled_dot_product_attention, self_attention, gelu, swiglu, dropout, embedding, index_add
 
     >>> from tinylm.autograd import Tensor, gelu
     >>> x = Tensor([0.0, 1.0], requires_grad=True)
@@ -26,6 +26,7 @@ from tinylm.autograd.functional import (
                                         rope,
                                         rope_angles,
                                         scaled_dot_product_attention,
+                                        self_attention,
                                         softmax,
                                         swiglu,
 )
@@ -38,4 +39,4 @@ Tensor.log_softmax = log_softmax
 
 __all__ = ["Tensor", "cat", "cross_entropy", "dropout", "embedding", "gelu", "index_add", "is_grad_enabled",
            "layer_norm", "linear", "log_softmax", "no_grad", "rms_norm", "rope", "rope_angles",
-           "scaled_dot_product_attention", "softmax", "split", "swiglu"]
+           "scaled_dot_product_attention", "self_attention", "softmax", "split", "swiglu"]

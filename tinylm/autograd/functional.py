@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from tinylm import kernels
-from tinylm.autograd.engine import Tensor
+from tinylm.autograd.engine import Tensor, split
 
 
 def _c_path(*arrays):
@@ -433,6 +433,43 @@ def _sdpa_c(q, k, v, causal):
                 gv.reshape(v.shape) if v.requires_grad else None)
 
     return Tensor._make(y.reshape(q.shape), (q, k, v), backward)
+
+
+def self_attention(qkv, n_head, dropout_p=0.0, rng=None):
+    """Causal multi-head self-attention straight from the fused projection: qkv (B, T, 3C) holds every
+    token's query, key and value side by side (C = n_head * hs each) -> y (B, T, C), the heads side by side.
+
+    It is exactly: split qkv in three, view each part as (B, n_head, T, hs), scaled_dot_product_attention,
+    and the heads back side by side; off the C path it runs just that. On the C path (float32, no dropout)
+    it is one node instead of nine: the kernels read q, k, v where they sit in qkv and write y as (B, T, C),
+    and the backward writes dq, dk, dv into the three parts of one (B, T, 3C) gradient, so there is no
+    split to zero-fill and add into and no permute to copy. GPT's attention calls it whenever no KV cache,
+    rotary positions or grouped-query heads come between the projection and the attention (training).
+    """
+    B, T, C3 = qkv.shape
+    if C3 % (3 * n_head):
+        raise ValueError(f"self_attention: qkv has shape {qkv.shape}; expected (B, T, 3 * C) with C a "
+                         f"multiple of n_head={n_head}")
+    C, hs = C3 // 3, C3 // 3 // n_head
+
+    def heads(a, part):  # part 0, 1, 2 of a (B, T, 3C) array as a (B, n_head, T, hs) view
+        return a[..., part * C:(part + 1) * C].reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
+
+    if dropout_p == 0.0 and _c_path(qkv.data):
+        q4, k4, v4 = heads(qkv.data, 0), heads(qkv.data, 1), heads(qkv.data, 2)  # (B, nh, T, hs) views
+        y, p = kernels.sdpa_f32(q4, k4, v4, True, out=_position_major(B, n_head, T, hs))  # p (B, nh, T, T)
+
+        def backward(g):  # g (B, T, C)
+            gqkv = np.empty((B, T, C3), np.float32)  # every element written by the kernel
+            g4 = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+            kernels.sdpa_backward_f32(q4, k4, v4, p, g4, True, dq=heads(gqkv, 0), dk=heads(gqkv, 1),
+                                      dv=heads(gqkv, 2))
+            return (gqkv,)
+
+        return Tensor._make(y.transpose(0, 2, 1, 3).reshape(B, T, C), (qkv,), backward)  # a view: no copy
+    q, k, v = (t.reshape(B, T, n_head, hs).permute(0, 2, 1, 3) for t in split(qkv, 3, axis=-1))
+    y = scaled_dot_product_attention(q, k, v, causal=True, dropout_p=dropout_p, rng=rng)  # (B, nh, T, hs)
+    return y.permute(0, 2, 1, 3).reshape(B, T, C)
 
 
 def _fp32(a):

@@ -40,7 +40,16 @@ import math
 import numpy as np
 
 from tinylm import nn
-from tinylm.autograd import Tensor, cross_entropy, gelu, rope, scaled_dot_product_attention, split, swiglu
+from tinylm.autograd import (
+    Tensor,
+    cross_entropy,
+    gelu,
+    rope,
+    scaled_dot_product_attention,
+    self_attention,
+    split,
+    swiglu,
+)
 from tinylm.model.config import GPTConfig
 from tinylm.model.moe import MoE
 
@@ -86,6 +95,10 @@ class CausalSelfAttention(nn.Module):
         them; with pos='rope' the queries and keys are rotated by them here."""
         B, T, C = x.shape
         nh, nkv, hs = self.n_head, self.n_kv_head, C // self.n_head
+        p = self.attn_dropout_p if self.training else 0.0
+        if kv_cache is None and self.rope_theta is None and nkv == nh:  # training: the steps below, fused
+            y = self_attention(self.c_attn(x), nh, dropout_p=p, rng=self.dropout_rng)  # (B, T, C)
+            return self.resid_dropout(self.c_proj(y))  # (B, T, C)
         q, k, v = split(self.c_attn(x), [C, nkv * hs, nkv * hs], axis=-1)  # (B, T, C), 2 x (B, T, nkv*hs)
         q = q.reshape(B, T, nh, hs).permute(0, 2, 1, 3)  # (B, nh, T, hs)
         k = k.reshape(B, T, nkv, hs).permute(0, 2, 1, 3)  # (B, nkv, T, hs)
@@ -100,7 +113,6 @@ class CausalSelfAttention(nn.Module):
             q = q.reshape(B, nkv, nh // nkv, T, hs)  # (B, nkv, group, T, hs)
             k = k.reshape(B, nkv, 1, Tk, hs)  # (B, nkv, 1, Tk, hs)
             v = v.reshape(B, nkv, 1, Tk, hs)  # (B, nkv, 1, Tk, hs)
-        p = self.attn_dropout_p if self.training else 0.0
         y = scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p, rng=self.dropout_rng)  # (B, nh, T, hs)
         y = y.reshape(B, nh, T, hs).permute(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
