@@ -114,7 +114,7 @@ CASES = {  # name: (f, arrays, the kernels the C path must call)
     "attention_3d_odd_hs": (attention(True), [rand32(3, 4, 7, seed=1), rand32(3, 6, 7, seed=2),
                                               rand32(3, 6, 7, seed=3)], SDPA),
     "attention_qkv_views": (attention_from_qkv, [rand32(2, 6, 3 * 2 * 5, seed=4)], SDPA),
-    "self_attention": (lambda qkv: F.self_attention(qkv, 2), [rand32(2, 5, 24, seed=4)], {"sdpa_f32", "sdpa_backward_f32"}),
+    "self_attention": (lambda qkv: F.self_attention(qkv, 2), [rand32(2, 5, 24, seed=4)], SDPA),
     "cross_entropy": (ce(T8), [rand32(8, 5, scale=2)], {"cross_entropy_f32", "cross_entropy_backward_f32"}),
     "embedding": (lambda w: F.embedding(w, np.array([[1, 3, 1], [0, 3, 3]])), [rand32(5, 4)],
                   {"embedding_backward_f32"}),
