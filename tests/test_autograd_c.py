@@ -27,6 +27,12 @@ class Spy:
         return getattr(kernels, name)
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """The kernels on one thread, where Linear runs on tinylm's GEMM (with more, on NumPy's BLAS)."""
+    monkeypatch.setenv("TINYLM_NUM_THREADS", "1")
+
+
 @pytest.fixture
 def spy(monkeypatch):
     s = Spy()
@@ -211,3 +217,10 @@ def test_self_attention_is_split_heads_attention_and_merge_on_both_paths(monkeyp
     np.testing.assert_allclose(fused_grads[0], step_grads[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"self_attention: qkv has shape \(2, 7, 36\); expected \(B, T, 3 \* C\)"):
         F.self_attention(Tensor(qkv), 5)
+
+
+def test_linear_leaves_its_products_to_the_blas_on_more_than_one_thread(spy, monkeypatch):
+    monkeypatch.setenv("TINYLM_NUM_THREADS", "2")
+    f, arrays, _ = CASES["linear"]
+    gradcheck_c(f, *arrays)
+    assert not {"matmul_f32", "matmul_nn_f32"} & spy.called

@@ -58,18 +58,19 @@ def test_matmul_nn_f32_propagates_nan_and_inf_like_ieee():
 
 @pytest.mark.parametrize("threads", ["2", "3"])
 def test_matmuls_split_across_threads_give_the_bits_of_one_thread(threads, monkeypatch):
-    """matmul_f32 and matmul_nn_f32 cut their rows into blocks at multiples of 12 rows, one per thread;
+    """matmul_f32, matmul_nn_f32 and matmul_f16 cut their rows into blocks at multiples of 12 rows, one per thread;
     tinylm_kernels.h promises the bits of a single call."""
     rng = np.random.default_rng(int(threads))
     x, w, wt, b = rand_f32(rng, (770, 200)), rand_f32(rng, (130, 200)), rand_f32(rng, (200, 130)), rand_f32(rng, (130,))
     monkeypatch.setenv("TINYLM_NUM_THREADS", "1")
-    one = kernels.matmul_f32(x, w, b), kernels.matmul_nn_f32(x, wt)
+    xh, wh = x.astype(np.float16), w.astype(np.float16)
+    one = kernels.matmul_f32(x, w, b), kernels.matmul_nn_f32(x, wt), kernels.matmul_f16(xh, wh, b)
     blocks = []
     real = kernels.run_rows
     monkeypatch.setattr(kernels, "run_rows", lambda fn, rows, **kw: (blocks.append(rows), real(fn, rows, **kw)))
     monkeypatch.setenv("TINYLM_NUM_THREADS", threads)
-    split = kernels.matmul_f32(x, w, b), kernels.matmul_nn_f32(x, wt)
-    assert blocks == [770, 770]                                  # both went through the row split
+    split = kernels.matmul_f32(x, w, b), kernels.matmul_nn_f32(x, wt), kernels.matmul_f16(xh, wh, b)
+    assert blocks == [770, 770, 770]                             # all three went through the row split
     for a, c in zip(one, split):
         np.testing.assert_array_equal(bits32(a), bits32(c))
 

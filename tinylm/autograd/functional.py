@@ -43,13 +43,16 @@ def linear(x, weight, bias=None):
         dx = dy @ W        (N, out) @ (out, in)
         dW = dy^T @ x      (out, N) @ (N, in)
         db = sum_rows(dy)
-    On the C path, when the build has the AVX-512 packed GEMM (kernels.packed_gemm_f32()), y and dx are
-    tinylm's matmul_f32 and matmul_nn_f32 (W as stored, never transposed); dW stays with NumPy's BLAS,
-    measured faster for this shape, whose sum runs over all N rows.
+    On the C path, when the build has the AVX-512 packed GEMM (kernels.packed_gemm_f32()) and the kernels
+    run on one thread, y and dx are tinylm's matmul_f32 and matmul_nn_f32 (W as stored, never
+    transposed); dW stays with NumPy's BLAS, as fast for this shape, whose sum runs over all N rows. With
+    more threads all three go to the BLAS, which threads them itself: measured, that beats our GEMM
+    split across threads beside a BLAS dW (whose idle threads spin, after each call, on the cores our
+    blocks need).
     """
     lead = x.shape[:-1]
     x2 = x.data.reshape(-1, x.shape[-1])  # (N, in)
-    c_gemm = _c_path(x2, weight.data) and kernels.packed_gemm_f32()
+    c_gemm = _c_path(x2, weight.data) and kernels.packed_gemm_f32() and kernels.num_threads() == 1
     if c_gemm:
         y = kernels.matmul_f32(x2, weight.data, None if bias is None else bias.data)  # (N, out)
     else:

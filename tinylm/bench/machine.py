@@ -82,7 +82,8 @@ def describe():
         return lines + ["kernels: NumPy references (the C extension is not in use)"]
     lines.append(f"kernels: C, SIMD {info['simd']}; flags {info['flags']}")
     lines += ["  " + line for line in kernel_paths(info["simd"], info["flags"], kernels.amx_available())]
-    linear = ("tinylm's matmul_f32 / matmul_nn_f32, dW NumPy's BLAS" if kernels.packed_gemm_f32()
+    threads = kernels.num_threads()
+    linear = ("tinylm's matmul_f32 / matmul_nn_f32, dW NumPy's BLAS" if kernels.packed_gemm_f32() and threads == 1
               else "NumPy's BLAS")
-    return lines + [f"  training's Linear (forward, dx): {linear}; C matmuls on {kernels.num_threads()} "
-                    f"thread(s) (rows split in a Python pool: TINYLM_NUM_THREADS, else OPENBLAS_NUM_THREADS)"]
+    return lines + [f"  training's Linear (forward, dx): {linear}; C matmuls on {threads} thread(s) (rows split "
+                    f"in a Python pool: TINYLM_NUM_THREADS, else OPENBLAS_NUM_THREADS)"]

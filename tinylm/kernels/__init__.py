@@ -289,8 +289,8 @@ def matmul_nn_f32(x, w):
 
 def packed_gemm_f32() -> bool:
     """True when matmul_f32 and matmul_nn_f32 run the AVX-512 packed GEMM (simd/matmul_avx512.h), which
-    `python -m tinylm.bench kernels` measures at or above NumPy's OpenBLAS: then a Linear layer's
-    forward and its dx use them (tinylm.autograd.functional.linear). Other builds leave Linear to NumPy."""
+    `python -m tinylm.bench kernels` measures at or above NumPy's OpenBLAS on one thread: then a Linear
+    layer's forward and its dx use them on one thread (tinylm.autograd.functional.linear)."""
     if backend() != "c":
         return False
     if not _packed_gemm_cache:  # the build does not change while the process runs: asked once
@@ -302,7 +302,8 @@ _packed_gemm_cache = []     # [] until asked, then [True or False]
 
 
 def matmul_f16(x, w, b=None):
-    """y (M, N) float32 = x (M, K) float16 @ w (N, K).T float16 + b (N,) float32, fp32 math."""
+    """y (M, N) float32 = x (M, K) float16 @ w (N, K).T float16 + b (N,) float32, fp32 math.
+    Split by rows across threads like matmul_f32 (NumPy has no fast fp16 matmul to hand this to)."""
     x, w, b = _matmul_args("matmul_f16", x, w, b, np.float16)
     c = _c()
     if c is None or x.size == 0 or w.size == 0:
@@ -310,9 +311,10 @@ def matmul_f16(x, w, b=None):
     ffi, lib = c
     (M, K), N = x.shape, w.shape[0]
     y = np.empty((M, N), np.float32)
-    lib.tinylm_matmul_f16(_ptr(ffi, "uint16_t *", x), _ptr(ffi, "uint16_t *", w),
-                          ffi.NULL if b is None else _ptr(ffi, "float *", b),
-                          _ptr(ffi, "float *", y), M, N, K)
+    xp, wp, yp = _ptr(ffi, "uint16_t *", x), _ptr(ffi, "uint16_t *", w), _ptr(ffi, "float *", y)
+    bp = ffi.NULL if b is None else _ptr(ffi, "float *", b)
+    _matmul_rows(lambda r0, r1: lib.tinylm_matmul_f16(xp + r0 * K, wp, bp, yp + r0 * N, r1 - r0, N, K),
+                 M, N, K)
     return y
 
 
