@@ -67,6 +67,10 @@ void tinylm_matmul_f32(const float *x, const float *w, const float *b, float *y,
  * not transposed (a Linear layer's backward, dx = dy @ W with W (out, in), has this form). Same error
  * bound, IEEE semantics and row splitting as tinylm_matmul_f32. */
 void tinylm_matmul_nn_f32(const float *x, const float *w, float *y, size_t M, size_t N, size_t K);
+/* tinylm_matmul_tn_f32: y (M, N) = x (K, M).T @ w (K, N), both row-major and K-first, no bias (a Linear
+ * layer's dW = dy^T @ x, with dy (tokens, out) and x (tokens, in)). Same error bound and IEEE semantics
+ * as tinylm_matmul_f32 (rows of y are columns of x: no row splitting). */
+void tinylm_matmul_tn_f32(const float *x, const float *w, float *y, size_t M, size_t N, size_t K);
 
 /* ---- fp16 matmul (matmul_f16.c) ---------------------------------------------------------------
  * Same as tinylm_matmul_f32 with x and w stored as binary16: every element is converted exactly to

@@ -32,7 +32,8 @@ BUILDS = {"armv8-a": ("armv8-a", "cortex-a53", {"neon", "arm-fp16", "portable"},
           "dotprod": ("armv8.2-a+dotprod", "max", {"neon", "arm-dotprod", "arm-fp16", "portable"}, set())}
 
 # every line test_kernels.c prints on AArch64 (the larger blocking cases included); each must say "ok"
-KERNEL_CHECKS = ["f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_nn_f32", "matmul_f16", "matmul_s8", "quantize_s8",
+KERNEL_CHECKS = ["f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_nn_f32", "matmul_tn_f32", "matmul_f16",
+                 "matmul_s8", "quantize_s8",
                  "dequantize_s8", "linear_s8", "linear_s4", "dequantize_s4", "softmax_f32",
                  "softmax_f32 causal", "softmax_f16", "softmax_s8", "exp_f32", "matmul_s8 blocks",
                  "linear_s8 blocks", "exp_f32 lanes", "s8 K < 4, M >= 6"]

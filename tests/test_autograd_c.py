@@ -98,7 +98,7 @@ def ce(targets):
 
 T8 = np.array([1, 0, 3, -1, 2, 4, 4, 0])   # one ignored target (-1)
 # Linear runs on tinylm's GEMMs where the build has the AVX-512 packed GEMM, on NumPy's BLAS elsewhere
-GEMMS = {"matmul_f32", "matmul_nn_f32"} if kernels.packed_gemm_f32() else set()
+GEMMS = {"matmul_f32", "matmul_nn_f32", "matmul_tn_f32"} if kernels.packed_gemm_f32() else set()
 CASES = {  # name: (f, arrays, the kernels the C path must call)
     "gelu": (F.gelu, [rand32(3, 7, scale=2)], {"gelu_f32", "gelu_backward_f32"}),
     "layer_norm": (lambda x, w, b: F.layer_norm(x, w, b), [rand32(2, 3, 10), rand32(10) + 1, rand32(10)],
@@ -223,4 +223,4 @@ def test_linear_leaves_its_products_to_the_blas_on_more_than_one_thread(spy, mon
     monkeypatch.setenv("TINYLM_NUM_THREADS", "2")
     f, arrays, _ = CASES["linear"]
     gradcheck_c(f, *arrays)
-    assert not {"matmul_f32", "matmul_nn_f32"} & spy.called
+    assert not {"matmul_f32", "matmul_nn_f32", "matmul_tn_f32"} & spy.called

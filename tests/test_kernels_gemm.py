@@ -46,6 +46,16 @@ def test_matmul_nn_f32_is_the_product_with_w_as_stored(M, N, K):
     assert_matmul_close(y, x, np.ascontiguousarray(w.T), None)
 
 
+@pytest.mark.parametrize("M, N, K", [(5, 19, 45), (6, 32, 16), (25, 300, 1100), (13, 400, 513), (600, 40, 17)])
+def test_matmul_tn_f32_is_the_product_with_x_transposed_as_stored(M, N, K):
+    """matmul_tn_f32(x, w) = x.T @ w with x (K, M) and w (K, N): the bound of matmul_f32."""
+    rng = np.random.default_rng(M + N * K)
+    x, w = rand_f32(rng, (K, M)), rand_f32(rng, (K, N))
+    y = kernels.matmul_tn_f32(x, w)
+    assert y.shape == (M, N) and y.dtype == np.float32
+    assert_matmul_close(y, np.ascontiguousarray(x.T), np.ascontiguousarray(w.T), None)
+
+
 def test_matmul_nn_f32_propagates_nan_and_inf_like_ieee():
     rng = np.random.default_rng(3)
     x, w = rand_f32(rng, (20, 40)), rand_f32(rng, (40, 50))

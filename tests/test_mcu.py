@@ -24,7 +24,8 @@ CORES = list(mcu.CORES)
 DSP_CORES = {"m4", "m7", "m55"}     # the cores with the Armv7E-M DSP instructions (SMLAD, SXTB16)
 
 # one line per kernel check that test_kernels.c prints; every one must say "ok"
-KERNEL_CHECKS = ["f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_nn_f32", "matmul_f16", "matmul_s8", "quantize_s8",
+KERNEL_CHECKS = ["f32_to_f16", "f16_to_f32", "matmul_f32", "matmul_nn_f32", "matmul_tn_f32", "matmul_f16",
+                 "matmul_s8", "quantize_s8",
                  "dequantize_s8", "linear_s8", "linear_s4", "dequantize_s4", "softmax_f32",
                  "softmax_f32 causal", "softmax_f16", "softmax_s8", "exp_f32"]
 

@@ -173,9 +173,21 @@ static void TL_CAT(TL_NAME, _pack_x)(const TL_T *x, size_t K, size_t m, size_t m
     }
 }
 
-/* y = x @ w.T without the bias; w is (N, K) as stored by nn.Linear, or (K, N) when k_first (y = x @ w) */
-static void TL_CAT(TL_NAME, _packed)(const TL_T *x, const TL_T *w, int k_first, float *y, size_t M, size_t N,
-                                     size_t K)
+/* The same packing for an x stored K-first, x (K, M) row-major (tinylm_matmul_tn_f32's x): ap[k * 12 + i]
+ * = x[k0 + k, m + i], 12 consecutive values of a row of x per step k. */
+static void TL_CAT(TL_NAME, _pack_x_km)(const TL_T *x, size_t M, size_t m, size_t mr, size_t k0, size_t kc,
+                                        float *ap)
+{
+    const __mmask16 rows = (__mmask16)((1u << TL_GEMM_MR) - 1);
+    size_t k;
+    for (k = 0; k < kc; k++)
+        _mm512_mask_storeu_ps(ap + k * TL_GEMM_MR, rows, TL_LOAD16(x + (k0 + k) * M + m, mr));
+}
+
+/* y = x @ w.T without the bias, x (M, K) and w (N, K) as stored by nn.Linear; w_k_first: w is (K, N)
+ * (y = x @ w); x_k_first: x is (K, M) too (y = x.T @ w) */
+static void TL_CAT(TL_NAME, _packed)(const TL_T *x, int x_k_first, const TL_T *w, int w_k_first, float *y,
+                                     size_t M, size_t N, size_t K)
 {
     float bp[TL_GEMM_KC * TL_GEMM_NC];                      /* the packed block of w: <= 512 KB of stack */
     float ap[TL_GEMM_KC * TL_GEMM_MR];                      /* TL_GEMM_MR packed rows of x */
@@ -184,13 +196,16 @@ static void TL_CAT(TL_NAME, _packed)(const TL_T *x, const TL_T *w, int k_first, 
         size_t nc = N - n0 < TL_GEMM_NC ? N - n0 : TL_GEMM_NC;
         for (k0 = 0; k0 < K; k0 += TL_GEMM_KC) {
             size_t kc = K - k0 < TL_GEMM_KC ? K - k0 : TL_GEMM_KC;
-            if (k_first)
+            if (w_k_first)
                 TL_CAT(TL_NAME, _pack_w_kn)(w, N, n0, nc, k0, kc, bp);
             else
                 TL_CAT(TL_NAME, _pack_w)(w, N, K, n0, nc, k0, kc, bp);
             for (m = 0; m < M; m += TL_GEMM_MR) {
                 size_t mr = M - m < TL_GEMM_MR ? M - m : TL_GEMM_MR;
-                TL_CAT(TL_NAME, _pack_x)(x, K, m, mr, k0, kc, ap);
+                if (x_k_first)
+                    TL_CAT(TL_NAME, _pack_x_km)(x, M, m, mr, k0, kc, ap);
+                else
+                    TL_CAT(TL_NAME, _pack_x)(x, K, m, mr, k0, kc, ap);
                 for (s = 0; s * TL_GEMM_NR < nc; s++) {
                     size_t ns = n0 + s * TL_GEMM_NR, nr = N - ns < TL_GEMM_NR ? N - ns : TL_GEMM_NR;
                     __mmask16 lanes[2];           /* the columns ns .. ns + nr - 1 of y */
@@ -219,7 +234,7 @@ static void TL_NAME(const TL_T *restrict x, const TL_T *restrict w, const float 
         TL_SMALL(x, w, b, y, M, N, K);
         return;
     }
-    TL_CAT(TL_NAME, _packed)(x, w, 0, y, M, N, K);
+    TL_CAT(TL_NAME, _packed)(x, 0, w, 0, y, M, N, K);
     if (b)
         for (m = 0; m < M; m++)
             for (n = 0; n < N; n++)

@@ -100,25 +100,39 @@ static long count_outside(const float *y, const uint32_t *want, const uint32_t *
     return bad;
 }
 
-/* matmul_nn_f32 on the same vectors: w transposed to (K, N), x stacked twice (2M rows: the packed path
- * of a SIMD build as well as its few-rows loop), the bias added after; row m of y is tv_mm_y's row m % M */
+/* matmul_nn_f32 and matmul_tn_f32 on the same vectors: w transposed to (K, N), x stacked twice (2M rows:
+ * the packed path of a SIMD build as well as its few-rows loop; for tn also transposed, to (K, 2M)), the
+ * bias added after; row m of y is tv_mm_y's row m % M */
 static float mm_wt[TV_MM_K * TV_MM_N], mm_x2[2 * TV_MM_M * TV_MM_K], mm_y2[2 * TV_MM_M * TV_MM_N];
+static float mm_x2t[TV_MM_K * 2 * TV_MM_M];
 
-static void test_matmul_nn(void)
+static long count_outside_stacked(void)
 {
-    long bad = 0, m, n, k;
+    long bad = 0, m, n;
+    for (m = 0; m < 2 * TV_MM_M; m++)
+        for (n = 0; n < TV_MM_N; n++)
+            mm_y2[m * TV_MM_N + n] += in_c[n];
+    for (m = 0; m < 2; m++)
+        bad += count_outside(mm_y2 + m * TV_MM_M * TV_MM_N, tv_mm_y, tv_mm_tol, TV_MM_M * TV_MM_N);
+    return bad;
+}
+
+static void test_matmul_nn_tn(void)
+{
+    long m, n, k;
     for (n = 0; n < TV_MM_N; n++)
         for (k = 0; k < TV_MM_K; k++)
             mm_wt[k * TV_MM_N + n] = in_b[n * TV_MM_K + k];
     for (m = 0; m < 2 * TV_MM_M * TV_MM_K; m++)
         mm_x2[m] = in_a[m % (TV_MM_M * TV_MM_K)];
     tinylm_matmul_nn_f32(mm_x2, mm_wt, mm_y2, 2 * TV_MM_M, TV_MM_N, TV_MM_K);
+    report("matmul_nn_f32", count_outside_stacked(), 2 * TV_MM_M * TV_MM_N, "K*2^-23*|x||w| + |y|*2^-23");
+
     for (m = 0; m < 2 * TV_MM_M; m++)
-        for (n = 0; n < TV_MM_N; n++)
-            mm_y2[m * TV_MM_N + n] += in_c[n];
-    for (m = 0; m < 2; m++)
-        bad += count_outside(mm_y2 + m * TV_MM_M * TV_MM_N, tv_mm_y, tv_mm_tol, TV_MM_M * TV_MM_N);
-    report("matmul_nn_f32", bad, 2 * TV_MM_M * TV_MM_N, "K*2^-23*|x||w| + |y|*2^-23");
+        for (k = 0; k < TV_MM_K; k++)
+            mm_x2t[k * 2 * TV_MM_M + m] = mm_x2[m * TV_MM_K + k];
+    tinylm_matmul_tn_f32(mm_x2t, mm_wt, mm_y2, 2 * TV_MM_M, TV_MM_N, TV_MM_K);
+    report("matmul_tn_f32", count_outside_stacked(), 2 * TV_MM_M * TV_MM_N, "K*2^-23*|x||w| + |y|*2^-23");
 }
 
 static void test_matmul(void)
@@ -129,7 +143,7 @@ static void test_matmul(void)
     load_f32(tv_mm_b, in_c, TV_MM_N);
     tinylm_matmul_f32(in_a, in_b, in_c, out_f, TV_MM_M, TV_MM_N, TV_MM_K);
     report("matmul_f32", count_outside(out_f, tv_mm_y, tv_mm_tol, n), n, "K*2^-23*|x||w| + |y|*2^-23");
-    test_matmul_nn();
+    test_matmul_nn_tn();
 
     tinylm_matmul_f16(tv_mmh_x, tv_mmh_w, in_c, out_f, TV_MM_M, TV_MM_N, TV_MM_K);
     report("matmul_f16", count_outside(out_f, tv_mmh_y, tv_mmh_tol, n), n, "K*2^-23*|x||w| + |y|*2^-23");

@@ -44,11 +44,10 @@ def linear(x, weight, bias=None):
         dW = dy^T @ x      (out, N) @ (N, in)
         db = sum_rows(dy)
     On the C path, when the build has the AVX-512 packed GEMM (kernels.packed_gemm_f32()) and the kernels
-    run on one thread, y and dx are tinylm's matmul_f32 and matmul_nn_f32 (W as stored, never
-    transposed); dW stays with NumPy's BLAS, as fast for this shape, whose sum runs over all N rows. With
-    more threads all three go to the BLAS, which threads them itself: measured, that beats our GEMM
-    split across threads beside a BLAS dW (whose idle threads spin, after each call, on the cores our
-    blocks need).
+    run on one thread, the three products are tinylm's matmul_f32, matmul_nn_f32 and matmul_tn_f32, each
+    reading its operands as stored (nothing transposed in memory). With more threads they go to NumPy's
+    BLAS, which threads them itself: measured, that beat our GEMMs split across threads beside a BLAS
+    (whose idle threads spin, after each call, on the cores our blocks need).
     """
     lead = x.shape[:-1]
     x2 = x.data.reshape(-1, x.shape[-1])  # (N, in)
@@ -66,7 +65,9 @@ def linear(x, weight, bias=None):
         if x.requires_grad:
             gx = kernels.matmul_nn_f32(g2, weight.data) if c_gemm else g2 @ weight.data  # (N, in)
             gx = gx.reshape(x.shape)
-        gw = g2.T @ x2 if weight.requires_grad else None
+        gw = None
+        if weight.requires_grad:
+            gw = kernels.matmul_tn_f32(g2, x2) if c_gemm else g2.T @ x2  # (out, in)
         gb = g2.sum(axis=0) if bias is not None and bias.requires_grad else None
         return gx, gw, gb
 

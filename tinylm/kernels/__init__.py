@@ -41,7 +41,7 @@ __all__ = [
     "quantize_s8", "dequantize_s8", "linear_s8", "LinearS8", "softmax_f32", "softmax_f16", "softmax_s8",
     "quantize_s4", "dequantize_s4", "linear_s4", "LinearS4",
     "layernorm_f32", "gelu_f32", "embedding", "residual_add_f32", "attention_f32",
-    "amx_available", "matmul_nn_f32", "packed_gemm_f32",
+    "amx_available", "matmul_nn_f32", "matmul_tn_f32", "packed_gemm_f32",
 ]
 
 ENV_VAR = "TINYLM_KERNELS"
@@ -287,10 +287,28 @@ def matmul_nn_f32(x, w):
     return y
 
 
+def matmul_tn_f32(x, w):
+    """y (M, N) = x (K, M).T @ w (K, N), float32, both as stored (see reference.matmul_tn_f32): a Linear
+    layer's dW = dy^T @ x. One thread (training runs it only there: see packed_gemm_f32)."""
+    fn = "matmul_tn_f32"
+    x, w = _array(fn, "x", x, np.float32, 2), _array(fn, "w", w, np.float32, 2)  # (K, M), (K, N)
+    (K, M), N = x.shape, w.shape[1]
+    if w.shape[0] != K:
+        raise ValueError(f"{fn}: w has shape {w.shape}; expected ({K}, N) to match x's K={K}")
+    c = _c()
+    if c is None or x.size == 0 or w.size == 0:
+        return reference.matmul_tn_f32(x, w)
+    ffi, lib = c
+    y = np.empty((M, N), np.float32)
+    lib.tinylm_matmul_tn_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", y), M, N, K)
+    return y
+
+
 def packed_gemm_f32() -> bool:
-    """True when matmul_f32 and matmul_nn_f32 run the AVX-512 packed GEMM (simd/matmul_avx512.h), which
-    `python -m tinylm.bench kernels` measures at or above NumPy's OpenBLAS on one thread: then a Linear
-    layer's forward and its dx use them on one thread (tinylm.autograd.functional.linear)."""
+    """True when matmul_f32, matmul_nn_f32 and matmul_tn_f32 run the AVX-512 packed GEMM
+    (simd/matmul_avx512.h), which `python -m tinylm.bench kernels` measures at or above NumPy's OpenBLAS
+    on one thread: then a Linear layer's forward and backward use them on one thread
+    (tinylm.autograd.functional.linear)."""
     if backend() != "c":
         return False
     if not _packed_gemm_cache:  # the build does not change while the process runs: asked once

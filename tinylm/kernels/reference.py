@@ -100,6 +100,12 @@ def matmul_nn_f32(x, w):
     return (x.astype(np.float64) @ w.astype(np.float64)).astype(np.float32)   # (M, K) @ (K, N)
 
 
+def matmul_tn_f32(x, w):
+    """y (M, N) = x (K, M).T @ w (K, N), float32, both as stored (tinylm_matmul_tn_f32): summed in float64
+    and rounded once, like matmul_f32."""
+    return (x.astype(np.float64).T @ w.astype(np.float64)).astype(np.float32)   # (M, K) @ (K, N)
+
+
 def matmul_f16(x, w, b=None):
     """y (M, N) float32 = x (M, K) float16 @ w (N, K).T float16 + b (N,) float32.
 
