@@ -1,7 +1,8 @@
 /* matmul_f32.c -- the fp32 matmuls, contracts in tinylm_kernels.h:
  *   tinylm_matmul_f32     y (M, N) = x (M, K) @ w (N, K).T (+ b)    a Linear layer's forward
  *   tinylm_matmul_nn_f32  y (M, N) = x (M, K) @ w (K, N)            its backward's dx = dy @ W
- *   tinylm_matmul_tn_f32  y (M, N) = x (K, M).T @ w (K, N)          and dW = dy^T @ x */
+ *   tinylm_matmul_tn_f32  y (M, N) = x (K, M).T @ w (K, N)          and dW = dy^T @ x
+ *                         (x's rows x_row apart: M columns of a wider x, for a block of rows of y) */
 #include "tinylm_kernels.h"
 
 #if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
@@ -59,13 +60,13 @@ void tinylm_matmul_nn_f32(const float *restrict x, const float *restrict w, floa
     }
 }
 
-void tinylm_matmul_tn_f32(const float *restrict x, const float *restrict w, float *restrict y,
+void tinylm_matmul_tn_f32(const float *restrict x, size_t x_row, const float *restrict w, float *restrict y,
                           size_t M, size_t N, size_t K)
 {
     size_t m, n, k;
 #if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
     if (M >= 6 && K > 0) {                /* the packed GEMM, x and w both packed from their K-first rows */
-        tl_matmul_f32_avx512_packed(x, 1, w, 1, y, M, N, K);
+        tl_matmul_f32_avx512_packed(x, x_row, w, 1, y, M, N, K);
         return;
     }
 #endif
@@ -73,7 +74,7 @@ void tinylm_matmul_tn_f32(const float *restrict x, const float *restrict w, floa
         for (n = 0; n < N; n++)
             y[m * N + n] = 0.0f;
     for (k = 0; k < K; k++) {             /* y[m, :] += x[k, m] * w[k, :]: row k of x and of w, once each */
-        const float *xk = x + k * M, *wk = w + k * N;
+        const float *xk = x + k * x_row, *wk = w + k * N;
         for (m = 0; m < M; m++) {
             const float xkm = xk[m];
             float *ym = y + m * N;

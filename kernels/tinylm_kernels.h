@@ -68,9 +68,11 @@ void tinylm_matmul_f32(const float *x, const float *w, const float *b, float *y,
  * bound, IEEE semantics and row splitting as tinylm_matmul_f32. */
 void tinylm_matmul_nn_f32(const float *x, const float *w, float *y, size_t M, size_t N, size_t K);
 /* tinylm_matmul_tn_f32: y (M, N) = x (K, M).T @ w (K, N), both row-major and K-first, no bias (a Linear
- * layer's dW = dy^T @ x, with dy (tokens, out) and x (tokens, in)). Same error bound and IEEE semantics
- * as tinylm_matmul_f32 (rows of y are columns of x: no row splitting). */
-void tinylm_matmul_tn_f32(const float *x, const float *w, float *y, size_t M, size_t N, size_t K);
+ * layer's dW = dy^T @ x, with dy (tokens, out) and x (tokens, in)). x's rows are x_row >= M floats apart:
+ * the M columns may be a block of a wider x (row m of y is column m of x), which is how the rows of y
+ * are split between calls, with the same rule and the same bits as tinylm_matmul_f32. Same error bound
+ * and IEEE semantics as tinylm_matmul_f32. */
+void tinylm_matmul_tn_f32(const float *x, size_t x_row, const float *w, float *y, size_t M, size_t N, size_t K);
 
 /* ---- fp16 matmul (matmul_f16.c) ---------------------------------------------------------------
  * Same as tinylm_matmul_f32 with x and w stored as binary16: every element is converted exactly to

@@ -9,6 +9,22 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+THREAD_VARS = ("TINYLM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def thread_variables_restored():
+    """`python -m tinylm.bench`'s main sets OPENBLAS_NUM_THREADS=1 for what it imports next; a test that
+    calls it must not leave that (or any other thread count) to the tests after it."""
+    before = {name: os.environ.get(name) for name in THREAD_VARS}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def shakespeare_path():
     """Path to ../shared/data/tinyshakespeare.txt, or skip when the shared data is not beside the repo."""

@@ -112,6 +112,25 @@ def _diff(expected, printed):
                                           "the code prints now", lineterm="", n=2))
 
 
+# The pages were printed with tinylm's C kernels on 2 threads, where a float32 Linear runs on NumPy's BLAS
+# (chapter 8); on one thread it runs on tinylm's own GEMM, whose float32 rounding moves the last digits
+# of trained losses. So a chapter runs with TINYLM_NUM_THREADS=2 unless it is set already.
+PAGE_THREADS = "2"
+
+
+@contextlib.contextmanager
+def _kernel_threads(n):
+    """TINYLM_NUM_THREADS=n for the duration (unless set already), restored afterwards."""
+    before = os.environ.get("TINYLM_NUM_THREADS")
+    if before is None:
+        os.environ["TINYLM_NUM_THREADS"] = n
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TINYLM_NUM_THREADS", None)
+
+
 def run_chapter(name, workdir=HERE, check=True, require_outputs=True):
     """Execute every python block of chapter `name` in order, with `workdir` as the current folder.
 
@@ -125,7 +144,7 @@ def run_chapter(name, workdir=HERE, check=True, require_outputs=True):
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures are saved, never shown
     os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
     namespace = {"__name__": f"tutorial_{name[:2]}", "__file__": path}
-    with _chdir(workdir):
+    with _chdir(workdir), _kernel_threads(PAGE_THREADS):
         for block in blocks:
             out = io.StringIO()
             with contextlib.redirect_stdout(_Tee(out) if not check else out):

@@ -173,20 +173,21 @@ static void TL_CAT(TL_NAME, _pack_x)(const TL_T *x, size_t K, size_t m, size_t m
     }
 }
 
-/* The same packing for an x stored K-first, x (K, M) row-major (tinylm_matmul_tn_f32's x): ap[k * 12 + i]
- * = x[k0 + k, m + i], 12 consecutive values of a row of x per step k. */
-static void TL_CAT(TL_NAME, _pack_x_km)(const TL_T *x, size_t M, size_t m, size_t mr, size_t k0, size_t kc,
+/* The same packing for an x stored K-first, rows `x_row` apart (tinylm_matmul_tn_f32's x: column m of
+ * y is column m of x): ap[k * 12 + i] = x[(k0 + k) * x_row + m + i], 12 consecutive values of a row of x
+ * per step k. */
+static void TL_CAT(TL_NAME, _pack_x_km)(const TL_T *x, size_t x_row, size_t m, size_t mr, size_t k0, size_t kc,
                                         float *ap)
 {
     const __mmask16 rows = (__mmask16)((1u << TL_GEMM_MR) - 1);
     size_t k;
     for (k = 0; k < kc; k++)
-        _mm512_mask_storeu_ps(ap + k * TL_GEMM_MR, rows, TL_LOAD16(x + (k0 + k) * M + m, mr));
+        _mm512_mask_storeu_ps(ap + k * TL_GEMM_MR, rows, TL_LOAD16(x + (k0 + k) * x_row + m, mr));
 }
 
 /* y = x @ w.T without the bias, x (M, K) and w (N, K) as stored by nn.Linear; w_k_first: w is (K, N)
- * (y = x @ w); x_k_first: x is (K, M) too (y = x.T @ w) */
-static void TL_CAT(TL_NAME, _packed)(const TL_T *x, int x_k_first, const TL_T *w, int w_k_first, float *y,
+ * (y = x @ w); x_k_row > 0: x is K-first too, (K, M) with rows x_k_row apart (y = x.T @ w) */
+static void TL_CAT(TL_NAME, _packed)(const TL_T *x, size_t x_k_row, const TL_T *w, int w_k_first, float *y,
                                      size_t M, size_t N, size_t K)
 {
     float bp[TL_GEMM_KC * TL_GEMM_NC];                      /* the packed block of w: <= 512 KB of stack */
@@ -202,8 +203,8 @@ static void TL_CAT(TL_NAME, _packed)(const TL_T *x, int x_k_first, const TL_T *w
                 TL_CAT(TL_NAME, _pack_w)(w, N, K, n0, nc, k0, kc, bp);
             for (m = 0; m < M; m += TL_GEMM_MR) {
                 size_t mr = M - m < TL_GEMM_MR ? M - m : TL_GEMM_MR;
-                if (x_k_first)
-                    TL_CAT(TL_NAME, _pack_x_km)(x, M, m, mr, k0, kc, ap);
+                if (x_k_row)
+                    TL_CAT(TL_NAME, _pack_x_km)(x, x_k_row, m, mr, k0, kc, ap);
                 else
                     TL_CAT(TL_NAME, _pack_x)(x, K, m, mr, k0, kc, ap);
                 for (s = 0; s * TL_GEMM_NR < nc; s++) {

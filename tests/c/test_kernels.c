@@ -131,7 +131,7 @@ static void test_matmul_nn_tn(void)
     for (m = 0; m < 2 * TV_MM_M; m++)
         for (k = 0; k < TV_MM_K; k++)
             mm_x2t[k * 2 * TV_MM_M + m] = mm_x2[m * TV_MM_K + k];
-    tinylm_matmul_tn_f32(mm_x2t, mm_wt, mm_y2, 2 * TV_MM_M, TV_MM_N, TV_MM_K);
+    tinylm_matmul_tn_f32(mm_x2t, 2 * TV_MM_M, mm_wt, mm_y2, 2 * TV_MM_M, TV_MM_N, TV_MM_K);
     report("matmul_tn_f32", count_outside_stacked(), 2 * TV_MM_M * TV_MM_N, "K*2^-23*|x||w| + |y|*2^-23");
 }
 

@@ -289,7 +289,7 @@ def matmul_nn_f32(x, w):
 
 def matmul_tn_f32(x, w):
     """y (M, N) = x (K, M).T @ w (K, N), float32, both as stored (see reference.matmul_tn_f32): a Linear
-    layer's dW = dy^T @ x. One thread (training runs it only there: see packed_gemm_f32)."""
+    layer's dW = dy^T @ x. Split by rows of y (columns of x) across threads like matmul_f32."""
     fn = "matmul_tn_f32"
     x, w = _array(fn, "x", x, np.float32, 2), _array(fn, "w", w, np.float32, 2)  # (K, M), (K, N)
     (K, M), N = x.shape, w.shape[1]
@@ -300,7 +300,8 @@ def matmul_tn_f32(x, w):
         return reference.matmul_tn_f32(x, w)
     ffi, lib = c
     y = np.empty((M, N), np.float32)
-    lib.tinylm_matmul_tn_f32(_ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", y), M, N, K)
+    xp, wp, yp = _ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", y)
+    _matmul_rows(lambda r0, r1: lib.tinylm_matmul_tn_f32(xp + r0, M, wp, yp + r0 * N, r1 - r0, N, K), M, N, K)
     return y
 
 
