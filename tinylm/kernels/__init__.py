@@ -22,6 +22,9 @@ cannot do, BEFORE any pointer reaches C:
   so any view works, at the cost of a copy.
 - Outputs are new arrays.
 
+Threads: the fp32 and fp16 matmuls split their rows across num_threads() Python threads when the product
+is large (tinylm.kernels.threads; the C itself is single-threaded), with the bits of one call.
+
 Backend: the C extension when it was built, else NumPy. TINYLM_KERNELS=numpy in the environment
 forces NumPy (TINYLM_KERNELS=c or unset: C when available). When the extension is missing, tinylm
 warns once and uses NumPy, which gives the same results (bit for bit for the exact kernels).
