@@ -30,6 +30,29 @@ static void tl_sdpa_avx512_transpose(const float *restrict b, size_t brow, float
             bT[d * Tk + j] = b[j * brow + d];
 }
 
+/* The 4 x 32 block every product below accumulates: s<row><half>, 8 vectors of 16 lanes, set to zero,
+ * then per step 4 broadcast values (one per row) times the same 2 vectors (columns c..c+15, c+16..c+31) */
+#define TL_SDPA_AVX512_ZERO4                                                                \
+    __m512 s00 = _mm512_setzero_ps(), s01 = _mm512_setzero_ps(), s10 = _mm512_setzero_ps(); \
+    __m512 s11 = _mm512_setzero_ps(), s20 = _mm512_setzero_ps(), s21 = _mm512_setzero_ps(); \
+    __m512 s30 = _mm512_setzero_ps(), s31 = _mm512_setzero_ps()
+
+#define TL_SDPA_AVX512_FMA4(x0, x1, x2, x3, v0, v1)                                        \
+    do {                                                                                   \
+        __m512 x_ = _mm512_set1_ps(x0);                                                    \
+        s00 = _mm512_fmadd_ps(x_, v0, s00);                                                \
+        s01 = _mm512_fmadd_ps(x_, v1, s01);                                                \
+        x_ = _mm512_set1_ps(x1);                                                           \
+        s10 = _mm512_fmadd_ps(x_, v0, s10);                                                \
+        s11 = _mm512_fmadd_ps(x_, v1, s11);                                                \
+        x_ = _mm512_set1_ps(x2);                                                           \
+        s20 = _mm512_fmadd_ps(x_, v0, s20);                                                \
+        s21 = _mm512_fmadd_ps(x_, v1, s21);                                                \
+        x_ = _mm512_set1_ps(x3);                                                           \
+        s30 = _mm512_fmadd_ps(x_, v0, s30);                                                \
+        s31 = _mm512_fmadd_ps(x_, v1, s31);                                                \
+    } while (0)
+
 /* out (Tq, Tk) = (a bT) * scale, a (Tq, hs) rows `arow` apart, bT (hs, Tk): for each block of 4 query rows,
  * the keys the last of them sees (the others' extra entries are scratch the softmax does not read) */
 static void tl_sdpa_avx512_scores(const float *restrict a, size_t arow, const float *restrict bT,
@@ -44,24 +67,11 @@ static void tl_sdpa_avx512_scores(const float *restrict a, size_t arow, const fl
         const float *a3 = a + (i0 + (rows > 3) * 3) * arow;
         for (size_t j = 0; j < visible; j += 32) {
             const __mmask16 m0 = tl_sdpa_avx512_lanes(j, visible), m1 = tl_sdpa_avx512_lanes(j + 16, visible);
-            __m512 s00 = _mm512_setzero_ps(), s01 = _mm512_setzero_ps(), s10 = _mm512_setzero_ps();
-            __m512 s11 = _mm512_setzero_ps(), s20 = _mm512_setzero_ps(), s21 = _mm512_setzero_ps();
-            __m512 s30 = _mm512_setzero_ps(), s31 = _mm512_setzero_ps();
+            TL_SDPA_AVX512_ZERO4;
             for (size_t d = 0; d < hs; d++) {
                 const __m512 b0 = _mm512_maskz_loadu_ps(m0, bT + d * Tk + j);
                 const __m512 b1 = _mm512_maskz_loadu_ps(m1, bT + d * Tk + j + 16);
-                __m512 x = _mm512_set1_ps(a0[d]);
-                s00 = _mm512_fmadd_ps(x, b0, s00);
-                s01 = _mm512_fmadd_ps(x, b1, s01);
-                x = _mm512_set1_ps(a1[d]);
-                s10 = _mm512_fmadd_ps(x, b0, s10);
-                s11 = _mm512_fmadd_ps(x, b1, s11);
-                x = _mm512_set1_ps(a2[d]);
-                s20 = _mm512_fmadd_ps(x, b0, s20);
-                s21 = _mm512_fmadd_ps(x, b1, s21);
-                x = _mm512_set1_ps(a3[d]);
-                s30 = _mm512_fmadd_ps(x, b0, s30);
-                s31 = _mm512_fmadd_ps(x, b1, s31);
+                TL_SDPA_AVX512_FMA4(a0[d], a1[d], a2[d], a3[d], b0, b1);
             }
             float *o = out + i0 * Tk + j;
             _mm512_mask_storeu_ps(o, m0, _mm512_mul_ps(s00, vscale));
@@ -114,24 +124,11 @@ static void tl_sdpa_avx512_mix(const float *restrict w, const float *restrict b,
         const float *w2 = w + (i0 + (rows > 2) * 2) * Tk, *w3 = w + (i0 + (rows > 3) * 3) * Tk;
         for (size_t c = 0; c < hs; c += 32) {
             const __mmask16 m0 = tl_sdpa_avx512_lanes(c, hs), m1 = tl_sdpa_avx512_lanes(c + 16, hs);
-            __m512 s00 = _mm512_setzero_ps(), s01 = _mm512_setzero_ps(), s10 = _mm512_setzero_ps();
-            __m512 s11 = _mm512_setzero_ps(), s20 = _mm512_setzero_ps(), s21 = _mm512_setzero_ps();
-            __m512 s30 = _mm512_setzero_ps(), s31 = _mm512_setzero_ps();
+            TL_SDPA_AVX512_ZERO4;
             for (size_t j = 0; j < visible; j++) {
                 const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + j * brow + c);
                 const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + j * brow + c + 16);
-                __m512 x = _mm512_set1_ps(w0[j]);
-                s00 = _mm512_fmadd_ps(x, b0, s00);
-                s01 = _mm512_fmadd_ps(x, b1, s01);
-                x = _mm512_set1_ps(w1[j]);
-                s10 = _mm512_fmadd_ps(x, b0, s10);
-                s11 = _mm512_fmadd_ps(x, b1, s11);
-                x = _mm512_set1_ps(w2[j]);
-                s20 = _mm512_fmadd_ps(x, b0, s20);
-                s21 = _mm512_fmadd_ps(x, b1, s21);
-                x = _mm512_set1_ps(w3[j]);
-                s30 = _mm512_fmadd_ps(x, b0, s30);
-                s31 = _mm512_fmadd_ps(x, b1, s31);
+                TL_SDPA_AVX512_FMA4(w0[j], w1[j], w2[j], w3[j], b0, b1);
             }
             TL_SDPA_AVX512_STORE4(out + i0 * orow, orow, rows, c, m0, m1);
         }
@@ -150,25 +147,12 @@ static void tl_sdpa_avx512_mix_t(const float *restrict w, const float *restrict 
         const size_t j1 = j0 + (keys > 1), j2 = j0 + (keys > 2) * 2, j3 = j0 + (keys > 3) * 3;
         for (size_t c = 0; c < hs; c += 32) {
             const __mmask16 m0 = tl_sdpa_avx512_lanes(c, hs), m1 = tl_sdpa_avx512_lanes(c + 16, hs);
-            __m512 s00 = _mm512_setzero_ps(), s01 = _mm512_setzero_ps(), s10 = _mm512_setzero_ps();
-            __m512 s11 = _mm512_setzero_ps(), s20 = _mm512_setzero_ps(), s21 = _mm512_setzero_ps();
-            __m512 s30 = _mm512_setzero_ps(), s31 = _mm512_setzero_ps();
+            TL_SDPA_AVX512_ZERO4;
             for (size_t i = first; i < Tq; i++) {
                 const __m512 a0 = _mm512_maskz_loadu_ps(m0, a + i * arow + c);
                 const __m512 a1 = _mm512_maskz_loadu_ps(m1, a + i * arow + c + 16);
                 const float *wi = w + i * Tk;
-                __m512 x = _mm512_set1_ps(wi[j0]);
-                s00 = _mm512_fmadd_ps(x, a0, s00);
-                s01 = _mm512_fmadd_ps(x, a1, s01);
-                x = _mm512_set1_ps(wi[j1]);
-                s10 = _mm512_fmadd_ps(x, a0, s10);
-                s11 = _mm512_fmadd_ps(x, a1, s11);
-                x = _mm512_set1_ps(wi[j2]);
-                s20 = _mm512_fmadd_ps(x, a0, s20);
-                s21 = _mm512_fmadd_ps(x, a1, s21);
-                x = _mm512_set1_ps(wi[j3]);
-                s30 = _mm512_fmadd_ps(x, a0, s30);
-                s31 = _mm512_fmadd_ps(x, a1, s31);
+                TL_SDPA_AVX512_FMA4(wi[j0], wi[j1], wi[j2], wi[j3], a0, a1);
             }
             TL_SDPA_AVX512_STORE4(out + j0 * orow, orow, keys, c, m0, m1);
         }
@@ -176,6 +160,8 @@ static void tl_sdpa_avx512_mix_t(const float *restrict w, const float *restrict 
 }
 
 #undef TL_SDPA_AVX512_STORE4
+#undef TL_SDPA_AVX512_FMA4
+#undef TL_SDPA_AVX512_ZERO4
 
 static void tl_sdpa_f32_avx512(const float *restrict q, tinylm_strides qs, const float *restrict k,
                                tinylm_strides ks, const float *restrict v, tinylm_strides vs,

@@ -272,40 +272,38 @@ def matmul_f32(x, w, b=None):
     return y
 
 
-def matmul_nn_f32(x, w):
-    """y (M, N) = x (M, K) @ w (K, N), float32, w not transposed (see reference.matmul_nn_f32): a Linear
-    layer's dx = dy @ W. Split by rows across threads like matmul_f32."""
-    fn = "matmul_nn_f32"
-    x, w = _array(fn, "x", x, np.float32, 2), _array(fn, "w", w, np.float32, 2)  # (M, K), (K, N)
-    (M, K), N = x.shape, w.shape[1]
+def _k_first_product(fn, x, w, x_k_first):
+    """The checks and the call both K-first matmuls share: x (M, K) or, x_k_first, (K, M); w (K, N) ->
+    y (M, N) float32, the C kernel lib.tinylm_<fn> split by rows across threads, or the reference."""
+    x, w = _array(fn, "x", x, np.float32, 2), _array(fn, "w", w, np.float32, 2)
+    K, M = x.shape if x_k_first else x.shape[::-1]
+    N = w.shape[1]
     if w.shape[0] != K:
         raise ValueError(f"{fn}: w has shape {w.shape}; expected ({K}, N) to match x's K={K}")
     c = _c()
     if c is None or x.size == 0 or w.size == 0:
-        return reference.matmul_nn_f32(x, w)
+        return getattr(reference, fn)(x, w)
     ffi, lib = c
+    kernel = getattr(lib, f"tinylm_{fn}")
     y = np.empty((M, N), np.float32)
     xp, wp, yp = _ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", y)
-    _matmul_rows(lambda r0, r1: lib.tinylm_matmul_nn_f32(xp + r0 * K, wp, yp + r0 * N, r1 - r0, N, K), M, N, K)
+    if x_k_first:  # rows r0 .. r1 - 1 of y are columns r0 .. r1 - 1 of x, whose rows are M apart
+        _matmul_rows(lambda r0, r1: kernel(xp + r0, M, wp, yp + r0 * N, r1 - r0, N, K), M, N, K)
+    else:
+        _matmul_rows(lambda r0, r1: kernel(xp + r0 * K, wp, yp + r0 * N, r1 - r0, N, K), M, N, K)
     return y
+
+
+def matmul_nn_f32(x, w):
+    """y (M, N) = x (M, K) @ w (K, N), float32, w not transposed (see reference.matmul_nn_f32): a Linear
+    layer's dx = dy @ W. Split by rows across threads like matmul_f32."""
+    return _k_first_product("matmul_nn_f32", x, w, x_k_first=False)
 
 
 def matmul_tn_f32(x, w):
     """y (M, N) = x (K, M).T @ w (K, N), float32, both as stored (see reference.matmul_tn_f32): a Linear
     layer's dW = dy^T @ x. Split by rows of y (columns of x) across threads like matmul_f32."""
-    fn = "matmul_tn_f32"
-    x, w = _array(fn, "x", x, np.float32, 2), _array(fn, "w", w, np.float32, 2)  # (K, M), (K, N)
-    (K, M), N = x.shape, w.shape[1]
-    if w.shape[0] != K:
-        raise ValueError(f"{fn}: w has shape {w.shape}; expected ({K}, N) to match x's K={K}")
-    c = _c()
-    if c is None or x.size == 0 or w.size == 0:
-        return reference.matmul_tn_f32(x, w)
-    ffi, lib = c
-    y = np.empty((M, N), np.float32)
-    xp, wp, yp = _ptr(ffi, "float *", x), _ptr(ffi, "float *", w), _ptr(ffi, "float *", y)
-    _matmul_rows(lambda r0, r1: lib.tinylm_matmul_tn_f32(xp + r0, M, wp, yp + r0 * N, r1 - r0, N, K), M, N, K)
-    return y
+    return _k_first_product("matmul_tn_f32", x, w, x_k_first=True)
 
 
 def packed_gemm_f32() -> bool:
