@@ -2,6 +2,7 @@
  * (contract in tinylm_kernels.h). The softmax is tinylm_softmax_f32 (softmax.c).
  */
 #include "tinylm_kernels.h"
+#include "dot_f32.h"
 
 void tinylm_attention_f32(const float *restrict q, const float *restrict k, const float *restrict v,
                           float *restrict y, float *restrict scratch, size_t n_head, size_t head_size,
@@ -13,15 +14,7 @@ void tinylm_attention_f32(const float *restrict q, const float *restrict k, cons
         const float *qh = q + h * head_size;
         for (size_t t = 0; t < T; t++) {                /* s = q_h . k_t,h * scale */
             const float *kt = k + t * stride + h * head_size;
-            float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-            size_t i = 0;
-            for (; i + 8 <= head_size; i += 8)         /* 8 partial sums: the compiler vectorizes */
-                for (size_t j = 0; j < 8; j++)
-                    acc[j] += qh[i + j] * kt[i + j];
-            float dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-            for (; i < head_size; i++)
-                dot += qh[i] * kt[i];
-            s[t] = dot * scale;
+            s[t] = tl_dot_f32(qh, kt, head_size) * scale;
         }
         tinylm_softmax_f32(s, p, 1, T, 0);
         float *yh = y + h * head_size;

@@ -27,20 +27,7 @@ static inline size_t tl_sdpa_head(tinylm_strides s, size_t b, size_t h)
 #if defined(__AVX512F__)
 #include "simd/sdpa_avx512.h"
 #else
-
-/* a . b over n values, in 8 interleaved partial sums added pairwise, then the tail (as attention.c) */
-static float tl_sdpa_dot(const float *restrict a, const float *restrict b, size_t n)
-{
-    float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)                      /* 8 partial sums: the compiler vectorizes */
-        for (size_t j = 0; j < 8; j++)
-            acc[j] += a[i + j] * b[i + j];
-    float dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++)
-        dot += a[i] * b[i];
-    return dot;
-}
+#include "dot_f32.h"
 
 /* out (Tq, Tk) = (a b^T) * scale for the visible entries: a (Tq, hs), b (Tk, hs) rows `arow`, `brow` apart */
 static void tl_sdpa_scores(const float *restrict a, size_t arow, const float *restrict b, size_t brow,
@@ -49,7 +36,7 @@ static void tl_sdpa_scores(const float *restrict a, size_t arow, const float *re
     for (size_t i = 0; i < Tq; i++) {
         const size_t visible = tl_sdpa_visible(i, Tq, Tk, causal);
         for (size_t j = 0; j < visible; j++)
-            out[i * Tk + j] = tl_sdpa_dot(a + i * arow, b + j * brow, hs) * scale;
+            out[i * Tk + j] = tl_dot_f32(a + i * arow, b + j * brow, hs) * scale;
     }
 }
 

@@ -2,6 +2,7 @@
  * an integer-only int8 version. Contract and error bounds: tinylm_kernels.h. */
 #include "tinylm_kernels.h"
 #include "half.h"
+#include "dot_f32.h"
 
 /* ---- exp without libm -------------------------------------------------------------------------
  * e^x = 2^n * e^r with n = round(x / ln2) and r = x - n*ln2 in [-ln2/2, ln2/2]. ln2 is split in a
@@ -135,14 +136,8 @@ void tinylm_softmax_backward_f32(const float *restrict y, const float *restrict 
         const float *yr = y + r * cols, *dyr = dy + r * cols;
         float *dxr = dx + r * cols;
         const size_t visible = causal_tq ? (r % causal_tq) + (cols - causal_tq) + 1 : cols;
-        float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        size_t j = 0;
-        for (; j + 8 <= visible; j += 8)                 /* 8 partial sums: the compiler vectorizes */
-            for (size_t k = 0; k < 8; k++)
-                acc[k] += dyr[j + k] * yr[j + k];
-        float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        for (; j < visible; j++)
-            s += dyr[j] * yr[j];
+        const float s = tl_dot_f32(dyr, yr, visible);
+        size_t j;
         for (j = 0; j < visible; j++)
             dxr[j] = ((dyr[j] - s) * yr[j]) * scale;
         for (j = visible; j < cols; j++)
