@@ -21,6 +21,15 @@ static inline __mmask16 tl_sdpa_avx512_lanes(size_t c, size_t n)
     return c >= n ? (__mmask16)0 : n - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - c)) - 1u);
 }
 
+/* r[i] = row i0 + i of `base` (rows `stride` apart) for the 4 rows of a block; rows past its end (when
+ * it has fewer than 4) point at its first row again, so every load stays inside the operand */
+static inline void tl_sdpa_avx512_rows4(const float *base, size_t stride, size_t i0, size_t rows,
+                                        const float *r[4])
+{
+    for (size_t i = 0; i < 4; i++)
+        r[i] = base + (i0 + (i < rows ? i : 0)) * stride;
+}
+
 /* bT (hs, Tk) = b (Tk, hs) rows `brow` apart, transposed */
 static void tl_sdpa_avx512_transpose(const float *restrict b, size_t brow, float *restrict bT, size_t Tk,
                                      size_t hs)
@@ -62,16 +71,15 @@ static void tl_sdpa_avx512_scores(const float *restrict a, size_t arow, const fl
     for (size_t i0 = 0; i0 < Tq; i0 += 4) {
         const size_t rows = Tq - i0 < 4 ? Tq - i0 : 4;
         const size_t visible = tl_sdpa_visible(i0 + rows - 1, Tq, Tk, causal);
-        const float *a0 = a + i0 * arow, *a1 = a + (i0 + (rows > 1)) * arow;     /* rows past the block: */
-        const float *a2 = a + (i0 + (rows > 2) * 2) * arow;                      /* its first row again */
-        const float *a3 = a + (i0 + (rows > 3) * 3) * arow;
+        const float *ar[4];
+        tl_sdpa_avx512_rows4(a, arow, i0, rows, ar);
         for (size_t j = 0; j < visible; j += 32) {
             const __mmask16 m0 = tl_sdpa_avx512_lanes(j, visible), m1 = tl_sdpa_avx512_lanes(j + 16, visible);
             TL_SDPA_AVX512_ZERO4;
             for (size_t d = 0; d < hs; d++) {
                 const __m512 b0 = _mm512_maskz_loadu_ps(m0, bT + d * Tk + j);
                 const __m512 b1 = _mm512_maskz_loadu_ps(m1, bT + d * Tk + j + 16);
-                TL_SDPA_AVX512_FMA4(a0[d], a1[d], a2[d], a3[d], b0, b1);
+                TL_SDPA_AVX512_FMA4(ar[0][d], ar[1][d], ar[2][d], ar[3][d], b0, b1);
             }
             float *o = out + i0 * Tk + j;
             _mm512_mask_storeu_ps(o, m0, _mm512_mul_ps(s00, vscale));
@@ -120,15 +128,15 @@ static void tl_sdpa_avx512_mix(const float *restrict w, const float *restrict b,
     for (size_t i0 = 0; i0 < Tq; i0 += 4) {
         const size_t rows = Tq - i0 < 4 ? Tq - i0 : 4;
         const size_t visible = tl_sdpa_visible(i0 + rows - 1, Tq, Tk, causal);
-        const float *w0 = w + i0 * Tk, *w1 = w + (i0 + (rows > 1)) * Tk;
-        const float *w2 = w + (i0 + (rows > 2) * 2) * Tk, *w3 = w + (i0 + (rows > 3) * 3) * Tk;
+        const float *wr[4];
+        tl_sdpa_avx512_rows4(w, Tk, i0, rows, wr);
         for (size_t c = 0; c < hs; c += 32) {
             const __mmask16 m0 = tl_sdpa_avx512_lanes(c, hs), m1 = tl_sdpa_avx512_lanes(c + 16, hs);
             TL_SDPA_AVX512_ZERO4;
             for (size_t j = 0; j < visible; j++) {
                 const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + j * brow + c);
                 const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + j * brow + c + 16);
-                TL_SDPA_AVX512_FMA4(w0[j], w1[j], w2[j], w3[j], b0, b1);
+                TL_SDPA_AVX512_FMA4(wr[0][j], wr[1][j], wr[2][j], wr[3][j], b0, b1);
             }
             TL_SDPA_AVX512_STORE4(out + i0 * orow, orow, rows, c, m0, m1);
         }
