@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 ENV_VARS = ("TINYLM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
-_pool = []                  # [] until first needed, then [ThreadPoolExecutor]
+_pool = []                  # [] until first needed, then [(ThreadPoolExecutor, its number of workers)]
 _pool_lock = threading.Lock()
 
 
@@ -48,11 +48,11 @@ def num_threads() -> int:
 def _executor(workers):
     """The shared pool, grown when more workers are asked for than it has."""
     with _pool_lock:
-        if not _pool or _pool[0]._max_workers < workers:
+        if not _pool or _pool[0][1] < workers:
             if _pool:
-                _pool[0].shutdown(wait=False)
-            _pool[:] = [ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tinylm")]
-        return _pool[0]
+                _pool[0][0].shutdown(wait=False)
+            _pool[:] = [(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tinylm"), workers)]
+        return _pool[0][0]
 
 
 def _forget_pool():
