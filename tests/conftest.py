@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+from tinylm.kernels import threads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
@@ -9,7 +11,7 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-THREAD_VARS = ("TINYLM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = threads.ENV_VARS + ("MKL_NUM_THREADS",)  # tinylm's and the BLAS's, all that bench's main sets
 
 
 @pytest.fixture(autouse=True)

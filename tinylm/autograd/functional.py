@@ -43,16 +43,13 @@ def linear(x, weight, bias=None):
         dx = dy @ W        (N, out) @ (out, in)
         dW = dy^T @ x      (out, N) @ (N, in)
         db = sum_rows(dy)
-    On the C path, when the build has the AVX-512 packed GEMM (kernels.packed_gemm_f32()) and the kernels
-    run on one thread, the three products are tinylm's matmul_f32, matmul_nn_f32 and matmul_tn_f32, each
-    reading its operands as stored (nothing transposed in memory). With more threads they go to NumPy's
-    BLAS, which threads them itself: measured on two cores, that ran a training step faster than our
-    three GEMMs split by tinylm.kernels.threads (handing a block to a Python thread costs tens of
-    microseconds a call).
+    On the C path, where kernels.gemm_f32_for_linear() (the AVX-512 packed GEMM, on one thread), the three
+    products are tinylm's matmul_f32, matmul_nn_f32 and matmul_tn_f32, each reading its operands as
+    stored (nothing transposed in memory); elsewhere NumPy's BLAS.
     """
     lead = x.shape[:-1]
     x2 = x.data.reshape(-1, x.shape[-1])  # (N, in)
-    c_gemm = _c_path(x2, weight.data) and kernels.packed_gemm_f32() and kernels.num_threads() == 1
+    c_gemm = _c_path(x2, weight.data) and kernels.gemm_f32_for_linear()
     if c_gemm:
         y = kernels.matmul_f32(x2, weight.data, None if bias is None else bias.data)  # (N, out)
     else:

@@ -82,8 +82,6 @@ def describe():
         return lines + ["kernels: NumPy references (the C extension is not in use)"]
     lines.append(f"kernels: C, SIMD {info['simd']}; flags {info['flags']}")
     lines += ["  " + line for line in kernel_paths(info["simd"], info["flags"], kernels.amx_available())]
-    threads = kernels.num_threads()
-    linear = ("tinylm's matmul_f32 / _nn_f32 / _tn_f32" if kernels.packed_gemm_f32() and threads == 1
-              else "NumPy's BLAS")
-    return lines + [f"  training's Linear (y, dx, dW): {linear}; C matmuls on {threads} thread(s) (rows split "
-                    f"in a Python pool: TINYLM_NUM_THREADS, else OPENBLAS_NUM_THREADS)"]
+    linear = "tinylm's matmul_f32 / _nn_f32 / _tn_f32" if kernels.gemm_f32_for_linear() else "NumPy's BLAS"
+    return lines + [f"  training's Linear (y, dx, dW): {linear}; C matmuls on {kernels.num_threads()} thread(s) "
+                    f"(rows split in a Python pool: TINYLM_NUM_THREADS, else OPENBLAS_NUM_THREADS)"]

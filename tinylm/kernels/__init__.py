@@ -44,7 +44,7 @@ __all__ = [
     "quantize_s8", "dequantize_s8", "linear_s8", "LinearS8", "softmax_f32", "softmax_f16", "softmax_s8",
     "quantize_s4", "dequantize_s4", "linear_s4", "LinearS4",
     "layernorm_f32", "gelu_f32", "embedding", "residual_add_f32", "attention_f32",
-    "amx_available", "matmul_nn_f32", "matmul_tn_f32", "packed_gemm_f32",
+    "amx_available", "matmul_nn_f32", "matmul_tn_f32", "packed_gemm_f32", "gemm_f32_for_linear",
 ]
 
 ENV_VAR = "TINYLM_KERNELS"
@@ -319,6 +319,14 @@ def packed_gemm_f32() -> bool:
 
 
 _packed_gemm_cache = []     # [] until asked, then [True or False]
+
+
+def gemm_f32_for_linear() -> bool:
+    """True when a float32 Linear layer runs its three products on matmul_f32 / _nn_f32 / _tn_f32: the
+    build has the packed GEMM (packed_gemm_f32()) and the kernels run on one thread. With more threads
+    NumPy's BLAS, which threads itself, measured faster on two cores than our GEMMs split by
+    tinylm.kernels.threads (handing a block to a Python thread costs tens of microseconds a call)."""
+    return packed_gemm_f32() and num_threads() == 1
 
 
 def matmul_f16(x, w, b=None):
